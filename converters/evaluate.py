@@ -1,0 +1,104 @@
+"""Accuracy of the reference and the converted model on the same validation images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from edge_sdk.backends.litert import LiteRTEngine
+from edge_sdk.converters.data import ImageSet
+from edge_sdk.converters.models import SourceModel
+from edge_sdk.preprocess import Preprocessing, dequantize, quantize
+from edge_sdk.report import Metrics
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def reference_predictions(source: SourceModel, val: ImageSet, spec: Preprocessing) -> np.ndarray:
+    return np.concatenate([np.argmax(source.predict(batch), axis=-1) for batch in val.batches(spec, size=64)])
+
+
+def tflite_predictions(
+    content: bytes, val: ImageSet, spec: Preprocessing, *, threads: int = 2, progress: ProgressFn | None = None
+) -> np.ndarray:
+    """Top-1 classes from the converted model run in LiteRT, one image at a time as on the device."""
+    engine = LiteRTEngine(content, threads=threads)
+    (inp,) = engine.input_specs()
+    out = engine.output_specs()[0]
+    predictions = np.empty(len(val), dtype=np.int64)
+    for i, batch in enumerate(val.batches(spec, size=1)):
+        if inp["quantization"] is not None and inp["dtype"] != np.float32:
+            scale, zero_point = inp["quantization"]
+            batch = quantize(batch, scale=scale, zero_point=zero_point, dtype=inp["dtype"])
+        (raw,) = engine.run([batch])[:1]
+        if out["quantization"] is not None and out["dtype"] != np.float32:
+            scale, zero_point = out["quantization"]
+            raw = dequantize(raw, scale=scale, zero_point=zero_point)
+        predictions[i] = int(np.argmax(raw[0]))
+        if progress is not None:
+            progress("evaluate", i + 1, len(val))
+    return predictions
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix
+
+
+def metrics(truth: np.ndarray, predicted: np.ndarray, classes: int) -> Metrics:
+    """Top-1 and macro precision/recall/F1 (a class never predicted has precision 0)."""
+    matrix = confusion(truth, predicted, classes)
+    tp = np.diag(matrix).astype(np.float64)
+    predicted_count = matrix.sum(axis=0)
+    actual_count = matrix.sum(axis=1)
+    precision = np.divide(tp, predicted_count, out=np.zeros_like(tp), where=predicted_count > 0)
+    recall = np.divide(tp, actual_count, out=np.zeros_like(tp), where=actual_count > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = actual_count > 0  # classes absent from the validation set do not count
+    return Metrics(
+        top1=float(tp.sum() / max(1, len(truth))),
+        macro_precision=float(precision[present].mean()),
+        macro_recall=float(recall[present].mean()),
+        macro_f1=float(f1[present].mean()),
+    )
+
+
+def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> bytes:
+    """A readable confusion-matrix image (rows: truth, columns: prediction), drawn with OpenCV."""
+    n = matrix.shape[0]
+    cell = max(24, min(48, 720 // max(1, n)))
+    label_w = 12 + 8 * min(16, max((len(c) for c in class_names), default=1))
+    top = 56
+    width, height = label_w + n * cell + 16, top + label_w + n * cell + 16
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(image, title[:80], (8, 22), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "rows: true class, columns: predicted", (8, 44), font, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+    row_totals = np.maximum(1, matrix.sum(axis=1, keepdims=True))
+    share = matrix / row_totals
+    x0, y0 = label_w, top + label_w
+    for r in range(n):
+        for c in range(n):
+            intensity = int(255 - 200 * share[r, c])
+            colour = (255, intensity, intensity) if r == c else (intensity, intensity, 255)
+            p1 = (x0 + c * cell, y0 + r * cell)
+            cv2.rectangle(image, p1, (p1[0] + cell - 1, p1[1] + cell - 1), colour, -1)
+            if matrix[r, c] and cell >= 24:
+                text = str(int(matrix[r, c]))
+                cv2.putText(image, text, (p1[0] + 3, p1[1] + cell // 2 + 4), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, name in enumerate(class_names):
+        short = name[:16]
+        cv2.putText(image, short, (4, y0 + i * cell + cell // 2 + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        # Column labels are drawn rotated: write horizontally into a strip, then rotate it.
+        strip = np.full((cell, label_w - 4, 3), 255, dtype=np.uint8)
+        cv2.putText(strip, short, (2, cell // 2 + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        rotated = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        image[top : top + rotated.shape[0], x0 + i * cell : x0 + i * cell + rotated.shape[1]] = rotated
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the confusion matrix")
+    return encoded.tobytes()

@@ -1,0 +1,153 @@
+"""Load an input model (Keras 3, tf-keras, or a TensorFlow SavedModel) behind one small interface."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.errors import ModelError
+from edge_sdk.converters import _tf
+
+
+@dataclass
+class SourceModel:
+    """A float model the converter can evaluate, prune and hand to the TFLite converter."""
+
+    name: str
+    kind: str  # "keras3", "tf-keras" or "savedmodel"
+    model: Any
+    input_shape: tuple[int, ...]  # without the batch axis
+    num_classes: int
+    path: Path | None = None
+    _signature: Any = field(default=None, repr=False)
+
+    @property
+    def is_keras(self) -> bool:
+        return self.kind in ("keras3", "tf-keras")
+
+    def parameters(self) -> int:
+        if self.is_keras:
+            return int(self.model.count_params())
+        return int(sum(np.prod(v.shape) for v in self.model.variables))
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.is_keras:
+            return np.asarray(self.model(batch, training=False))
+        function, input_name = self._signature
+        outputs = function(**{input_name: _tf.tensorflow().constant(batch)})
+        return np.asarray(next(iter(outputs.values())))
+
+    def tflite_converter(self) -> Any:
+        tf = _tf.tensorflow()
+        if self.is_keras:
+            return tf.lite.TFLiteConverter.from_keras_model(self.model)
+        return tf.lite.TFLiteConverter.from_saved_model(str(self.path))
+
+
+def _keras_file_version(path: Path) -> str:
+    if path.suffix == ".keras":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return str(json.loads(archive.read("metadata.json"))["keras_version"])
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
+            raise ModelError(f"model {path} is not a valid .keras file ({exc.__class__.__name__})") from exc
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            version = handle.attrs.get("keras_version")
+    except OSError as exc:
+        raise ModelError(f"model {path} is not a valid HDF5 (.h5) Keras file") from exc
+    if version is None:
+        raise ModelError(f"model {path} is an HDF5 file without a Keras model in it")
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def _check_image_model(name: str, input_shape: Any, output_shape: Any) -> tuple[tuple[int, ...], int]:
+    shape = tuple(input_shape)
+    if len(shape) != 4:
+        raise ModelError(f"model {name} takes input of shape {shape}, not an image batch (N, H, W, C)")
+    _, height, width, channels = shape
+    if height is None or width is None:
+        raise ModelError(f"model {name} has a dynamic input size {shape}; give it a fixed height and width")
+    if channels not in (1, 3):
+        raise ModelError(f"model {name} input has {channels} channels; image models take 1 or 3")
+    out = tuple(output_shape)
+    if len(out) != 2 or out[-1] is None or out[-1] < 2:
+        raise ModelError(
+            f"model {name} outputs shape {out}; classification conversion needs (N, classes) with 2+ classes"
+        )
+    return (int(height), int(width), int(channels)), int(out[-1])
+
+
+def _from_keras(name: str, kind: str, model: Any, path: Path | None) -> SourceModel:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"model {name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected 1 and 1")
+    shape, classes = _check_image_model(name, model.inputs[0].shape, model.outputs[0].shape)
+    return SourceModel(name=name, kind=kind, model=model, input_shape=shape, num_classes=classes, path=path)
+
+
+def from_keras_object(model: Any, *, name: str = "model") -> SourceModel:
+    """Wrap an in-memory Keras 3 or tf-keras model."""
+    module = type(model).__module__
+    kind = "tf-keras" if module.startswith("tf_keras") else "keras3"
+    return _from_keras(name, kind, model, None)
+
+
+def load_model(path: str | Path) -> SourceModel:
+    """Load a .keras / .h5 file (Keras 3 or tf-keras) or a SavedModel folder."""
+    path = Path(path)
+    name = path.stem if path.is_file() else path.name
+    if not path.exists():
+        raise ModelError(f"model {path} does not exist")
+    if path.is_dir():
+        return _load_saved_model(path, name)
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelError(f"model {path}: expected a .keras or .h5 file or a SavedModel folder")
+    version = _keras_file_version(path)
+    try:
+        if version.startswith("2."):
+            model = _tf.tf_keras().models.load_model(path, compile=False)
+            kind = "tf-keras"
+        else:
+            model = _tf.keras3().saving.load_model(path, compile=False)
+            kind = "keras3"
+    except ModelError:
+        raise
+    except Exception as exc:  # Keras raises a zoo of types for broken files
+        raise ModelError(f"model {path} cannot be loaded: {str(exc).splitlines()[0][:200]}") from exc
+    return _from_keras(name, kind, model, path)
+
+
+def _load_saved_model(path: Path, name: str) -> SourceModel:
+    if not (path / "saved_model.pb").is_file():
+        raise ModelError(f"model {path} is a folder without saved_model.pb, not a SavedModel")
+    if (path / "keras_metadata.pb").is_file():
+        try:
+            model = _tf.tf_keras().models.load_model(path, compile=False)
+        except Exception as exc:
+            raise ModelError(f"model {path} cannot be loaded: {str(exc).splitlines()[0][:200]}") from exc
+        return _from_keras(name, "tf-keras", model, path)
+    tf = _tf.tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+    except KeyError as exc:
+        raise ModelError(f"model {path} has no 'serving_default' signature") from exc
+    except Exception as exc:
+        raise ModelError(f"model {path} cannot be loaded: {str(exc).splitlines()[0][:200]}") from exc
+    input_names = list(signature.structured_input_signature[1])
+    inputs = list(signature.structured_input_signature[1].values())
+    outputs = list(signature.structured_outputs.values())
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"model {path} signature has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
+    shape, classes = _check_image_model(name, inputs[0].shape.as_list(), outputs[0].shape.as_list())
+    return SourceModel(
+        name=name, kind="savedmodel", model=loaded, input_shape=shape, num_classes=classes, path=path,
+        _signature=(signature, input_names[0]),
+    )

@@ -1,0 +1,46 @@
+"""Inference engines: a tiny protocol and an explicit, lazy registry.
+
+Each engine lives in its own module, imported only when a bundle asks for its target, so a device
+without OpenVINO never imports it (and nothing here ever imports TensorFlow).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from edge_sdk.errors import EngineError
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Runs a compiled model on one prepared input batch."""
+
+    def input_specs(self) -> list[dict]:
+        """Per input: name, shape, dtype (numpy), quantization (scale, zero_point) or None."""
+
+    def output_specs(self) -> list[dict]:
+        """Per output: name, shape, dtype (numpy), quantization (scale, zero_point) or None."""
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Raw outputs (as stored: integer tensors stay integer) for raw inputs of the model's dtype."""
+
+
+# target name -> "module:Class"; the module is imported only when the target is used.
+REGISTRY: dict[str, str] = {
+    "tflite": "edge_sdk.backends.litert:LiteRTEngine",
+}
+
+
+def engine_class(target: str) -> type:
+    """The engine class for a target name, importing its module now."""
+    try:
+        spec = REGISTRY[target]
+    except KeyError as exc:
+        known = ", ".join(sorted(REGISTRY))
+        raise EngineError(f"no engine for target '{target}' (known: {known})") from exc
+    module_name, _, class_name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)

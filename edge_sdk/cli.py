@@ -1,0 +1,160 @@
+"""The ``edge-sdk`` command line. Each command is a typed function; its docstring is its help."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from edge_sdk.errors import EdgeSDKError
+
+app = typer.Typer(
+    name="edge-sdk",
+    help="Take image-recognition models from a workstation to the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+profiles_app = typer.Typer(help="List and show device profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+console = Console()
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List the built-in device profiles."""
+    from edge_sdk.profiles import list_profiles
+    from edge_sdk.render import profiles_table
+
+    console.print(profiles_table(list_profiles()))
+
+
+@profiles_app.command("show")
+def profiles_show(name: str = typer.Argument(..., help="Built-in profile name, or a path to a profile .yaml.")) -> None:
+    """Show every field of one profile (built-in name or path to a .yaml file)."""
+    from edge_sdk.profiles import load_profile
+    from edge_sdk.render import profile_table
+
+    console.print(profile_table(load_profile(name)))
+
+
+@app.command()
+def inspect(
+    bundle: Path = typer.Argument(..., help="Bundle folder (holds edge-bundle.json)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of tables."),
+) -> None:
+    """Verify a bundle (schema and every file's sha256) and print its manifest and report."""
+    from edge_sdk.bundle import open_bundle
+    from edge_sdk.render import manifest_tables
+
+    opened = open_bundle(bundle)
+    if json_output:
+        typer.echo(opened.manifest.model_dump_json(indent=2))
+        return
+    console.print(manifest_tables(opened.manifest, verified=True))
+
+
+def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected comma-separated numbers, got '{text}'", param_hint=option) from exc
+
+
+@app.command()
+def convert(
+    model: Path = typer.Argument(..., help=".keras or .h5 Keras file, or a SavedModel folder."),
+    profile: str = typer.Option(..., "--profile", "-p", help="Device profile name (see 'profiles list') or .yaml path."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (absent, empty, or an old bundle)."),
+    calib: Optional[Path] = typer.Option(None, help="Folder of representative images for int8 calibration."),
+    val: Optional[Path] = typer.Option(None, help="Validation images, one sub-folder per class."),
+    train: Optional[Path] = typer.Option(None, help="Training images, one sub-folder per class (for --prune)."),
+    prune: Optional[float] = typer.Option(None, help="Target sparsity in [0, 1), e.g. 0.5."),
+    epochs: int = typer.Option(2, help="Fine-tuning epochs while pruning."),
+    precision: Optional[str] = typer.Option(None, help="int8, fp16, fp32 or dynamic (default: the profile's)."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest top-1 accuracy drop allowed, in points."),
+    labels: Optional[Path] = typer.Option(None, help="Class names, one per line (default: folder names)."),
+    resize: str = typer.Option("stretch", help="stretch, letterbox or crop."),
+    color: str = typer.Option("rgb", help="Channel order the model expects: rgb or bgr."),
+    norm: str = typer.Option("unit", help="unit [0,1], symmetric [-1,1], mean_std or raw."),
+    mean: Optional[str] = typer.Option(None, help="Per-channel mean on the [0,1] scale, e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, help="Per-channel std on the [0,1] scale, e.g. 0.229,0.224,0.225."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weight scales instead of per-channel."),
+    calib_limit: int = typer.Option(200, help="Most calibration images used on the first attempt."),
+    min_calib: int = typer.Option(50, help="Fewest calibration images accepted."),
+    learning_rate: float = typer.Option(1e-4, help="Fine-tuning learning rate while pruning."),
+    name: Optional[str] = typer.Option(None, help="Model name in the manifest (default: file name)."),
+) -> None:
+    """Prune, quantize and compile MODEL for a device profile into a verified bundle."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edge_sdk.converters import convert as run_convert
+    from edge_sdk.errors import AccuracyBudgetError
+    from edge_sdk.render import report_tables
+
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks or (done == 1 and bars.tasks[tasks[phase]].finished):
+                tasks[phase] = bars.add_task(phase, total=total)
+            bars.update(tasks[phase], completed=done, total=total)
+
+        try:
+            result = run_convert(
+                model, profile=profile, out=out, calib=calib, val=val, train=train, prune=prune, epochs=epochs,
+                precision=precision, max_drop=max_drop, labels=labels, resize=resize, color=color,
+                normalization=norm, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                per_channel=not per_tensor, calib_limit=calib_limit, min_calib=min_calib,
+                learning_rate=learning_rate, name=name, progress=progress,
+            )
+        except AccuracyBudgetError as exc:
+            if exc.report is not None:
+                console.print(report_tables(exc.report))
+            raise
+    console.print(report_tables(result.report))
+    console.print(f"bundle written to {result.bundle.path}")
+
+
+# Typer has moved from depending on click to vendoring it; find click's base classes either way.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line on stderr and exit code 2 for every expected failure."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="edge-sdk")
+    except EdgeSDKError as exc:
+        print(f"edge-sdk: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)
+            return 2
+        print(f"edge-sdk: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("edge-sdk: interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,132 @@
+"""Readable rich renderings of profiles, manifests and conversion reports."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+
+from edge_sdk.bundle import Manifest
+from edge_sdk.profiles import DeviceProfile
+from edge_sdk.report import ConversionReport
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def profiles_table(profiles: list[DeviceProfile]) -> Table:
+    table = Table(title="Device profiles")
+    for column in ("name", "device", "target", "precision", "I/O", "threads", "max input", "memory"):
+        table.add_column(column, no_wrap=column != "device")
+    for p in profiles:
+        table.add_row(
+            p.name, p.title, p.target.value, p.precision.value, p.io_dtype.value, str(p.threads),
+            f"{p.max_input_size} px", f"{p.memory_budget_mb} MB",
+        )
+    return table
+
+
+def profile_table(profile: DeviceProfile) -> Table:
+    table = Table(title=f"Profile {profile.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in profile.model_dump(mode="json").items():
+        table.add_row(key, "-" if value is None else str(value))
+    return table
+
+
+def report_tables(report: ConversionReport) -> Group:
+    size = Table(title="Conversion report")
+    size.add_column("")
+    size.add_column("float32 TFLite", justify="right")
+    size.add_column("converted", justify="right")
+    size.add_column("ratio", justify="right")
+    size.add_row("file size", _size(report.float_bytes), _size(report.converted_bytes),
+                 f"{report.converted_bytes / max(1, report.float_bytes):.2f}x")
+    size.add_row("gzip size", _size(report.float_gzip_bytes), _size(report.converted_gzip_bytes),
+                 f"{report.converted_gzip_bytes / max(1, report.float_gzip_bytes):.2f}x")
+    parts: list = [size]
+    facts = Table(show_header=False)
+    facts.add_column("", style="bold")
+    facts.add_column("")
+    facts.add_row("source", f"{report.source_model} ({report.source_format}, {report.parameters:,} parameters)")
+    if report.sparsity is not None:
+        s = report.sparsity
+        facts.add_row("sparsity", f"{_pct(s.prunable)} of prunable kernels, {_pct(s.overall)} of all weights "
+                                  f"(target {_pct(s.target)}, {s.method}, {s.epochs} epochs)")
+    if report.quantization is not None:
+        q = report.quantization
+        facts.add_row("int8", f"{'per-channel' if q.per_channel else 'per-tensor'}, "
+                              f"{q.calibration_images} calibration images")
+        if q.float_ops:
+            facts.add_row("float ops", ", ".join(q.float_ops[:8]) + (" ..." if len(q.float_ops) > 8 else ""))
+        if q.float_layers:
+            facts.add_row("kept float", ", ".join(q.float_layers))
+    facts.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
+    for warning in report.warnings:
+        facts.add_row("warning", warning)
+    parts.append(facts)
+    if report.accuracy is not None:
+        a = report.accuracy
+        acc = Table(title=f"Accuracy on {a.images} validation images")
+        acc.add_column("")
+        acc.add_column("reference", justify="right")
+        acc.add_column("converted", justify="right")
+        for label, key in (("top-1", "top1"), ("macro precision", "macro_precision"),
+                           ("macro recall", "macro_recall"), ("macro F1", "macro_f1")):
+            acc.add_row(label, _pct(getattr(a.reference, key)), _pct(getattr(a.converted, key)))
+        acc.add_row("top-1 agreement", "", _pct(a.agreement))
+        verdict = "within" if a.within_budget else "OVER"
+        acc.add_row("drop", "", f"{a.drop_points:.2f} pts ({verdict} budget {a.max_drop:g})")
+        parts.append(acc)
+        if len(a.remedies) > 1 or not a.within_budget:
+            rem = Table(title="Remedies tried")
+            rem.add_column("attempt")
+            rem.add_column("top-1", justify="right")
+            rem.add_column("note")
+            for r in a.remedies:
+                marker = " (used)" if r.name == a.remedy_used else ""
+                rem.add_row(r.name + marker, _pct(r.top1), r.note)
+            parts.append(rem)
+    return Group(*parts)
+
+
+def manifest_tables(manifest: Manifest, *, verified: bool) -> Group:
+    head = Table(title=f"Bundle {manifest.name}", show_header=False)
+    head.add_column("", style="bold")
+    head.add_column("")
+    pre = manifest.preprocessing
+    rows = {
+        "verified": "every file matches its sha256" if verified else "not verified",
+        "schema": str(manifest.schema_version),
+        "created": f"{manifest.created} by edge-sdk {manifest.sdk_version}",
+        "target": f"{manifest.target.value} / {manifest.precision.value} for profile {manifest.profile.name}",
+        "task": f"{manifest.task.value}, decoder {manifest.decoder.kind}, {manifest.num_classes} classes",
+        "preprocessing": f"{pre.width}x{pre.height}x{pre.channels} {pre.layout} {pre.color.value}, "
+                         f"{pre.resize.value} resize, {pre.normalization.value} normalisation",
+    }
+    for key, value in rows.items():
+        head.add_row(key, value)
+    for kind, tensors in (("input", manifest.inputs), ("output", manifest.outputs)):
+        for t in tensors:
+            quant = f" scale={t.quant.scale:.6g} zero_point={t.quant.zero_point}" if t.quant else ""
+            head.add_row(kind, f"{t.name} {t.shape} {t.dtype.value}{quant}")
+    files = Table(title="Files")
+    files.add_column("path")
+    files.add_column("role")
+    files.add_column("size", justify="right")
+    files.add_column("sha256")
+    for f in manifest.files:
+        files.add_row(f.path, f.role, _size(f.bytes), f.sha256[:16] + "...")
+    parts: list = [head, files]
+    if manifest.report is not None:
+        parts.append(report_tables(manifest.report))
+    return Group(*parts)

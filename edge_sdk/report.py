@@ -1,0 +1,84 @@
+"""The conversion report: what a conversion cost in accuracy and bought in size, as data.
+
+It is stored inside every bundle's manifest and rendered by ``edge-sdk convert`` and
+``edge-sdk inspect``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sparsity(_Data):
+    """Fraction of exactly-zero weights after pruning."""
+
+    target: float = Field(description="Requested final sparsity of the prunable kernels.")
+    prunable: float = Field(description="Measured sparsity over all pruned kernels.")
+    overall: float = Field(description="Measured sparsity over every weight of the model.")
+    layers: dict[str, float] = Field(description="Measured sparsity of each pruned kernel, by layer name.")
+    method: str = Field(description="'tfmot' (tf-keras models) or 'edge-sdk' (Keras 3 models).")
+    epochs: int = Field(description="Fine-tuning epochs run while pruning.")
+
+
+class Metrics(_Data):
+    """Classification quality of one model on the validation images."""
+
+    top1: float = Field(description="Top-1 accuracy, 0-1.")
+    macro_precision: float = Field(description="Unweighted mean of per-class precision, 0-1.")
+    macro_recall: float = Field(description="Unweighted mean of per-class recall, 0-1.")
+    macro_f1: float = Field(description="Unweighted mean of per-class F1, 0-1.")
+
+
+class Remedy(_Data):
+    """One attempt at bringing the converted model within the accuracy budget."""
+
+    name: str = Field(description="Which remedy: baseline, per-channel, larger-calibration, float-fallback.")
+    top1: float | None = Field(description="Converted top-1 accuracy with this attempt, if it converted.")
+    note: str = Field(default="", description="What the attempt changed, or why it could not run.")
+
+
+class Accuracy(_Data):
+    """Reference model vs converted model on the same validation images."""
+
+    images: int = Field(description="How many validation images were evaluated.")
+    reference: Metrics = Field(description="The float model given to the converter.")
+    converted: Metrics = Field(description="The model in this bundle, run through LiteRT/OpenVINO.")
+    agreement: float = Field(description="Fraction of images on which both models give the same top-1 class.")
+    drop_points: float = Field(description="Reference top-1 minus converted top-1, in percentage points.")
+    max_drop: float = Field(description="The budget, in percentage points.")
+    within_budget: bool = Field(description="drop_points <= max_drop.")
+    remedies: list[Remedy] = Field(default_factory=list, description="Every attempt, in order.")
+    remedy_used: str = Field(description="The attempt whose model is in the bundle.")
+    confusion_matrix: str | None = Field(default=None, description="Bundle-relative path of the PNG.")
+
+
+class Quantization(_Data):
+    """How the model was quantized."""
+
+    per_channel: bool = Field(description="Per-channel weight scales (True) or per-tensor.")
+    calibration_images: int = Field(description="Images fed to the calibrator.")
+    float_ops: list[str] = Field(default_factory=list, description="Ops left in float, by op name.")
+    float_layers: list[str] = Field(
+        default_factory=list, description="Tensors kept in float by the selective-quantization remedy."
+    )
+
+
+class ConversionReport(_Data):
+    """Numbers a user needs to judge a conversion."""
+
+    source_model: str = Field(description="File or folder name of the input model.")
+    source_format: str = Field(description="keras3, tf-keras or savedmodel.")
+    parameters: int = Field(description="Trainable and non-trainable parameters of the input model.")
+    float_bytes: int = Field(description="Size of the float32 TFLite model.")
+    float_gzip_bytes: int = Field(description="gzip -9 size of the float32 TFLite model.")
+    converted_bytes: int = Field(description="Size of the model file in this bundle.")
+    converted_gzip_bytes: int = Field(description="gzip -9 size of the model file in this bundle.")
+    sparsity: Sparsity | None = Field(default=None, description="Present when the model was pruned.")
+    quantization: Quantization | None = Field(default=None, description="Present for int8 conversions.")
+    accuracy: Accuracy | None = Field(default=None, description="Present when --val was given.")
+    seconds: dict[str, float] = Field(description="Wall time of each phase: prune, convert, evaluate, total.")
+    warnings: list[str] = Field(default_factory=list, description="Things the user should know, e.g. limits of the profile.")
