@@ -12,7 +12,7 @@ from edge_sdk.errors import ConversionError
 def tensorflow() -> ModuleType:
     """``import tensorflow`` with tf-keras selected for ``tf.keras`` (tfmot only works on tf-keras)."""
     if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # also hides the CUDA probe error on CPU-only hosts
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     try:
         import tensorflow as tf

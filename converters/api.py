@@ -24,6 +24,7 @@ ProgressFn = Callable[[str, int, int], None]
 CONFUSION_FILE = "confusion_matrix.png"
 # Tensors whose per-channel noise-to-signal ratio under int8 exceeds this are kept in float.
 SENSITIVE_NSR = 0.1
+MAX_FLOAT_TENSORS = 3
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,10 @@ def convert(
 
     seconds: dict[str, float] = {}
     sparsity: Sparsity | None = None
+    original_metrics: Metrics | None = None
+    if prune and val_set is not None:
+        original = evaluate.reference_predictions(source, val_set, spec)
+        original_metrics = evaluate.metrics(val_set.labels, original, source.num_classes)
     if prune:
         t0 = time.perf_counter()
         source, sparsity = prune_model(
@@ -219,7 +224,7 @@ def convert(
         attempts = [first]
         if chosen is Precision.INT8:
             attempts = _remedies(
-                first, source=source, spec=spec, calib=calib, calib_set=calib_set, calib_limit=calib_limit,
+                first, source=source, float_content=float_content, spec=spec, calib=calib, calib_set=calib_set, calib_limit=calib_limit,
                 min_calib=min_calib, val_set=val_set, truth=truth, classes=source.num_classes, device=device,
                 reference_top1=ref_metrics.top1, max_drop=max_drop, progress=progress,
             )
@@ -228,10 +233,12 @@ def convert(
         matrix = evaluate.confusion(truth, final.predictions, source.num_classes)
         accuracy = Accuracy(
             images=len(val_set),
+            original=original_metrics,
             reference=ref_metrics,
             converted=final.metrics,
             agreement=float(np.mean(reference == final.predictions)),
             drop_points=drop,
+            pruning_drop_points=100.0 * (original_metrics.top1 - ref_metrics.top1) if original_metrics else None,
             max_drop=max_drop,
             within_budget=drop <= max_drop + 1e-9,
             remedies=[Remedy(name=a.name, top1=a.metrics.top1 if a.metrics else None, note=a.note) for a in attempts],
@@ -316,7 +323,7 @@ def _score(attempt: _Attempt, val_set: ImageSet, spec, truth, classes, device: D
     attempt.metrics = evaluate.metrics(truth, attempt.predictions, classes)
 
 
-def _remedies(first: _Attempt, *, source, spec, calib, calib_set, calib_limit, min_calib, val_set, truth, classes,
+def _remedies(first: _Attempt, *, source, float_content, spec, calib, calib_set, calib_limit, min_calib, val_set, truth, classes,
               device, reference_top1, max_drop, progress) -> list[_Attempt]:
     """Try the known int8 remedies in order until one is within budget; return every attempt."""
     attempts = [first]
@@ -361,12 +368,10 @@ def _remedies(first: _Attempt, *, source, spec, calib, calib_set, calib_limit, m
         attempts.append(_Attempt("float-fallback", None, [], None, None,
                                  f"not allowed: profile {device.name} needs every op in integer", best_quant, len(best_calib)))
         return attempts
-    ranked = tflite.sensitive_tensors(source, best_calib, spec, quant=best_quant)
-    chosen = [name for name, nsr in ranked if nsr > SENSITIVE_NSR] or [name for name, _ in ranked[:1]]
-    if not chosen:
-        attempts.append(_Attempt("float-fallback", None, [], None, None, "skipped: the debugger found no tensors",
-                                 best_quant, len(best_calib)))
-        return attempts
-    described = ", ".join(f"{name} (noise/signal {nsr:.2f})" for name, nsr in ranked if name in chosen)
-    run("float-fallback", replace(best_quant, float_tensors=tuple(chosen)), best_calib, f"kept in float: {described}")
+    base = next((a for a in attempts if a.content is not None and a.quant == best_quant), first)
+    ranked = tflite.sensitive_tensors(float_content, base.content, best_calib, spec)
+    chosen = [name for name, score in ranked[:MAX_FLOAT_TENSORS] if score > SENSITIVE_NSR] or [ranked[0][0]]
+    described = ", ".join(f"{name} (+{score:.2f} noise/signal)" for name, score in ranked if name in chosen)
+    keep = list(dict.fromkeys(chosen + tflite.consumers(base.content, chosen)))
+    run("float-fallback", replace(best_quant, float_tensors=tuple(keep)), best_calib, f"kept in float: {described}")
     return attempts

@@ -84,12 +84,15 @@ def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> 
     for r in range(n):
         for c in range(n):
             intensity = int(255 - 200 * share[r, c])
+            if r != c and matrix[r, c]:
+                intensity = min(intensity, 170)  # a single confusion must stay visible
             colour = (255, intensity, intensity) if r == c else (intensity, intensity, 255)
             p1 = (x0 + c * cell, y0 + r * cell)
             cv2.rectangle(image, p1, (p1[0] + cell - 1, p1[1] + cell - 1), colour, -1)
             if matrix[r, c] and cell >= 24:
                 text = str(int(matrix[r, c]))
-                cv2.putText(image, text, (p1[0] + 3, p1[1] + cell // 2 + 4), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+                ink = (255, 255, 255) if share[r, c] > 0.5 else (0, 0, 0)
+                cv2.putText(image, text, (p1[0] + 3, p1[1] + cell // 2 + 4), font, 0.35, ink, 1, cv2.LINE_AA)
     for i, name in enumerate(class_names):
         short = name[:16]
         cv2.putText(image, short, (4, y0 + i * cell + cell // 2 + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)

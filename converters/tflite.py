@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from edge_sdk.backends.litert import LiteRTEngine
+from edge_sdk.backends.litert import LiteRTEngine, load_interpreter_class
 from edge_sdk.converters import _tf
 from edge_sdk.converters.data import ImageSet
 from edge_sdk.converters.models import SourceModel
 from edge_sdk.errors import ConversionError
-from edge_sdk.preprocess import Preprocessing, normalize
+from edge_sdk.preprocess import Preprocessing, dequantize, normalize, quantize
 from edge_sdk.profiles import DeviceProfile, IODtype, Precision
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -53,7 +54,7 @@ def _run_converter(converter, what: str) -> bytes:
         return converter.convert()
     except Exception as exc:  # TF raises ConverterError, ValueError, RuntimeError...
         text = str(exc)
-        ops = sorted(set(re.findall(r"op(?:eration)?[: ]+'?([A-Za-z_][\w.]*)'?", text)))
+        ops = sorted(set(re.findall(r"'tf\.(\w+)' op", text)) | set(re.findall(r"\bop: '?(\w+)", text)))
         hint = f" (ops: {', '.join(ops[:8])})" if ops else ""
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
         raise ConversionError(f"TFLite {what} conversion failed{hint}: {first[:300]}") from exc
@@ -136,49 +137,83 @@ def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: t
         raise ConversionError(f"selective int8 conversion failed: {str(exc).splitlines()[0][:300]}") from exc
 
 
+def _activations(content: bytes) -> Any:
+    interpreter_class = load_interpreter_class()
+    interpreter = interpreter_class(model_content=content, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def sensitive_tensors(
-    source: SourceModel, calib: ImageSet, spec: Preprocessing, *, quant: QuantSettings, limit: int = 5
+    float_content: bytes, quant_content: bytes, calib: ImageSet, spec: Preprocessing, *, samples: int = 32
 ) -> list[tuple[str, float]]:
-    """Rank quantized tensors by how much of their signal int8 loses, worst first.
+    """Activations that int8 damages, ranked by the damage each op adds, worst first.
 
-    The measure is the per-channel noise-to-signal ratio ``mean_c(MSE_c / Var_c)`` of the dequantized
-    tensor against the float one, from TFLite's quantization debugger. Normalising per channel is
+    Both models run on the same calibration images with every tensor kept; for each quantized
+    activation we measure the per-channel noise-to-signal ratio ``mean_c(MSE_c / Var_c)`` of its
+    dequantized values against the float model's same-named tensor. Per-channel normalisation is
     what exposes an activation whose range one outlier channel has blown up: its other channels
-    all round to zero, which a plain RMSE/scale measure does not see.
+    round to zero, which TFLite's own RMSE/scale measure does not see. The score of a tensor is
+    its ratio minus the worst ratio among its op's inputs, so error that merely flows downstream
+    is not blamed on every later layer.
     """
-    tf = _tf.tensorflow()
-    converter = source.tflite_converter()
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative(calib, spec)
-    if not quant.per_channel:
-        converter._experimental_disable_per_channel = True
+    float_it, quant_it = _activations(float_content), _activations(quant_content)
+    float_by_name = {d["name"]: d for d in float_it.get_tensor_details()}
+    pairs = []
+    for detail in quant_it.get_tensor_details():
+        scale, zero_point = detail["quantization"]
+        twin = float_by_name.get(detail["name"])
+        if scale and twin is not None and np.dtype(twin["dtype"]) == np.float32 and list(twin["shape"]) == list(detail["shape"]):
+            pairs.append((detail, twin, float(scale), int(zero_point)))
+    q_in, f_in = quant_it.get_input_details()[0], float_it.get_input_details()[0]
+    sums: dict[str, np.ndarray] = {}
+    for i in range(min(samples, len(calib))):
+        x = normalize(calib.images[i], spec)
+        f_x = x
+        if q_in["dtype"] != np.float32:
+            q_scale, q_zero = q_in["quantization"]
+            x = quantize(x, scale=q_scale, zero_point=q_zero, dtype=q_in["dtype"])
+        quant_it.set_tensor(q_in["index"], x)
+        float_it.set_tensor(f_in["index"], f_x)
+        quant_it.invoke()
+        float_it.invoke()
+        for detail, twin, scale, zero_point in pairs:
+            real = float_it.get_tensor(twin["index"]).astype(np.float64)
+            approx = dequantize(quant_it.get_tensor(detail["index"]), scale=scale, zero_point=zero_point)
+            channels = real.shape[-1] if real.ndim else 1
+            real = real.reshape(-1, channels)
+            error = approx.reshape(-1, channels) - real
+            stack = np.stack([real.sum(0), (real**2).sum(0), (error**2).sum(0), np.full(channels, real.shape[0])])
+            sums[detail["name"]] = sums.get(detail["name"], 0) + stack
+    ratio: dict[str, float] = {}
+    for name, (s1, s2, se, n) in sums.items():
+        variance = s2 / n - (s1 / n) ** 2
+        live = variance > 1e-9 * max(1.0, float(np.max(np.abs(s1 / n))))
+        ratio[name] = float(np.mean((se / n)[live] / variance[live])) if np.any(live) else 0.0
+    names = {d["index"]: d["name"] for d in quant_it.get_tensor_details()}
+    scored: dict[str, float] = {}
+    for op in quant_it._get_ops_details():
+        for out in op["outputs"]:
+            name = names.get(int(out))
+            if name in ratio:
+                upstream = [ratio.get(names.get(int(i)), 0.0) for i in op["inputs"] if int(i) >= 0]
+                scored[name] = max(scored.get(name, -np.inf), ratio[name] - max(upstream, default=0.0))
+    return sorted(scored.items(), key=lambda item: item[1], reverse=True)
 
-    def noise_to_signal(float_values, quant_values, scale, zero_point) -> float:
-        real = np.asarray(float_values, dtype=np.float64)
-        approx = (np.asarray(quant_values, dtype=np.float64) - zero_point) * scale
-        channels = real.shape[-1] if real.ndim else 1
-        real = real.reshape(-1, channels)
-        error = approx.reshape(-1, channels) - real
-        variance = real.var(axis=0)
-        live = variance > 1e-12
-        if not np.any(live):
-            return 0.0
-        return float(np.mean((error**2).mean(axis=0)[live] / variance[live]))
 
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        layer_direct_compare_metrics={"nsr": noise_to_signal}
-    )
-    sample = ImageSet(calib.images[: min(len(calib), 64)])
-    try:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative(sample, spec), debug_options=options
-        )
-        debugger.run()
-    except Exception as exc:
-        raise ConversionError(f"quantization debugger failed: {str(exc).splitlines()[0][:300]}") from exc
-    ranked = sorted(
-        ((name, float(stats["nsr"])) for name, stats in debugger.layer_statistics.items() if "nsr" in stats),
-        key=lambda item: item[1],
-        reverse=True,
-    )
-    return ranked[:limit]
+def consumers(content: bytes, tensors: list[str]) -> list[str]:
+    """Output tensor names of the ops that read any of ``tensors``.
+
+    Keeping a damaged activation in float is not enough when its consumer is still quantized:
+    the consumer would re-quantize it with the same ruined range. So the consumers stay float too.
+    """
+    interpreter = _activations(content)
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    wanted = set(tensors)
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _BOUNDARY_OPS:
+            continue
+        if any(names.get(int(i)) in wanted for i in op["inputs"] if int(i) >= 0):
+            found.extend(names[int(o)] for o in op["outputs"])
+    return [name for name in found if name not in wanted]

@@ -262,7 +262,12 @@ def write_bundle(
     from edge_sdk import __version__
 
     out = check_destination(out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if MANIFEST_NAME in files:
+        raise BundleError(f"cannot write bundle: a file may not be named {MANIFEST_NAME}")
+    for option in ("model_file", "labels_file"):
+        named = manifest_fields.get(option)
+        if named is not None and named not in files:
+            raise BundleError(f"cannot write bundle: {option} '{named}' is not among the files written")
     entries = [
         FileEntry(path=name, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), role=roles.get(name, "artifact"))
         for name, data in sorted(files.items())
@@ -280,6 +285,7 @@ def write_bundle(
     data = json.loads(manifest.model_dump_json())
     _validate_against_schema(data)
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         for name, payload in files.items():

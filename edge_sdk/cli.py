@@ -98,6 +98,12 @@ def convert(
     from edge_sdk.errors import AccuracyBudgetError
     from edge_sdk.render import report_tables
 
+    import warnings
+
+    # TensorFlow and Keras warn about their own internals (deprecations, data adapters); the report
+    # below is what a user of this command needs to read.
+    warnings.filterwarnings("ignore", module=r"(tensorflow|keras|tf_keras|tensorflow_model_optimization)(\.|$)")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Interpreter|quantized inputs).*")
     err = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

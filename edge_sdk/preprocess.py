@@ -186,9 +186,13 @@ def preprocess(frame: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, Plac
 
 
 def quantize(x: np.ndarray, *, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
-    """Float values -> an integer tensor with the given affine quantization (round half away)."""
+    """Float values -> an integer tensor with the given affine quantization.
+
+    Rounds half away from zero, as TFLite's reference quantizer (std::round) does.
+    """
     info = np.iinfo(dtype)
-    q = np.round(x / scale) + zero_point
+    v = x / scale
+    q = np.trunc(v + np.copysign(0.5, v)) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

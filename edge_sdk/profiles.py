@@ -98,13 +98,14 @@ def builtin_profile_names() -> list[str]:
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    field = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"profile {source}: field '{field}': {message}{tail}"
+    where = f"field '{field}': " if field else ""  # cross-field rules name their fields in the message
+    return f"profile {source}: {where}{message}{tail}"
 
 
 def parse_profile(data: object, *, source: str) -> DeviceProfile:

@@ -24,8 +24,11 @@ def _pct(x: float | None) -> str:
 
 def profiles_table(profiles: list[DeviceProfile]) -> Table:
     table = Table(title="Device profiles")
-    for column in ("name", "device", "target", "precision", "I/O", "threads", "max input", "memory"):
-        table.add_column(column, no_wrap=column != "device")
+    longest = max((len(p.name) for p in profiles), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest)
+    table.add_column("device", min_width=12)
+    for column in ("target", "precision", "I/O", "threads", "max input", "memory"):
+        table.add_column(column, no_wrap=True)
     for p in profiles:
         table.add_row(
             p.name, p.title, p.target.value, p.precision.value, p.io_dtype.value, str(p.threads),
@@ -78,14 +81,19 @@ def report_tables(report: ConversionReport) -> Group:
         a = report.accuracy
         acc = Table(title=f"Accuracy on {a.images} validation images")
         acc.add_column("")
-        acc.add_column("reference", justify="right")
-        acc.add_column("converted", justify="right")
+        columns = [("original", a.original)] if a.original is not None else []
+        columns += [("pruned" if a.original is not None else "reference", a.reference), ("converted", a.converted)]
+        for title, _ in columns:
+            acc.add_column(title, justify="right")
         for label, key in (("top-1", "top1"), ("macro precision", "macro_precision"),
                            ("macro recall", "macro_recall"), ("macro F1", "macro_f1")):
-            acc.add_row(label, _pct(getattr(a.reference, key)), _pct(getattr(a.converted, key)))
-        acc.add_row("top-1 agreement", "", _pct(a.agreement))
+            acc.add_row(label, *(_pct(getattr(m, key)) for _, m in columns))
+        pad = [""] * (len(columns) - 1)
+        acc.add_row("top-1 agreement", *pad, _pct(a.agreement))
+        if a.pruning_drop_points is not None:
+            acc.add_row("pruning drop", *[""] * (len(columns) - 2), f"{a.pruning_drop_points:.2f} pts", "")
         verdict = "within" if a.within_budget else "OVER"
-        acc.add_row("drop", "", f"{a.drop_points:.2f} pts ({verdict} budget {a.max_drop:g})")
+        acc.add_row("conversion drop", *pad, f"{a.drop_points:.2f} pts ({verdict} budget {a.max_drop:g})")
         parts.append(acc)
         if len(a.remedies) > 1 or not a.within_budget:
             rem = Table(title="Remedies tried")

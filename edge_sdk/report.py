@@ -45,10 +45,18 @@ class Accuracy(_Data):
     """Reference model vs converted model on the same validation images."""
 
     images: int = Field(description="How many validation images were evaluated.")
-    reference: Metrics = Field(description="The float model given to the converter.")
+    original: Metrics | None = Field(
+        default=None, description="The float model as given, before pruning (present when pruned)."
+    )
+    reference: Metrics = Field(description="The float model that was quantized (after pruning, if pruned).")
     converted: Metrics = Field(description="The model in this bundle, run through LiteRT/OpenVINO.")
     agreement: float = Field(description="Fraction of images on which both models give the same top-1 class.")
-    drop_points: float = Field(description="Reference top-1 minus converted top-1, in percentage points.")
+    drop_points: float = Field(
+        description="Reference top-1 minus converted top-1, in percentage points: the cost of conversion."
+    )
+    pruning_drop_points: float | None = Field(
+        default=None, description="Original top-1 minus pruned top-1, in percentage points: the cost of pruning."
+    )
     max_drop: float = Field(description="The budget, in percentage points.")
     within_budget: bool = Field(description="drop_points <= max_drop.")
     remedies: list[Remedy] = Field(default_factory=list, description="Every attempt, in order.")

@@ -1,0 +1,104 @@
+"""Shared fixtures: real digits images on disk and real models trained on them (once per session)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from digits import digits_arrays, split, write_class_folders, write_flat  # noqa: E402
+
+CLASS_NAMES = [f"digit{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> dict:
+    """Digits as 32x32 RGB images: train/val class folders, a flat calibration folder, and arrays."""
+    root = tmp_path_factory.mktemp("digits")
+    images, labels = digits_arrays(32)
+    train_idx, val_idx = split(len(images))
+    return {
+        "train": write_class_folders(root / "train", images[train_idx], labels[train_idx], CLASS_NAMES),
+        "val": write_class_folders(root / "val", images[val_idx], labels[val_idx], CLASS_NAMES),
+        "calib": write_flat(root / "calib", images[train_idx][:256]),
+        "images": images,
+        "labels": labels,
+        "train_idx": train_idx,
+        "val_idx": val_idx,
+    }
+
+
+def _inputs(images: np.ndarray) -> np.ndarray:
+    from edge_sdk.preprocess import Preprocessing, fit, normalize
+
+    spec = Preprocessing(width=32, height=32, channels=3)
+    return np.concatenate([normalize(fit(image, spec)[0], spec) for image in images])
+
+
+def build_cnn(layers_module, *, seed: int = 0):
+    """A small CNN of ~325k parameters (over the 100k the size checks need)."""
+    L = layers_module
+    inp = L.Input((32, 32, 3))
+    h = L.Conv2D(32, 3, activation="relu")(inp)
+    h = L.Conv2D(32, 3, activation="relu")(h)
+    h = L.MaxPooling2D()(h)
+    h = L.Conv2D(64, 3, activation="relu")(h)
+    h = L.MaxPooling2D()(h)
+    h = L.Flatten()(h)
+    h = L.Dense(128, activation="relu")(h)
+    out = L.Dense(10, activation="softmax")(h)
+    return inp, out
+
+
+def _train(module, digits: dict, *, epochs: int = 10):
+    module.utils.set_random_seed(0)
+    inp, out = build_cnn(module.layers)
+    model = module.Model(inp, out)
+    model.compile(module.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = _inputs(digits["images"][digits["train_idx"]])
+    model.fit(x, digits["labels"][digits["train_idx"]], epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def keras3_model(digits, tmp_path_factory) -> Path:
+    """A Keras 3 classifier trained on the digits, saved as .keras."""
+    from edge_sdk.converters import _tf
+
+    model = _train(_tf.keras3(), digits)
+    path = tmp_path_factory.mktemp("k3") / "digits.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tfkeras_model(digits, tmp_path_factory) -> Path:
+    """The same classifier built and trained with tf-keras (Keras 2), saved as .h5."""
+    from edge_sdk.converters import _tf
+
+    model = _train(_tf.tf_keras(), digits)
+    path = tmp_path_factory.mktemp("tfk") / "digits.h5"
+    model.save(path)
+    return path
+
+
+def top1(model_path: Path, digits: dict) -> float:
+    """Float top-1 accuracy of a saved Keras 3 model on the validation split."""
+    from edge_sdk.converters import models
+
+    source = models.load_model(model_path)
+    x = _inputs(digits["images"][digits["val_idx"]])
+    return float(np.mean(np.argmax(source.predict(x), axis=-1) == digits["labels"][digits["val_idx"]]))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its bytes, to prove a failed command changed nothing."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
