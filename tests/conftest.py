@@ -12,9 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from digits import digits_arrays, split, write_class_folders, write_flat  # noqa: E402
-
-CLASS_NAMES = [f"digit{i}" for i in range(10)]
+from edge_sdk.converters.samples import digits as digits_arrays, split, write_class_folders, write_flat  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +22,8 @@ def digits(tmp_path_factory) -> dict:
     images, labels = digits_arrays(32)
     train_idx, val_idx = split(len(images))
     return {
-        "train": write_class_folders(root / "train", images[train_idx], labels[train_idx], CLASS_NAMES),
-        "val": write_class_folders(root / "val", images[val_idx], labels[val_idx], CLASS_NAMES),
+        "train": write_class_folders(root / "train", images[train_idx], labels[train_idx]),
+        "val": write_class_folders(root / "val", images[val_idx], labels[val_idx]),
         "calib": write_flat(root / "calib", images[train_idx][:256]),
         "images": images,
         "labels": labels,
