@@ -138,8 +138,12 @@ def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: t
 
 
 def _activations(content: bytes) -> Any:
+    import warnings
+
     interpreter_class = load_interpreter_class()
-    interpreter = interpreter_class(model_content=content, experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # keeping every tensor is the point here, not a debugging slip
+        interpreter = interpreter_class(model_content=content, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     return interpreter
 
