@@ -238,6 +238,30 @@ def measure_latency(runs: list[Variant], image_path: Path, *, threads: int, roun
             log(f"latency round {round_index + 1}/{rounds}")
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on the machine has spent busy, from /proc/stat (Linux only)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def other_load(timed) -> float | None:
+    """Run ``timed()``; return the share of all CPUs other processes kept busy meanwhile.
+
+    Why: latency on a shared 2-core box is only worth reading if nothing else ran during it.
+    """
+    before_busy, before_own, started = busy_cpu_seconds(), os.times(), time.monotonic()
+    timed()
+    after_busy, after_own, wall = busy_cpu_seconds(), os.times(), time.monotonic() - started
+    if before_busy is None or after_busy is None or wall <= 0:
+        return None
+    own = (after_own.user + after_own.system) - (before_own.user + before_own.system)
+    return max(0.0, (after_busy - before_busy - own) / (wall * (os.cpu_count() or 1)))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -358,13 +382,16 @@ def benchmark(work: Path, args: argparse.Namespace) -> str:
         run_conversion(v, model_path, work / "bundles" / v.name.replace("+", "_"))
     log(f"timing {rounds} rounds x {len(runs)} models, {args.threads} threads")
     sample = sorted(data["val"].rglob("*.png"))[0]
-    measure_latency(runs, sample, threads=args.threads, rounds=rounds, warmup=sizes.warmup)
+    others = other_load(
+        lambda: measure_latency(runs, sample, threads=args.threads, rounds=rounds, warmup=sizes.warmup)
+    )
     init = "initial BatchNorm statistics" if args.raw_init else f"BatchNorm statistics from {BN_IMAGES} train images"
     header = (
         f"MobileNetV2 (untrained, {init}; 224x224x3, {NUM_CLASSES} classes), profile x86-cpu; "
         f"{sizes.calib} calibration images, {sizes.train_per_class * NUM_CLASSES} train images"
         f"{', ' + str(sizes.val_per_class * NUM_CLASSES) + ' val images' if args.val else ''}; "
-        f"{rounds} timed rounds after {sizes.warmup} warm-up{' (quick)' if args.quick else ''}"
+        f"{rounds} timed rounds after {sizes.warmup} warm-up{' (quick)' if args.quick else ''}; "
+        f"other processes used {'n/a' if others is None else f'{100 * others:.0f}%'} of the CPUs while timing"
     )
     return render(runs, machine_line(args.threads), header, raw_init=args.raw_init)
 

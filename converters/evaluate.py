@@ -7,7 +7,6 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.converters.data import ImageSet
 from edge_sdk.converters.models import SourceModel
 from edge_sdk.preprocess import Preprocessing, dequantize, quantize
@@ -20,20 +19,19 @@ def reference_predictions(source: SourceModel, val: ImageSet, spec: Preprocessin
     return np.concatenate([np.argmax(source.predict(batch), axis=-1) for batch in val.batches(spec, size=64)])
 
 
-def tflite_predictions(
-    content: bytes, val: ImageSet, spec: Preprocessing, *, threads: int = 2, progress: ProgressFn | None = None
-) -> np.ndarray:
-    """Top-1 classes from the converted model run in LiteRT, one image at a time as on the device."""
-    engine = LiteRTEngine(content, threads=threads)
+def engine_predictions(engine, val: ImageSet, spec: Preprocessing, *, progress: ProgressFn | None = None) -> np.ndarray:
+    """Top-1 classes from a compiled model in its runtime engine, one image at a time as on the device."""
     (inp,) = engine.input_specs()
     out = engine.output_specs()[0]
+    integer_in = inp["quantization"] is not None and inp["dtype"] != np.float32
+    integer_out = out["quantization"] is not None and out["dtype"] != np.float32
     predictions = np.empty(len(val), dtype=np.int64)
     for i, batch in enumerate(val.batches(spec, size=1)):
-        if inp["quantization"] is not None and inp["dtype"] != np.float32:
+        if integer_in:
             scale, zero_point = inp["quantization"]
             batch = quantize(batch, scale=scale, zero_point=zero_point, dtype=inp["dtype"])
-        (raw,) = engine.run([batch])[:1]
-        if out["quantization"] is not None and out["dtype"] != np.float32:
+        raw = engine.run([batch])[0]
+        if integer_out:
             scale, zero_point = out["quantization"]
             raw = dequantize(raw, scale=scale, zero_point=zero_point)
         predictions[i] = int(np.argmax(raw[0]))

@@ -19,11 +19,13 @@ class SourceModel:
     """A float model the converter can evaluate, prune and hand to the TFLite converter."""
 
     name: str
-    kind: str  # "keras3", "tf-keras" or "savedmodel"
+    kind: str  # "keras3", "tf-keras", "savedmodel", "tflite" or "onnx"
     model: Any
-    input_shape: tuple[int, ...]  # without the batch axis
+    input_shape: tuple[int, ...]  # (height, width, channels), whatever the layout
     num_classes: int
     path: Path | None = None
+    layout: str = "NHWC"
+    parameter_count: int = 0  # for engine-backed sources (tflite, onnx), counted from their constants
     _signature: Any = field(default=None, repr=False)
 
     @property
@@ -33,11 +35,15 @@ class SourceModel:
     def parameters(self) -> int:
         if self.is_keras:
             return int(self.model.count_params())
-        return int(sum(np.prod(v.shape) for v in self.model.variables))
+        if self.kind == "savedmodel":
+            return int(sum(np.prod(v.shape) for v in self.model.variables))
+        return self.parameter_count
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         if self.is_keras:
             return np.asarray(self.model(batch, training=False))
+        if self.kind in ("tflite", "onnx"):
+            return np.concatenate([self.model.run([batch[i : i + 1]])[0] for i in range(len(batch))])
         function, input_name = self._signature
         outputs = function(**{input_name: _tf.tensorflow().constant(batch)})
         return np.asarray(next(iter(outputs.values())))
@@ -68,16 +74,26 @@ def _keras_file_version(path: Path) -> str:
     return version.decode() if isinstance(version, bytes) else str(version)
 
 
+def _layout(shape: tuple) -> str:
+    """NCHW when the channel axis can only be axis 1 (ONNX models usually are), else NHWC."""
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+        return "NCHW"
+    return "NHWC"
+
+
 def _check_image_model(name: str, input_shape: Any, output_shape: Any) -> tuple[tuple[int, ...], int]:
-    shape = tuple(input_shape)
+    shape = tuple(None if d is None or d == -1 else int(d) for d in input_shape)
     if len(shape) != 4:
         raise ModelError(f"model {name} takes input of shape {shape}, not an image batch (N, H, W, C)")
-    _, height, width, channels = shape
+    if _layout(shape) == "NCHW":
+        _, channels, height, width = shape
+    else:
+        _, height, width, channels = shape
     if height is None or width is None:
         raise ModelError(f"model {name} has a dynamic input size {shape}; give it a fixed height and width")
     if channels not in (1, 3):
         raise ModelError(f"model {name} input has {channels} channels; image models take 1 or 3")
-    out = tuple(output_shape)
+    out = tuple(None if d is None or d == -1 else int(d) for d in output_shape)
     if len(out) != 2 or out[-1] is None or out[-1] < 2:
         raise ModelError(
             f"model {name} outputs shape {out}; classification conversion needs (N, classes) with 2+ classes"
@@ -107,8 +123,12 @@ def load_model(path: str | Path) -> SourceModel:
         raise ModelError(f"model {path} does not exist")
     if path.is_dir():
         return _load_saved_model(path, name)
+    if path.suffix == ".tflite":
+        return _load_tflite(path, name)
+    if path.suffix == ".onnx":
+        return _load_onnx(path, name)
     if path.suffix not in (".keras", ".h5", ".hdf5"):
-        raise ModelError(f"model {path}: expected a .keras or .h5 file or a SavedModel folder")
+        raise ModelError(f"model {path}: expected a .keras, .h5, .tflite or .onnx file or a SavedModel folder")
     version = _keras_file_version(path)
     try:
         if version.startswith("2."):
@@ -151,3 +171,64 @@ def _load_saved_model(path: Path, name: str) -> SourceModel:
         name=name, kind="savedmodel", model=loaded, input_shape=shape, num_classes=classes, path=path,
         _signature=(signature, input_names[0]),
     )
+
+
+def _engine_model(name: str, kind: str, engine: Any, path: Path, parameters: int) -> SourceModel:
+    inputs, outputs = engine.input_specs(), engine.output_specs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"model {path} has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
+    shape, classes = _check_image_model(name, inputs[0]["shape"], outputs[0]["shape"])
+    if inputs[0]["dtype"] != np.float32:
+        raise ModelError(f"model {path} is already quantized ({inputs[0]['dtype']} input); give the float model")
+    return SourceModel(
+        name=name, kind=kind, model=engine, input_shape=shape, num_classes=classes, path=path,
+        layout=_layout(tuple(inputs[0]["shape"])), parameter_count=parameters,
+    )
+
+
+def _load_tflite(path: Path, name: str) -> SourceModel:
+    from edge_sdk.backends.litert import LiteRTEngine
+    from edge_sdk.errors import EngineError
+
+    try:
+        engine = LiteRTEngine(path)
+        # Constants are the tensors no op produces and the caller does not feed.
+        produced = {int(i) for op in engine.ops() for i in op["outputs"]}
+        fed = {int(d["index"]) for d in engine._inputs}
+        parameters = sum(
+            int(np.prod(d["shape"])) for d in engine.tensor_details()
+            if d["index"] not in produced and d["index"] not in fed and np.dtype(d["dtype"]).kind == "f"
+        )
+    except EngineError as exc:
+        raise ModelError(f"model {path} is not a valid .tflite file: {exc}") from exc
+    return _engine_model(name, "tflite", engine, path, parameters)
+
+
+def _load_onnx(path: Path, name: str) -> SourceModel:
+    from edge_sdk.backends.openvino import OpenVINOEngine
+    from edge_sdk.errors import EngineError
+
+    try:
+        import openvino as ov
+
+        network = ov.Core().read_model(str(path))
+        parameters = sum(
+            int(np.prod(node.get_output_shape(0))) for node in network.get_ops()
+            if node.get_type_name() == "Constant" and node.get_output_element_type(0).is_real()
+        )
+        engine = OpenVINOEngine(path, device="CPU")
+    except (EngineError, RuntimeError) as exc:
+        raise ModelError(f"model {path} is not a readable ONNX model: {str(exc).splitlines()[0][:200]}") from exc
+    return _engine_model(name, "onnx", engine, path, parameters)
+
+
+def float_tflite(source: SourceModel, spec: Any) -> bytes | None:
+    """The float32 TFLite flatbuffer of ``source`` (None for ONNX, which has no TFLite form here)."""
+    if source.kind == "onnx":
+        return None
+    if source.kind == "tflite":
+        return source.path.read_bytes()
+    from edge_sdk.converters import tflite
+    from edge_sdk.profiles import Precision
+
+    return tflite.convert(source, precision=Precision.FP32, spec=spec).content

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -221,3 +221,103 @@ def consumers(content: bytes, tensors: list[str]) -> list[str]:
         if any(names.get(int(i)) in wanted for i in op["inputs"] if int(i) >= 0):
             found.extend(names[int(o)] for o in op["outputs"])
     return [name for name in found if name not in wanted]
+
+
+# Tensors whose added per-channel noise-to-signal ratio under int8 exceeds this are kept in float.
+SENSITIVE_NSR = 0.1
+MAX_FLOAT_TENSORS = 3
+
+
+class TFLiteTarget:
+    """LiteRT models for CPUs (Raspberry Pi, Jetson, x86), with the int8 remedy ladder."""
+
+    def preflight(self, job) -> None:
+        return None
+
+    def float_model(self, job) -> bytes:
+        return job.float_tflite
+
+    def engine(self, job, content: bytes):
+        return LiteRTEngine(content, threads=job.device.threads)
+
+    def quant_settings(self, job) -> QuantSettings:
+        return QuantSettings(
+            per_channel=job.per_channel,
+            strict=job.device.require_full_integer,
+            io_dtype=job.device.io_dtype if job.precision is Precision.INT8 else IODtype.FLOAT32,
+        )
+
+    def _run(self, job, name: str, quant: QuantSettings, calib: ImageSet | None, note: str = ""):
+        from edge_sdk.converters.targets import Attempt, score
+
+        try:
+            model = convert(job.source, precision=job.precision, spec=job.spec, calib=calib, quant=quant, progress=job.progress)
+        except ConversionError as exc:
+            if name == "baseline":
+                raise
+            return Attempt(name, None, quant, f"failed: {exc}", len(calib) if calib is not None else 0)
+        attempt = Attempt(name, model, quant, note, len(calib) if calib is not None else 0)
+        return score(job, attempt, self.engine(job, model.content))
+
+    def attempts(self, job) -> Iterator:
+        from edge_sdk.converters.targets import Attempt
+
+        first = self._run(job, "baseline", self.quant_settings(job), job.calib_set)
+        yield first
+        if job.precision is not Precision.INT8:
+            return
+        tried = [first]
+        quant, calib = first.settings, job.calib_set
+        if not quant.per_channel:
+            attempt = self._run(job, "per-channel", replace(quant, per_channel=True), calib, "per-channel weight scales")
+            tried.append(attempt)
+            yield attempt
+            if attempt.metrics and attempt.metrics.top1 >= first.metrics.top1:
+                quant = attempt.settings
+        larger = job.larger_calibration()
+        if larger is None:
+            yield Attempt("larger-calibration", None, quant, f"skipped: --calib has only {len(calib)} images", len(calib))
+        else:
+            attempt = self._run(job, "larger-calibration", quant, larger, f"{len(larger)} calibration images instead of {len(calib)}")
+            tried.append(attempt)
+            yield attempt
+            if attempt.metrics and attempt.metrics.top1 >= max(a.metrics.top1 for a in tried[:-1] if a.metrics):
+                calib = larger
+        yield self._float_fallback(job, tried, quant, calib)
+
+    def _float_fallback(self, job, tried: list, quant: QuantSettings, calib: ImageSet):
+        from edge_sdk.converters.targets import Attempt
+
+        if job.device.require_full_integer:
+            return Attempt("float-fallback", None, quant, f"not allowed: profile {job.device.name} needs every op in integer", len(calib))
+        base = next((a for a in tried if not a.failed and a.settings == quant), tried[0])
+        ranked = sensitive_tensors(job.float_tflite, base.model.content, calib, job.spec)
+        if not ranked:
+            return Attempt("float-fallback", None, quant, "skipped: no quantized activation to keep in float", len(calib))
+        chosen = [name for name, score in ranked[:MAX_FLOAT_TENSORS] if score > SENSITIVE_NSR] or [ranked[0][0]]
+        described = ", ".join(f"{name} (+{score:.2f} noise/signal)" for name, score in ranked if name in chosen)
+        keep = list(dict.fromkeys(chosen + consumers(base.model.content, chosen)))
+        return self._run(job, "float-fallback", replace(quant, float_tensors=tuple(keep)), calib, f"kept in float: {described}")
+
+    def package(self, job, attempt):
+        from edge_sdk.converters.targets import Packaged, tensor_specs
+        from edge_sdk.report import Quantization
+
+        content = attempt.model.content
+        engine = LiteRTEngine(content)
+        quantization = None
+        if job.precision is Precision.INT8:
+            quantization = Quantization(
+                per_channel=attempt.settings.per_channel,
+                calibration_images=attempt.calibration_images,
+                float_ops=attempt.model.float_ops,
+                float_layers=list(attempt.settings.float_tensors),
+            )
+        return Packaged(
+            files={"model.tflite": content},
+            roles={"model.tflite": "model"},
+            model_file="model.tflite",
+            inputs=tensor_specs(engine.input_specs()),
+            outputs=tensor_specs(engine.output_specs()),
+            quantization=quantization,
+        )

@@ -75,6 +75,49 @@ class Quantization(_Data):
     )
 
 
+class PrecheckIssue(_Data):
+    """One Edge TPU rule the quantized model breaks (or is close to breaking)."""
+
+    rule: str = Field(
+        description="quantized-tensors, static-shapes, supported-ops, op-version, parameter-cache or io-dtype."
+    )
+    severity: str = Field(pattern="^(error|warning)$", description="error: the op will run on the CPU or fail.")
+    message: str = Field(description="What is wrong and the usual fix.")
+    ops: list[str] = Field(default_factory=list, description="Offending ops as NAME#index, when op-specific.")
+
+
+class OpPlacement(_Data):
+    """One line of the Edge TPU compiler's operator table."""
+
+    op: str = Field(description="Op type as the compiler names it, e.g. CONV_2D.")
+    count: int = Field(ge=0, description="How many ops of this type.")
+    on_tpu: bool = Field(description="Mapped to the Edge TPU (True) or left to the CPU.")
+    status: str = Field(description="The compiler's status text for this line.")
+
+
+class EdgeTPUReport(_Data):
+    """What the pre-check and the Edge TPU compiler said about the model."""
+
+    precheck_passed: bool = Field(description="No precheck issue of severity error.")
+    precheck: list[PrecheckIssue] = Field(default_factory=list, description="Every rule the model breaks.")
+    parameter_bytes: int = Field(description="Bytes of constant tensors (weights), against the 8 MB cache.")
+    compiled: bool = Field(description="edgetpu_compiler ran and produced model_edgetpu.tflite.")
+    compiler_version: str | None = Field(default=None, description="Version the compiler reported.")
+    ops_on_tpu: int | None = Field(default=None, description="Ops mapped to the Edge TPU.")
+    ops_on_cpu: int | None = Field(default=None, description="Ops left to the CPU.")
+    placement: list[OpPlacement] = Field(default_factory=list, description="The compiler's operator table.")
+    min_tpu_fraction: float = Field(description="The threshold: required share of ops on the Edge TPU.")
+
+
+class OpenVINOReport(_Data):
+    """How the OpenVINO IR was produced."""
+
+    device: str = Field(description="Device the runtime should use: CPU, GPU, NPU or AUTO.")
+    weights: str = Field(description="fp32, fp16 or int8 weights in the IR.")
+    method: str = Field(description="ov.convert_model, nncf.quantize or nncf.quantize_with_accuracy_control.")
+    ignored_scope: list[str] = Field(default_factory=list, description="Ops NNCF left in float.")
+
+
 class ConversionReport(_Data):
     """Numbers a user needs to judge a conversion."""
 
@@ -88,5 +131,7 @@ class ConversionReport(_Data):
     sparsity: Sparsity | None = Field(default=None, description="Present when the model was pruned.")
     quantization: Quantization | None = Field(default=None, description="Present for int8 conversions.")
     accuracy: Accuracy | None = Field(default=None, description="Present when --val was given.")
+    edgetpu: EdgeTPUReport | None = Field(default=None, description="Present for the edgetpu target.")
+    openvino: OpenVINOReport | None = Field(default=None, description="Present for the openvino target.")
     seconds: dict[str, float] = Field(description="Wall time of each phase: prune, convert, evaluate, total.")
     warnings: list[str] = Field(default_factory=list, description="Things the user should know, e.g. limits of the profile.")

@@ -29,7 +29,10 @@ CASES = {
     "missing model": lambda t, d, m: (["convert", str(t / "nope.keras")], "does not exist"),
     "corrupt model": lambda t, d, m: (["convert", str(_write(t / "bad.keras", b"not a zip"))], "not a valid .keras"),
     "corrupt h5": lambda t, d, m: (["convert", str(_write(t / "bad.h5", b"\x89HDF garbage"))], "HDF5"),
-    "wrong suffix": lambda t, d, m: (["convert", str(_write(t / "model.onnx", b"x"))], ".keras or .h5"),
+    "wrong suffix": lambda t, d, m: (["convert", str(_write(t / "model.pt", b"x"))], ".keras, .h5"),
+    "corrupt onnx": lambda t, d, m: (["convert", str(_write(t / "model.onnx", b"x")), "--profile", "intel-cpu"], "not a readable ONNX"),
+    "corrupt tflite": lambda t, d, m: (["convert", str(_write(t / "model.tflite", b"x")), "--profile", "intel-cpu"], "not a valid .tflite"),
+    "tflite for a tflite profile": lambda t, d, m: (["convert", str(_float_tflite(t, m)), "--profile", "rpi4"], "convert only for openvino"),
     "non-image model": lambda t, d, m: (["convert", str(_non_image_model(t))], "not an image batch"),
     "unknown profile": lambda t, d, m: (["convert", str(m), "--profile", "toaster"], "unknown profile 'toaster'"),
     "sparsity too big": lambda t, d, m: (["convert", str(m), "--prune", "1.5", "--train", str(d["train"])], "--prune must be in [0, 1)"),
@@ -127,3 +130,13 @@ def test_cli_convert_prints_the_report(keras3_model, digits, tmp_path, capsys):
     rc = main(["inspect", str(tmp_path / "b")])
     assert rc == 0
     assert "every file matches its sha256" in capsys.readouterr().out
+
+
+def _float_tflite(tmp_path: Path, keras_model: Path) -> Path:
+    from edge_sdk.converters import models
+    from edge_sdk.preprocess import Preprocessing
+
+    source = models.load_model(keras_model)
+    path = tmp_path / "float.tflite"
+    path.write_bytes(models.float_tflite(source, Preprocessing(width=32, height=32, channels=3)))
+    return path

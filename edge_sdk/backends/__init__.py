@@ -31,6 +31,8 @@ class Engine(Protocol):
 # target name -> "module:Class"; the module is imported only when the target is used.
 REGISTRY: dict[str, str] = {
     "tflite": "edge_sdk.backends.litert:LiteRTEngine",
+    "edgetpu": "edge_sdk.backends.edgetpu:EdgeTPUEngine",
+    "openvino": "edge_sdk.backends.openvino:OpenVINOEngine",
 }
 
 
@@ -44,3 +46,21 @@ def engine_class(target: str) -> type:
     module_name, _, class_name = spec.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, class_name)
+
+
+def open_engine(bundle, *, device: str | None = None, threads: int | None = None, cpu_fallback: bool = False) -> Engine:
+    """The engine a verified bundle asks for, set up as its profile says.
+
+    ``device`` overrides the profile's OpenVINO device; ``cpu_fallback`` lets an Edge TPU bundle
+    run its Edge-TPU-ready model on the CPU when no Edge TPU is present.
+    """
+    manifest = bundle.manifest
+    target = manifest.target.value
+    engine = engine_class(target)
+    threads = threads or manifest.profile.threads
+    if target == "openvino":
+        return engine(bundle.model_path, device=device or manifest.profile.device or "CPU", threads=threads)
+    if target == "edgetpu":
+        fallback = bundle.path / "model.tflite"
+        return engine(bundle.model_path, threads=threads, cpu_fallback=cpu_fallback, fallback_model=fallback)
+    return engine(bundle.model_path, threads=threads)

@@ -1,0 +1,211 @@
+"""The OpenVINO target: IR with FP16 weights, or int8 through NNCF post-training quantization.
+
+Keras and SavedModel inputs reach OpenVINO through their float TFLite form, which OpenVINO reads
+directly; ``.tflite`` and ``.onnx`` inputs are read as they are. Calibration uses the same fitted
+images and the same ``edge_sdk.preprocess`` code as every other target.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edge_sdk.backends.openvino import OpenVINOEngine
+from edge_sdk.converters.data import ImageSet
+from edge_sdk.converters.targets import Attempt, Job, Packaged, score, tensor_specs
+from edge_sdk.errors import ConversionError
+from edge_sdk.preprocess import normalize
+from edge_sdk.profiles import Precision
+from edge_sdk.report import OpenVINOReport, Quantization
+
+_QUANTIZABLE = frozenset({"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"})
+
+
+@dataclass(frozen=True)
+class IR:
+    """An OpenVINO model serialised as IR: the .xml topology and .bin weights."""
+
+    xml: bytes
+    weights: bytes
+
+
+@dataclass(frozen=True)
+class OVSettings:
+    ignored_scope: tuple[str, ...] = ()
+    accuracy_control: bool = False
+
+
+def _ov():
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise ConversionError('OpenVINO and NNCF are not installed: pip install "edge-sdk[convert]"') from exc
+    nncf.set_log_level(logging.ERROR)
+    return ov, nncf
+
+
+def _read(job: Job):
+    """The float model as an ov.Model with a static batch of one (NPUs need static shapes)."""
+    ov, _ = _ov()
+    try:
+        if job.float_tflite is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "float.tflite"
+                path.write_bytes(job.float_tflite)
+                model = ov.convert_model(str(path))
+        else:
+            model = ov.convert_model(str(job.source.path))
+        shape = list(model.inputs[0].get_partial_shape())
+        shape[0] = 1
+        model.reshape({model.inputs[0]: ov.PartialShape(shape)})
+    except Exception as exc:  # OpenVINO raises plain RuntimeErrors/OpConversionFailure
+        raise ConversionError(f"OpenVINO cannot read the model: {str(exc).strip().splitlines()[0][:300]}") from exc
+    return model
+
+
+def serialize(model: Any, *, fp16: bool) -> IR:
+    ov, _ = _ov()
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=fp16)
+        return IR(xml.read_bytes(), xml.with_suffix(".bin").read_bytes())
+
+
+def _inputs(images: ImageSet, job: Job) -> list:
+    return [normalize(images.images[i], job.spec) for i in range(len(images))]
+
+
+def _validation_fn(job: Job):
+    import numpy as np
+
+    def accuracy(compiled, items) -> float:
+        hits = [int(np.argmax(compiled(x)[0])) == int(y) for x, y in items]
+        return float(np.mean(hits))
+
+    return accuracy
+
+
+def first_and_last_layers(model: Any) -> list[str]:
+    """Names of the first and last weighted ops: the layers most often too sensitive for int8."""
+    weighted = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in _QUANTIZABLE]
+    return list(dict.fromkeys(weighted[:1] + weighted[-1:]))
+
+
+def float_ops_of(model: Any) -> list[str]:
+    """Weighted ops of an int8 IR that NNCF left in float (no FakeQuantize on their inputs)."""
+    found = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in _QUANTIZABLE:
+            continue
+        feeds = [op.input_value(i).get_node() for i in range(op.get_input_size())]
+        if not any(node.get_type_name() in ("FakeQuantize", "FakeConvert") for node in feeds):
+            found.append(op.get_friendly_name())
+    return found
+
+
+class OpenVINOTarget:
+    """Intel CPU, GPU and NPU through OpenVINO IR."""
+
+    def preflight(self, job: Job) -> None:
+        _ov()
+
+    def float_model(self, job: Job) -> bytes:
+        ir = serialize(_read(job), fp16=False)
+        return ir.xml + ir.weights
+
+    def engine(self, job: Job, ir: IR) -> OpenVINOEngine:
+        # Accuracy is measured on this machine's CPU; the device in the manifest is for the runtime.
+        return OpenVINOEngine((ir.xml, ir.weights), device="CPU", threads=job.device.threads)
+
+    def _quantize(self, job: Job, calib: ImageSet, settings: OVSettings) -> tuple[IR, list[str]]:
+        _, nncf = _ov()
+        model = _read(job)
+        try:
+            if settings.accuracy_control:
+                if job.val_set is None:
+                    raise ConversionError("accuracy-controlled quantization needs --val")
+                val_items = list(zip(_inputs(job.val_set, job), job.val_set.labels))
+                quantized = nncf.quantize_with_accuracy_control(
+                    model,
+                    calibration_dataset=nncf.Dataset(_inputs(calib, job)),
+                    validation_dataset=nncf.Dataset(val_items, lambda item: item[0]),
+                    validation_fn=_validation_fn(job),
+                    max_drop=job.max_drop / 100.0,
+                    drop_type=nncf.DropType.ABSOLUTE,
+                    subset_size=len(calib),
+                )
+            else:
+                scope = nncf.IgnoredScope(names=list(settings.ignored_scope)) if settings.ignored_scope else None
+                kwargs = {"ignored_scope": scope} if scope else {}
+                quantized = nncf.quantize(model, nncf.Dataset(_inputs(calib, job)), subset_size=len(calib), **kwargs)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"NNCF quantization failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        return serialize(quantized, fp16=False), float_ops_of(quantized)
+
+    def _run(self, job: Job, name: str, calib: ImageSet, settings: OVSettings, note: str = "") -> Attempt:
+        try:
+            ir, float_ops = self._quantize(job, calib, settings)
+        except ConversionError as exc:
+            if name == "baseline":
+                raise
+            return Attempt(name, None, settings, f"failed: {exc}", len(calib))
+        if settings.accuracy_control:
+            settings = replace(settings, ignored_scope=tuple(float_ops))
+        attempt = Attempt(name, ir, settings, note, len(calib))
+        return score(job, attempt, self.engine(job, ir))
+
+    def attempts(self, job: Job) -> Iterator[Attempt]:
+        if job.precision is not Precision.INT8:
+            ir = serialize(_read(job), fp16=job.precision in (Precision.FP16, Precision.DYNAMIC))
+            yield score(job, Attempt("baseline", ir, OVSettings(), ""), self.engine(job, ir))
+            return
+        calib = job.calib_set
+        first = self._run(job, "baseline", calib, OVSettings())
+        yield first
+        larger = job.larger_calibration()
+        if larger is None:
+            yield Attempt("larger-calibration", None, first.settings, f"skipped: --calib has only {len(calib)} images", len(calib))
+        else:
+            attempt = self._run(job, "larger-calibration", larger, OVSettings(), f"{len(larger)} calibration images instead of {len(calib)}")
+            yield attempt
+            if attempt.metrics and first.metrics and attempt.metrics.top1 >= first.metrics.top1:
+                calib = larger
+        scope = first_and_last_layers(_read(job))
+        yield self._run(job, "ignored-scope", calib, OVSettings(ignored_scope=tuple(scope)),
+                        f"NNCF ignored scope, first and last weighted layers kept float: {', '.join(scope)}")
+        if job.val_set is not None:
+            yield self._run(job, "accuracy-control", calib, OVSettings(accuracy_control=True),
+                            "nncf.quantize_with_accuracy_control reverted the most damaging ops to float")
+
+    def package(self, job: Job, attempt: Attempt) -> Packaged:
+        ir: IR = attempt.model
+        engine = self.engine(job, ir)
+        int8 = job.precision is Precision.INT8
+        settings: OVSettings = attempt.settings
+        if int8:
+            method = "nncf.quantize_with_accuracy_control" if settings.accuracy_control else "nncf.quantize"
+        else:
+            method = "ov.convert_model"
+        weights = "int8" if int8 else ("fp16" if job.precision in (Precision.FP16, Precision.DYNAMIC) else "fp32")
+        return Packaged(
+            files={"model.xml": ir.xml, "model.bin": ir.weights},
+            roles={"model.xml": "model", "model.bin": "model"},
+            model_file="model.xml",
+            inputs=tensor_specs(engine.input_specs()),
+            outputs=tensor_specs(engine.output_specs()),
+            quantization=Quantization(
+                per_channel=True, calibration_images=attempt.calibration_images, float_ops=[],
+                float_layers=list(settings.ignored_scope),
+            ) if int8 else None,
+            openvino=OpenVINOReport(
+                device=job.device.device or "CPU", weights=weights, method=method,
+                ignored_scope=list(settings.ignored_scope),
+            ),
+        )

@@ -1,0 +1,172 @@
+"""What every compile target shares: the job it is given, its attempts, and the registry.
+
+A target turns the float model into its own format at the requested precision, scores each
+attempt in its own engine, tries its own remedies when the accuracy budget is broken, and packages
+the chosen attempt into bundle files. Adding a target is one module in ``converters/`` with a
+class following :class:`Target`, one engine in ``edge_sdk/backends/`` and a profile.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_sdk.bundle import Quant, TensorSpec
+from edge_sdk.converters import evaluate
+from edge_sdk.converters.data import ImageSet, load_calibration
+from edge_sdk.converters.models import SourceModel
+from edge_sdk.errors import ConversionError
+from edge_sdk.preprocess import Preprocessing
+from edge_sdk.profiles import DeviceProfile, IODtype, Precision
+from edge_sdk.report import EdgeTPUReport, Metrics, OpenVINOReport, Quantization
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Options only some targets read."""
+
+    edgetpu_compiler: str | None = None  # path; default: edgetpu_compiler on PATH
+    compile: bool = True  # False: Edge-TPU-ready model and pre-check only
+    min_tpu_fraction: float = 1.0  # share of ops that must map to the Edge TPU
+
+
+@dataclass
+class Job:
+    """Everything a target needs, prepared once by ``convert``."""
+
+    source: SourceModel
+    float_tflite: bytes | None  # None when the source cannot become TFLite (ONNX)
+    spec: Preprocessing
+    device: DeviceProfile
+    precision: Precision
+    calib_set: ImageSet | None
+    calib_path: Path | None
+    calib_limit: int
+    min_calib: int
+    val_set: ImageSet | None
+    reference_top1: float | None
+    max_drop: float
+    per_channel: bool
+    options: TargetOptions
+    progress: ProgressFn | None = None
+
+    def within_budget(self, attempt: Attempt) -> bool:
+        if self.reference_top1 is None:
+            return True
+        return attempt.metrics is not None and 100.0 * (self.reference_top1 - attempt.metrics.top1) <= self.max_drop + 1e-9
+
+    def larger_calibration(self) -> ImageSet | None:
+        """A bigger calibration sample (5x the first, at least 1,000), or None when --calib has no more."""
+        if self.calib_path is None or self.calib_set is None:
+            return None
+        larger = load_calibration(
+            self.calib_path, self.spec, limit=max(self.calib_limit * 5, 1000), minimum=self.min_calib
+        )
+        return larger if len(larger) > len(self.calib_set) else None
+
+
+@dataclass
+class Attempt:
+    """One conversion at the target's precision; ``model`` is the target's own artefact."""
+
+    name: str
+    model: Any = None
+    settings: Any = None
+    note: str = ""
+    calibration_images: int = 0
+    predictions: np.ndarray | None = None
+    metrics: Metrics | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.model is None
+
+
+@dataclass
+class Packaged:
+    """Bundle files of the chosen attempt and what the manifest says about them."""
+
+    files: dict[str, bytes]
+    model_file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: Quantization | None = None
+    edgetpu: EdgeTPUReport | None = None
+    openvino: OpenVINOReport | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+
+
+class Target(Protocol):
+    """A compile target."""
+
+    def preflight(self, job: Job) -> None:
+        """Fail fast, before any slow work, when the target cannot finish (e.g. a missing compiler)."""
+
+    def float_model(self, job: Job) -> bytes:
+        """The float32 model in this target's format (for the size comparison)."""
+
+    def attempts(self, job: Job) -> Iterator[Attempt]:
+        """The baseline, then remedies in order; each scored when ``job.val_set`` is set."""
+
+    def package(self, job: Job, attempt: Attempt) -> Packaged:
+        """Bundle files for the chosen attempt."""
+
+
+# target name -> "module:Class"; imported only when a profile asks for that target.
+REGISTRY: dict[str, str] = {
+    "tflite": "edge_sdk.converters.tflite:TFLiteTarget",
+    "edgetpu": "edge_sdk.converters.edgetpu:EdgeTPUTarget",
+    "openvino": "edge_sdk.converters.openvino:OpenVINOTarget",
+}
+
+
+def get(name: str) -> Target:
+    try:
+        spec = REGISTRY[name]
+    except KeyError as exc:
+        raise ConversionError(f"no converter for target '{name}' (known: {', '.join(sorted(REGISTRY))})") from exc
+    module_name, _, class_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def score(job: Job, attempt: Attempt, engine: Any) -> Attempt:
+    """Top-1 predictions of ``engine`` on the validation images, and their metrics."""
+    if job.val_set is not None and not attempt.failed:
+        attempt.predictions = evaluate.engine_predictions(engine, job.val_set, job.spec, progress=job.progress)
+        attempt.metrics = evaluate.metrics(job.val_set.labels, attempt.predictions, job.source.num_classes)
+    return attempt
+
+
+def best(attempts: list[Attempt]) -> Attempt:
+    """The scored attempt with the highest top-1, or the first that converted when none was scored."""
+    scored = [a for a in attempts if a.metrics is not None]
+    if scored:
+        return max(scored, key=lambda a: a.metrics.top1)
+    usable = [a for a in attempts if not a.failed]
+    if not usable:
+        raise ConversionError("; ".join(f"{a.name}: {a.note}" for a in attempts))
+    return usable[0]
+
+
+def tensor_specs(engine_specs: list[dict]) -> list[TensorSpec]:
+    """Manifest tensor specs from an engine's input/output specs."""
+    specs = []
+    for spec in engine_specs:
+        quant = spec["quantization"]
+        dtype = np.dtype(spec["dtype"])
+        specs.append(
+            TensorSpec(
+                name=spec["name"],
+                shape=spec["shape"],
+                dtype=IODtype(dtype.name),
+                quant=Quant(scale=quant[0], zero_point=quant[1]) if quant and dtype != np.float32 else None,
+            )
+        )
+    return specs

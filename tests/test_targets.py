@@ -1,0 +1,125 @@
+"""One behavioural template every target passes: convert -> inspect -> load in its engine -> agree.
+
+Each subclass names a profile (and so a target) and how to open its engine here; the template
+checks the bundle end to end against the float Keras model on the validation images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import _inputs
+from edge_sdk.backends import open_engine
+from edge_sdk.bundle import open_bundle
+from edge_sdk.cli import main
+from edge_sdk.converters import convert, evaluate, models
+from edge_sdk.converters.data import load_labelled
+
+pytestmark = pytest.mark.slow
+
+
+class TargetTemplate:
+    profile: str
+    precision: str | None = None
+    engine_options: dict = {}
+    convert_options: dict = {}
+    min_agreement = 0.97
+    model_fixture = "keras3_model"
+
+    def _convert(self, model, digits, out):
+        return convert(model, profile=self.profile, out=out, calib=digits["calib"], val=digits["val"],
+                       precision=self.precision, **self.convert_options)
+
+    def test_convert_inspect_run_and_agree_with_the_reference(self, digits, tmp_path, request, capsys):
+        model = request.getfixturevalue(self.model_fixture)
+        out = tmp_path / "bundle"
+        result = self._convert(model, digits, out)
+        assert main(["inspect", str(out)]) == 0
+        assert "every file matches its sha256" in capsys.readouterr().out
+
+        bundle = open_bundle(out)
+        assert bundle.manifest.target.value == self.target
+        engine = open_engine(bundle, **self.engine_options)
+        val = load_labelled(digits["val"], bundle.manifest.preprocessing, what="val")
+        converted = evaluate.engine_predictions(engine, val, bundle.manifest.preprocessing)
+        reference = np.argmax(models.load_model(model).predict(_inputs_for(bundle, val)), axis=-1)
+        agreement = float(np.mean(converted == reference))
+        assert agreement >= self.min_agreement
+        # What the report claims is what the engine does.
+        assert abs(result.report.accuracy.agreement - agreement) < 1e-9
+        assert result.report.accuracy.drop_points <= 1.0
+        self.check_report(result.report, bundle)
+
+    def check_report(self, report, bundle) -> None:
+        pass
+
+
+def _inputs_for(bundle, val):
+    return np.concatenate(list(val.batches(bundle.manifest.preprocessing, size=64)))
+
+
+class TestTFLiteFloatIO(TargetTemplate):
+    profile, target = "x86-cpu", "tflite"
+
+
+class TestTFLiteUint8IO(TargetTemplate):
+    profile, target = "rpi4", "tflite"
+
+    def check_report(self, report, bundle):
+        assert bundle.manifest.inputs[0].dtype.value == "uint8"
+
+
+class TestOpenVINOInt8(TargetTemplate):
+    profile, target = "intel-cpu", "openvino"
+
+    def check_report(self, report, bundle):
+        assert report.openvino.weights == "int8" and report.openvino.method == "nncf.quantize"
+        assert report.converted_bytes <= 0.35 * report.float_bytes
+        assert {f.path for f in bundle.manifest.files} >= {"model.xml", "model.bin"}
+
+
+class TestOpenVINOFP16OnGPUProfile(TargetTemplate):
+    # The intel-gpu bundle records GPU for the device; this machine has only a CPU to check it on.
+    profile, target = "intel-gpu", "openvino"
+    engine_options = {"device": "CPU"}
+
+    def check_report(self, report, bundle):
+        assert report.openvino.weights == "fp16" and report.openvino.device == "GPU"
+        assert bundle.manifest.profile.device == "GPU"
+        assert 0.4 * report.float_bytes <= report.converted_bytes <= 0.6 * report.float_bytes
+
+
+class TestOpenVINOFromTFLiteFile(TargetTemplate):
+    profile, target = "intel-cpu", "openvino"
+
+    def _convert(self, model, digits, out):
+        source = models.load_model(model)
+        path = out.parent / "float.tflite"
+        path.write_bytes(models.float_tflite(source, _spec()))
+        result = convert(path, profile=self.profile, out=out, calib=digits["calib"], val=digits["val"])
+        assert result.report.source_format == "tflite"
+        return result
+
+
+def _spec():
+    from edge_sdk.preprocess import Preprocessing
+
+    return Preprocessing(width=32, height=32, channels=3)
+
+
+def test_onnx_nchw_model_converts_for_openvino(digits, tmp_path):
+    from onnx_model import train_small_cnn, write_onnx
+
+    keras_model = train_small_cnn(digits, _inputs)
+    path = write_onnx(keras_model, tmp_path / "digits.onnx")
+    source = models.load_model(path)
+    assert source.kind == "onnx" and source.layout == "NCHW" and source.input_shape == (32, 32, 3)
+    x = _inputs(digits["images"][digits["val_idx"][:32]])
+    np.testing.assert_allclose(source.predict(np.transpose(x, (0, 3, 1, 2))), np.asarray(keras_model(x)), atol=1e-4)
+
+    result = convert(path, profile="intel-cpu", out=tmp_path / "b", calib=digits["calib"], val=digits["val"])
+    manifest = open_bundle(tmp_path / "b").manifest
+    assert manifest.preprocessing.layout == "NCHW"
+    assert result.report.accuracy.reference.top1 > 0.85
+    assert result.report.accuracy.drop_points <= 1.0
