@@ -32,7 +32,7 @@ MISSING_COMPILER = (
     "(deb https://packages.cloud.google.com/apt coral-edgetpu-stable main; sudo apt-get install edgetpu-compiler); "
     "or convert with --no-compile for an Edge-TPU-ready bundle you compile elsewhere"
 )
-DOC = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
+OPS_DOC = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
 
 # Coral's supported-operations table, as TFLite builtin op names.
 SUPPORTED_OPS = frozenset({
@@ -51,8 +51,8 @@ MIN_RUNTIME = MappingProxyType({
     "LSTM": 14, "UNIDIRECTIONAL_SEQUENCE_LSTM": 14, "REDUCE_MAX": 14, "REDUCE_MIN": 14, "RSQRT": 14,
     "SQUARED_DIFFERENCE": 14, "TRANSPOSE": 14,
 })
-# Only runtime-14 ops are worth a warning: 13 has been the baseline since 2020, and every model
-# with uint8 I/O starts with a QUANTIZE (13+), so warning about 13 would fire on every model.
+# Only runtime-14 ops get a warning: every model with uint8 I/O starts with a QUANTIZE (a runtime-13
+# op), so a runtime-13 warning would fire on every model.
 _WARN_RUNTIME = 14
 SOFTMAX_MAX_ELEMENTS = 16_000  # table: "Supports only 1-D input tensor with a max of 16,000 elements"
 
@@ -125,7 +125,7 @@ def _dims(shape) -> list[int]:
     return [int(d) for d in shape]
 
 
-def _issue(rule: str, severity: str, message: str, ops: list[str] = ()) -> PrecheckIssue:
+def _issue(rule: str, severity: str, message: str, ops: Iterable[str] = ()) -> PrecheckIssue:
     return PrecheckIssue(rule=rule, severity=severity, message=message, ops=list(dict.fromkeys(ops)))
 
 
@@ -167,7 +167,8 @@ def _quantized(g: _Graph) -> list[PrecheckIssue]:
 def _shapes(g: _Graph) -> list[PrecheckIssue]:
     issues = []
     # A -1 batch alone is accepted: the converter also stores the concrete batch-1 shape, which is
-    # what the compiler compiles (Coral's own Keras examples carry it). Other -1 axes are not.
+    # what the compiler compiles (Coral's Keras retraining tutorials convert such models). Other -1
+    # axes are not; neither is a shape computed at run time.
     dynamic = [i for i, t in g.tensors.items() if i not in g.constants and -1 in list(t["shape_signature"])[1:]]
     if dynamic:
         issues.append(_issue(
@@ -210,7 +211,7 @@ def _ops(g: _Graph) -> list[PrecheckIssue]:
         fix = _OP_FIXES.get(name, "replace it with an op from Coral's supported list")
         issues.append(_issue(
             "supported-ops", "error",
-            f"{name} is not an Edge TPU op ({DOC}): {fix}; {_PARTITION}", labels,
+            f"{name} is not an Edge TPU op ({OPS_DOC}): {fix}; {_PARTITION}", labels,
         ))
     issues.extend(_limits(g))
     newer = [_label(op) for op in g.ops if MIN_RUNTIME.get(op["op_name"], 0) >= _WARN_RUNTIME]
@@ -233,7 +234,7 @@ def _limits(g: _Graph) -> list[PrecheckIssue]:
             if int(np.prod(shape[1:])) > SOFTMAX_MAX_ELEMENTS:
                 issues.append(_issue(
                     "supported-ops", "error",
-                    f"SOFTMAX over {int(np.prod(shape[1:]))} elements; the Edge TPU's takes at most "
+                    f"SOFTMAX over {int(np.prod(shape[1:]))} elements; the Edge TPU's softmax takes at most "
                     f"{SOFTMAX_MAX_ELEMENTS}: fewer classes, or leave the softmax to the host",
                     [_label(op)],
                 ))
@@ -286,6 +287,7 @@ class CompilerLog:
     ops_on_tpu: int
     ops_on_cpu: int
     placement: tuple[OpPlacement, ...]
+    off_chip_bytes: int | None = None  # parameters streamed from host memory on every inference
 
     @property
     def tpu_fraction(self) -> float:
@@ -297,6 +299,8 @@ _VERSION = re.compile(r"Edge TPU Compiler version\s+(\S+)")
 _ON_TPU = re.compile(r"Number of operations that will run on Edge TPU:\s*(\d+)")
 _ON_CPU = re.compile(r"Number of operations that will run on CPU:\s*(\d+)")
 _TOTAL = re.compile(r"Total number of operations:\s*(\d+)")
+_OFF_CHIP = re.compile(r"Off-chip memory used for streaming uncached model parameters:\s*([\d.]+)\s*([KMG]i)?B")
+_UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 _HEADER = re.compile(r"^\s*Operator\s+Count\s+Status\s*$", re.MULTILINE)
 _ROW = re.compile(r"^\s*([A-Za-z][\w\-]*)\s+(\d+)\s+(\S.*?)\s*$")
 _MAPPED = "mapped to edge tpu"
@@ -344,7 +348,11 @@ def parse_compiler_log(text: str) -> CompilerLog:
     ) if not found]
     if missing:
         raise ConversionError(f"cannot read the edgetpu_compiler log: it has no {' and no '.join(missing)}")
-    return CompilerLog(version=version.group(1), ops_on_tpu=counts[0], ops_on_cpu=counts[1], placement=placement)
+    off_chip = _OFF_CHIP.search(text)
+    return CompilerLog(
+        version=version.group(1), ops_on_tpu=counts[0], ops_on_cpu=counts[1], placement=placement,
+        off_chip_bytes=round(float(off_chip.group(1)) * _UNITS[off_chip.group(2)]) if off_chip else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +417,15 @@ def _run(command: list[str], *, timeout: float, cwd: str) -> tuple[str, str, int
 
 def _fix(status: str) -> str:
     lowered = status.lower()
-    return next((fix for key, fix in _STATUS_FIXES if key in lowered), f"keep the op within Coral's limits ({DOC})")
+    return next((fix for key, fix in _STATUS_FIXES if key in lowered), f"keep the op within Coral's limits ({OPS_DOC})")
+
+
+class TPUShareError(ConversionError):
+    """Too few ops mapped to the Edge TPU; carries the parsed log so the report can show the placement."""
+
+    def __init__(self, message: str, *, log: CompilerLog) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 def _check_fraction(log: CompilerLog, minimum: float) -> None:
@@ -418,10 +434,11 @@ def _check_fraction(log: CompilerLog, minimum: float) -> None:
     cpu = [p for p in log.placement if not p.on_tpu]
     listed = "; ".join(f"{p.op} x{p.count} ({p.status})" for p in cpu) or "no operator table in the log"
     fixes = "; ".join(dict.fromkeys(_fix(p.status) for p in cpu))
-    raise ConversionError(
+    raise TPUShareError(
         f"edgetpu_compiler mapped {log.ops_on_tpu} of {log.ops_on_tpu + log.ops_on_cpu} ops "
         f"({log.tpu_fraction:.0%}) to the Edge TPU, below the required {minimum:.0%}. On the CPU: {listed}. "
-        f"Usual fixes: {fixes or 'see ' + DOC}"
+        f"Usual fixes: {fixes or 'see ' + OPS_DOC}",
+        log=log,
     )
 
 
@@ -431,8 +448,9 @@ def compile_model(
     """Compile a full-integer .tflite with ``edgetpu_compiler -s -o OUT model.tflite``.
 
     Returns the ``model_edgetpu.tflite`` bytes and the parsed log. Raises ConversionError when the
-    compiler fails, hangs past ``timeout`` seconds, writes no model, or maps less than
-    ``min_tpu_fraction`` of the ops to the Edge TPU (naming the CPU ops and the usual fixes).
+    compiler fails, hangs past ``timeout`` seconds or writes no model, and its TPUShareError
+    (carrying the log) when less than ``min_tpu_fraction`` of the ops map to the Edge TPU, naming
+    the CPU ops with the compiler's status and the usual fixes.
     """
     if not 0.0 <= min_tpu_fraction <= 1.0:
         raise ConfigError(f"min_tpu_fraction must be between 0 and 1, not {min_tpu_fraction}")

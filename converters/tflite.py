@@ -50,8 +50,14 @@ def representative(calib: ImageSet, spec: Preprocessing, progress: ProgressFn | 
 
 
 def _run_converter(converter, what: str) -> bytes:
+    import contextlib
+    import io
+
     try:
-        return converter.convert()
+        # Keras 3 models are exported to a temporary SavedModel first, and Keras prints a page
+        # ("Saved artifact at ...") on stdout for each; stdout belongs to our report.
+        with contextlib.redirect_stdout(io.StringIO()), _tf.quiet_native():
+            return converter.convert()
     except Exception as exc:  # TF raises ConverterError, ValueError, RuntimeError...
         text = str(exc)
         ops = sorted(set(re.findall(r"'tf\.(\w+)' op", text)) | set(re.findall(r"\bop: '?(\w+)", text)))
@@ -132,7 +138,8 @@ def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: t
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative(calib, spec), debug_options=options
         )
-        return debugger.get_nondebug_quantized_model()
+        with _tf.quiet_native():
+            return debugger.get_nondebug_quantized_model()
     except Exception as exc:
         raise ConversionError(f"selective int8 conversion failed: {str(exc).splitlines()[0][:300]}") from exc
 
@@ -250,6 +257,8 @@ class TFLiteTarget:
     def _run(self, job, name: str, quant: QuantSettings, calib: ImageSet | None, note: str = ""):
         from edge_sdk.converters.targets import Attempt, score
 
+        if job.precision is Precision.FP32:  # convert() already made it
+            return score(job, Attempt(name, TFLiteModel(job.float_tflite), quant, note), self.engine(job, job.float_tflite))
         try:
             model = convert(job.source, precision=job.precision, spec=job.spec, calib=calib, quant=quant, progress=job.progress)
         except ConversionError as exc:

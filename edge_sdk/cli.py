@@ -89,9 +89,18 @@ def convert(
     calib_limit: int = typer.Option(200, help="Most calibration images used on the first attempt."),
     min_calib: int = typer.Option(50, help="Fewest calibration images accepted."),
     learning_rate: float = typer.Option(1e-4, help="Fine-tuning learning rate while pruning."),
+    edgetpu_compiler: Optional[str] = typer.Option(
+        None, "--edgetpu-compiler", help="Path of edgetpu_compiler (default: the one on PATH)."
+    ),
+    no_compile: bool = typer.Option(
+        False, "--no-compile", help="Edge TPU: write the Edge-TPU-ready model and pre-check only."
+    ),
+    min_tpu_ops: float = typer.Option(
+        1.0, "--min-tpu-ops", help="Edge TPU: share of ops that must run on the TPU, 0-1."
+    ),
     name: Optional[str] = typer.Option(None, help="Model name in the manifest (default: file name)."),
 ) -> None:
-    """Prune, quantize and compile MODEL for a device profile into a verified bundle."""
+    """Prune, quantize and compile MODEL (.keras, .h5, SavedModel; .tflite or .onnx for OpenVINO) into a verified bundle."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edge_sdk.converters import convert as run_convert
@@ -104,7 +113,11 @@ def convert(
     # below is what a user of this command needs to read.
     warnings.filterwarnings("ignore", module=r"(tensorflow|keras|tf_keras|tensorflow_model_optimization)(\.|$)")
     warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Interpreter|quantized inputs).*")
-    err = Console(stderr=True)
+    import os
+
+    # Progress goes to a duplicate of stderr: the converter silences the real descriptor while
+    # TensorFlow's native code talks, and the bars must keep moving through that.
+    err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err, transient=True,
@@ -122,7 +135,8 @@ def convert(
                 precision=precision, max_drop=max_drop, labels=labels, resize=resize, color=color,
                 normalization=norm, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                 per_channel=not per_tensor, calib_limit=calib_limit, min_calib=min_calib,
-                learning_rate=learning_rate, name=name, progress=progress,
+                learning_rate=learning_rate, edgetpu_compiler=edgetpu_compiler, compile=not no_compile,
+                min_tpu_ops=min_tpu_ops, name=name, progress=progress,
             )
         except AccuracyBudgetError as exc:
             if exc.report is not None:

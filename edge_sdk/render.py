@@ -73,6 +73,24 @@ def report_tables(report: ConversionReport) -> Group:
             facts.add_row("float ops", ", ".join(q.float_ops[:8]) + (" ..." if len(q.float_ops) > 8 else ""))
         if q.float_layers:
             facts.add_row("kept float", ", ".join(q.float_layers))
+    if report.openvino is not None:
+        o = report.openvino
+        scope = f", float: {', '.join(o.ignored_scope)}" if o.ignored_scope else ""
+        facts.add_row("openvino", f"{o.weights} IR for {o.device} via {o.method}{scope}")
+    if report.edgetpu is not None:
+        e = report.edgetpu
+        if e.compiled:
+            placed = f"{e.ops_on_tpu} ops on the Edge TPU, {e.ops_on_cpu} on the CPU (compiler {e.compiler_version})"
+        else:
+            placed = "not compiled (Edge-TPU-ready model; run edgetpu_compiler on it)"
+        facts.add_row("edge tpu", placed)
+        check = "passed" if e.precheck_passed else "FAILED"
+        facts.add_row("pre-check", f"{check}; {e.parameter_bytes / 2**20:.2f} MB of parameters (8 MB on-chip cache)")
+        for issue in e.precheck:
+            facts.add_row(issue.severity, f"{issue.rule}: {issue.message}")
+        for line in e.placement:
+            if not line.on_tpu:
+                facts.add_row("on CPU", f"{line.count} x {line.op}: {line.status}")
     facts.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
     for warning in report.warnings:
         facts.add_row("warning", warning)

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -158,6 +159,11 @@ def test_parameters_over_the_8_mb_cache_are_a_warning(keras, calib):
     assert edgetpu.edgetpu_report(issues, parameter_bytes, min_tpu_fraction=0.9).precheck_passed
 
 
+def test_a_file_litert_cannot_read_is_a_conversion_error():
+    with pytest.raises(ConversionError, match="the Edge TPU pre-check cannot read the model"):
+        edgetpu.precheck(b"not a flatbuffer")
+
+
 # --- compiler log ------------------------------------------------------------------------------
 
 # Formats as printed by edgetpu_compiler 16 (https://coral.ai/docs/edgetpu/compiler/ and real runs).
@@ -243,13 +249,16 @@ def test_a_fully_mapped_run_has_no_cpu_counts_so_they_come_from_the_log_table():
     assert (log.ops_on_tpu, log.ops_on_cpu) == (9, 0)
     assert len(log.placement) == 6 and all(p.on_tpu for p in log.placement)
     assert log.placement[0].op == "FULLY_CONNECTED" and log.placement[0].count == 2
+    assert log.off_chip_bytes == 0
     # stdout alone (no table, no per-device counts): every op of the total mapped
-    assert (edgetpu.parse_compiler_log(FULL_STDOUT).ops_on_tpu, edgetpu.parse_compiler_log(FULL_STDOUT).ops_on_cpu) == (9, 0)
+    stdout_only = edgetpu.parse_compiler_log(FULL_STDOUT)
+    assert (stdout_only.ops_on_tpu, stdout_only.ops_on_cpu, stdout_only.placement) == (9, 0, ())
 
 
 def test_a_partially_mapped_model_keeps_every_table_line_with_its_status():
-    log = edgetpu.parse_compiler_log(PARTIAL_LOG + "\n" + PARTIAL_STDOUT)
+    log = edgetpu.parse_compiler_log(PARTIAL_LOG + "\n" + PARTIAL_STDOUT.replace("0.00B", "1.50MiB"))
     assert (log.ops_on_tpu, log.ops_on_cpu) == (2, 8)
+    assert log.off_chip_bytes == 3 * 2**19
     assert log.tpu_fraction == pytest.approx(0.2)
     assert len(log.placement) == 9, "the .log table (complete) wins over stdout's abridged one"
     leaky = next(p for p in log.placement if p.op == "LEAKY_RELU")
@@ -271,8 +280,10 @@ def test_counts_come_from_the_table_when_only_the_log_file_is_there_and_spacing_
     ("text", "missing"),
     [
         ("Segmentation fault\n", "no 'Edge TPU Compiler version' line and no op counts"),
-        ("Edge TPU Compiler version 16.0.384591198\nInvalid model: model.tflite\nModel not quantized\n", "it has no op counts"),
-        ("Number of operations that will run on Edge TPU: 3\nNumber of operations that will run on CPU: 0\n", "it has no 'Edge TPU Compiler version' line"),
+        ("Edge TPU Compiler version 16.0.384591198\nInvalid model: model.tflite\nModel not quantized\n",
+         "it has no op counts"),
+        ("Number of operations that will run on Edge TPU: 3\nNumber of operations that will run on CPU: 0\n",
+         "it has no 'Edge TPU Compiler version' line"),
     ],
 )
 def test_an_unreadable_log_names_what_is_missing(text, missing):
@@ -302,7 +313,8 @@ if MODE == "hang":
     time.sleep(600)
 print(STDOUT)
 if MODE == "fail":
-    print("ERROR: Attempting to use a delegate that only supports static-sized tensors with a graph that has dynamic-sized tensors.", file=sys.stderr)
+    print("ERROR: Attempting to use a delegate that only supports static-sized tensors "
+          "with a graph that has dynamic-sized tensors.", file=sys.stderr)
     print("Compilation failed: Model failed in Tflite interpreter.", file=sys.stderr)
     print("Compilation failed!", file=sys.stderr)
     sys.exit(1)
@@ -325,8 +337,9 @@ def fake_compiler(folder: Path, mode: str, stdout: str = "", log: str = "") -> s
 def test_find_compiler_with_an_empty_path_finds_none_and_the_message_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert edgetpu.find_compiler(None) is None
-    assert "edgetpu_compiler" in edgetpu.MISSING_COMPILER and "apt-get install edgetpu-compiler" in edgetpu.MISSING_COMPILER
-    assert "x86-64 Linux" in edgetpu.MISSING_COMPILER and "--no-compile" in edgetpu.MISSING_COMPILER
+    message = edgetpu.MISSING_COMPILER
+    assert "edgetpu_compiler" in message and "apt-get install edgetpu-compiler" in message
+    assert "x86-64 Linux" in message and "--no-compile" in message and "\n" not in message
     with pytest.raises(ConfigError, match="does not exist"):
         edgetpu.find_compiler(str(tmp_path / "nowhere" / "edgetpu_compiler"))
     fake = fake_compiler(tmp_path / "bin", "pass")
@@ -347,8 +360,9 @@ def test_compile_returns_the_compiled_model_and_its_log(good, tmp_path):
 
 def test_compile_below_the_tpu_share_lists_the_cpu_ops_with_their_status_and_fixes(good, tmp_path):
     compiler = fake_compiler(tmp_path, "pass", PARTIAL_STDOUT, PARTIAL_LOG)
-    with pytest.raises(ConversionError) as info:
+    with pytest.raises(edgetpu.TPUShareError) as info:
         edgetpu.compile_model(good[1], compiler=compiler, min_tpu_fraction=0.9)
+    assert isinstance(info.value, ConversionError) and info.value.log.ops_on_cpu == 8
     message = str(info.value)
     assert "mapped 2 of 10 ops (20%)" in message and "below the required 90%" in message
     assert "LEAKY_RELU x1 (Operation not supported)" in message
@@ -407,14 +421,20 @@ def test_without_libedgetpu_the_engine_says_what_to_install(good):
 def test_a_missing_device_is_reported_as_such(monkeypatch):
     import edge_sdk.backends.edgetpu as backend
 
-    def no_device(library, options):  # what libedgetpu does without a stick: no delegate, no message
-        raise ValueError("")
-
     with pytest.raises(EngineError, match="not a TFLite delegate"):
         load_edgetpu_delegate(library="libc.so.6")
+
+    # FAKE libedgetpu with no stick plugged in: the library loads, and its
+    # tflite_plugin_create_delegate returns no delegate and no message (LiteRT raises ValueError).
+    def no_device(library, options):
+        assert options == {"device": "usb:0"}
+        raise ValueError("")
+
+    libedgetpu = SimpleNamespace(tflite_plugin_create_delegate=None)
+    monkeypatch.setattr(backend, "_open_library", lambda name: libedgetpu)
     monkeypatch.setattr(backend, "_load_delegate_function", lambda: no_device)
     with pytest.raises(EngineError, match="no Edge TPU found at usb:0: plug in the Coral USB Accelerator"):
-        load_edgetpu_delegate(device="usb:0", library="libc.so.6")
+        load_edgetpu_delegate(device="usb:0")
     with pytest.raises(ConfigError, match="device must be"):
         EdgeTPUEngine(b"", device="usb0")
 

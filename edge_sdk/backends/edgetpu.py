@@ -6,6 +6,7 @@ import ctypes
 import platform
 import re
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.errors import ConfigError, EngineError
 
 NAME = "edgetpu"
-LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+LIBRARIES = MappingProxyType({"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"})
 COMPILED_OP = b"edgetpu-custom-op"  # the custom op edgetpu_compiler puts in model_edgetpu.tflite
 # The delegate's "device" option: any, ":N" (N-th of any type), "usb", "usb:N", "pci", "pci:N".
 _DEVICE = re.compile(r"^(usb|pci)?(:\d+)?$")
@@ -46,20 +47,25 @@ def _load_delegate_function():
     return load_delegate
 
 
+def _open_library(library: str) -> ctypes.CDLL:
+    return ctypes.CDLL(library)
+
+
 def load_edgetpu_delegate(*, device: str | None = None, library: str | None = None):
     """The libedgetpu delegate for ``device``; EngineError naming what is missing and how to install it."""
     library = library or delegate_library()
     install = _INSTALL if platform.system() == "Linux" else _INSTALL_OTHER
     try:
-        # Checked first: LiteRT's own loader lets OSError escape and leaves a half-built delegate behind.
-        ctypes.CDLL(library)
+        # Checked here first: LiteRT's loader lets OSError and AttributeError escape and leaves a
+        # half-built delegate whose finalizer then fails.
+        handle = _open_library(library)
     except OSError as exc:
         raise EngineError(f"the Edge TPU runtime ({library}) is not installed: {install}") from exc
+    if not hasattr(handle, "tflite_plugin_create_delegate"):
+        raise EngineError(f"{library} is not a TFLite delegate library (no tflite_plugin_create_delegate)")
     load_delegate = _load_delegate_function()
     try:
         return load_delegate(library, {"device": device} if device else {})
-    except AttributeError as exc:
-        raise EngineError(f"{library} is not a TFLite delegate library (no tflite_plugin_create_delegate)") from exc
     except ValueError as exc:
         # libedgetpu returns no delegate, without a message, when it cannot open a device.
         raise EngineError(
