@@ -1,12 +1,15 @@
-"""Float vs int8 vs pruned+int8: size, gzip size, LiteRT latency and conversion time, in one run.
+"""TFLite float/int8/pruned+int8 and OpenVINO FP32/FP16/int8: size, gzip size, CPU latency and conversion time, in one run.
 
 Builds an untrained MobileNetV2-sized classifier (nothing is downloaded), generates images from
-scikit-image's bundled sample photos, converts three times through ``edge_sdk.converters.convert``
-and times every bundle with ``LiteRTEngine``. Prints a Markdown table and writes it to
-``benchmarks/results/convert_bench.md``.
+scikit-image's bundled sample photos, converts it through ``edge_sdk.converters.convert`` for the
+x86-cpu profile (TFLite: float, int8, pruned+int8) and the intel-cpu profile (OpenVINO IR: FP32,
+FP16, NNCF int8), and times every bundle on the CPU (TFLite bundles with ``LiteRTEngine``, OpenVINO
+bundles through ``open_engine(..., device="CPU")``) in one round-robin loop. Prints one Markdown
+table per target and writes them to ``benchmarks/results/convert_bench.md``.
 
-    .venv/bin/python benchmarks/convert_bench.py            # full run, several minutes on 2 cores
-    .venv/bin/python benchmarks/convert_bench.py --quick    # smoke run
+    .venv/bin/python benchmarks/convert_bench.py                      # full run, ~6 minutes on 2 cores
+    .venv/bin/python benchmarks/convert_bench.py --quick              # smoke run
+    .venv/bin/python benchmarks/convert_bench.py --targets openvino   # only the OpenVINO half
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_sdk.backends import open_engine
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.bundle import open_bundle
 from edge_sdk.preprocess import quantize
@@ -37,6 +41,11 @@ INPUT_SIZE = 224
 NUM_CLASSES = 10
 SPEEDUP_TARGET = 1.8
 SIZE_TARGET = 0.30
+# OpenVINO int8 over FP32 on the CPU: VNNI (AVX-512 VNNI or AVX-VNNI) runs int8 dot products natively.
+OV_SPEEDUP_TARGET_VNNI = 2.0
+OV_SPEEDUP_TARGET_NO_VNNI = 1.3
+TARGETS = ("tflite", "openvino")
+PROFILES = {"tflite": "x86-cpu", "openvino": "intel-cpu"}
 BN_IMAGES = 64
 DATA_MARKER = ".convert_bench-data"
 # Ten photos shipped inside scikit-image (no fetch needed); the class is the source photo.
@@ -63,16 +72,24 @@ QUICK = Sizes(calib=50, train_per_class=4, val_per_class=3, rounds=20, warmup=3)
 class Variant:
     name: str
     options: dict
+    target: str = "tflite"  # which table the row goes to and which engine times it
+    label: str = ""  # row name in the table (default: name)
     convert_seconds: float = 0.0
+    bundle_path: Path | None = None
     model_path: Path | None = None
     report: object | None = None
     file_bytes: int = 0
     gzip_bytes: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    ir_note: str = ""  # OpenVINO: what the saved IR itself holds (FakeQuantize count, weighted ops left float)
 
     @property
     def median_ms(self) -> float:
         return statistics.median(self.latencies_ms)
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
 
 
 def log(message: str) -> None:
@@ -175,16 +192,37 @@ def build_model(path: Path, train_folder: Path, *, bn_statistics: bool) -> Path:
 # --------------------------------------------------------------------------- conversion
 
 
-def variants(data: dict[str, Path], *, use_val: bool, epochs: int) -> list[Variant]:
-    common = dict(profile="x86-cpu", calib=data["calib"], min_calib=1)
-    if use_val:
-        # Accuracy is reported, not enforced: an untrained model would only trip the remedies.
-        common.update(val=data["val"], max_drop=100.0)
-    return [
-        Variant("float", dict(common, precision="fp32")),
-        Variant("int8", dict(common, precision="int8")),
-        Variant("pruned+int8", dict(common, precision="int8", prune=0.5, train=data["train"], epochs=epochs)),
-    ]
+def variants(data: dict[str, Path], *, use_val: bool, epochs: int, targets: tuple[str, ...] = TARGETS) -> list[Variant]:
+    """The TFLite rows (x86-cpu) and/or the OpenVINO rows (intel-cpu), same calibration folder for both."""
+    runs = []
+    if "tflite" in targets:
+        common = dict(profile=PROFILES["tflite"], calib=data["calib"], min_calib=1)
+        if use_val:
+            # Accuracy is reported, not enforced: an untrained model would only trip the remedies.
+            common.update(val=data["val"], max_drop=100.0)
+        runs += [
+            Variant("float", dict(common, precision="fp32")),
+            Variant("int8", dict(common, precision="int8")),
+            Variant("pruned+int8", dict(common, precision="int8", prune=0.5, train=data["train"], epochs=epochs)),
+        ]
+    if "openvino" in targets:
+        common = dict(profile=PROFILES["openvino"], calib=data["calib"], min_calib=1)
+        if use_val:
+            common.update(val=data["val"], max_drop=100.0)
+        runs += [
+            Variant("ov-fp32", dict(common, precision="fp32"), target="openvino", label="FP32"),
+            Variant("ov-fp16", dict(common, precision="fp16"), target="openvino", label="FP16"),
+            # int8 = NNCF post-training quantization on the calibration folder.
+            Variant("ov-int8", dict(common, precision="int8"), target="openvino", label="int8"),
+        ]
+    return runs
+
+
+def model_bytes(variant: Variant) -> bytes:
+    """The model file(s) as one byte string: the .tflite, or an OpenVINO IR's model.xml + model.bin."""
+    if variant.target == "openvino":
+        return variant.model_path.read_bytes() + variant.model_path.with_suffix(".bin").read_bytes()
+    return variant.model_path.read_bytes()
 
 
 def run_conversion(variant: Variant, model_path: Path, out: Path) -> None:
@@ -197,18 +235,48 @@ def run_conversion(variant: Variant, model_path: Path, out: Path) -> None:
         result = convert(model_path, out=out, **variant.options)
     variant.convert_seconds = time.perf_counter() - started
     bundle = open_bundle(result.bundle.path)  # re-read from disk: hashes verified
+    variant.bundle_path = bundle.path
     variant.model_path = bundle.model_path
     variant.report = result.report
-    content = variant.model_path.read_bytes()
+    content = model_bytes(variant)
     variant.file_bytes = len(content)
     variant.gzip_bytes = len(gzip.compress(content, compresslevel=9))
+    if variant.target == "openvino":
+        variant.ir_note = inspect_ir(variant.model_path)
     log(f"{variant.name}: {variant.convert_seconds:.1f} s, {variant.file_bytes} bytes")
+
+
+def inspect_ir(xml_path: Path) -> str:
+    """Count FakeQuantize ops and weighted ops without one in the saved IR (checks the report's float_ops)."""
+    import openvino as ov
+
+    from edge_sdk.converters.openvino import _QUANTIZABLE, float_ops_of
+
+    model = ov.Core().read_model(str(xml_path))
+    ops = model.get_ordered_ops()
+    fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ops)
+    weighted = sum(op.get_type_name() in _QUANTIZABLE for op in ops)
+    if not fake_quantize:
+        return f"IR: no FakeQuantize, {weighted} weighted ops"
+    return f"IR: {fake_quantize} FakeQuantize, {len(float_ops_of(model))} of {weighted} weighted ops without one"
+
+
+def vnni() -> bool | None:
+    """Whether this CPU has VNNI (avx512_vnni or avx_vnni in /proc/cpuinfo flags); None when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_vnni", "avx_vnni"})
+    except OSError:
+        pass
+    return None
 
 
 # --------------------------------------------------------------------------- latency
 
 
-def ready_input(engine: LiteRTEngine, image_path: Path) -> np.ndarray:
+def ready_input(engine, image_path: Path) -> np.ndarray:
     """One real image as the model's input tensor: float [0, 1] RGB, quantized if the input is integer."""
     spec = engine.input_specs()[0]
     shape = [1 if d < 0 else d for d in spec["shape"]]
@@ -216,14 +284,24 @@ def ready_input(engine: LiteRTEngine, image_path: Path) -> np.ndarray:
     if x.shape[1:3] != (shape[1], shape[2]):
         x = cv2.resize(x[0], (shape[2], shape[1]), interpolation=cv2.INTER_LINEAR)[None, ...]
     if np.issubdtype(spec["dtype"], np.integer):
+        if not spec["quantization"]:
+            raise RuntimeError(f"integer input without quantization parameters: {spec}")
         scale, zero_point = spec["quantization"]
         x = quantize(x, scale=scale, zero_point=zero_point, dtype=spec["dtype"])
     return np.ascontiguousarray(x.astype(spec["dtype"], copy=False))
 
 
+def make_engine(variant: Variant, threads: int):
+    """LiteRT for TFLite bundles; OpenVINO bundles through the public ``open_engine``, on the CPU."""
+    if variant.target == "openvino":
+        return open_engine(open_bundle(variant.bundle_path), device="CPU", threads=threads)
+    return LiteRTEngine(variant.model_path, threads=threads)
+
+
 def measure_latency(runs: list[Variant], image_path: Path, *, threads: int, rounds: int, warmup: int, seed: int = 0) -> None:
-    """Round-robin invokes, in a fresh random order each round, so machine noise hits every model alike."""
-    engines = [LiteRTEngine(v.model_path, threads=threads) for v in runs]
+    """Round-robin invokes over every model (TFLite and OpenVINO), in a fresh random order each round,
+    so machine noise hits every model alike."""
+    engines = [make_engine(v, threads) for v in runs]
     inputs = [ready_input(e, image_path) for e in engines]
     for engine, x in zip(engines, inputs):
         for _ in range(warmup):
@@ -265,7 +343,7 @@ def other_load(timed) -> float | None:
 # --------------------------------------------------------------------------- report
 
 
-def machine_line(threads: int) -> str:
+def machine_line(threads: int, targets: tuple[str, ...] = TARGETS) -> str:
     from edge_sdk.converters import _tf
 
     cpu = platform.processor() or "unknown"
@@ -280,7 +358,23 @@ def machine_line(threads: int) -> str:
     return (
         f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), {platform.system()} {platform.machine()}; "
         f"python {platform.python_version()}, tensorflow {_tf.tensorflow().__version__}, "
-        f"ai-edge-litert {metadata.version('ai-edge-litert')}; threads={threads}"
+        f"ai-edge-litert {metadata.version('ai-edge-litert')}{openvino_versions() if 'openvino' in targets else ''}; "
+        f"threads={threads}"
+    )
+
+
+def openvino_versions() -> str:
+    import openvino as ov
+
+    core = ov.Core()
+    try:
+        precision = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # e.g. f32, bf16
+    except (RuntimeError, AttributeError):
+        precision = "unknown"
+    flag = vnni()
+    return (
+        f", openvino {ov.__version__.split('-')[0]}, nncf {metadata.version('nncf')} "
+        f"(CPU inference precision {precision}, VNNI {'unknown' if flag is None else 'yes' if flag else 'no'})"
     )
 
 
@@ -289,6 +383,7 @@ def megabytes(n: int) -> str:
 
 
 def table(runs: list[Variant]) -> list[str]:
+    """The TFLite table; ``runs`` are the TFLite rows, float first."""
     base = runs[0]
     lines = [
         "| model | file size | gzip -9 size | size / float | gzip / float gzip | median latency ms | speed-up vs float | conversion s |",
@@ -298,6 +393,21 @@ def table(runs: list[Variant]) -> list[str]:
         lines.append(
             f"| {v.name} | {megabytes(v.file_bytes)} | {megabytes(v.gzip_bytes)} | "
             f"{v.file_bytes / base.file_bytes:.2f} | {v.gzip_bytes / base.gzip_bytes:.2f} | "
+            f"{v.median_ms:.2f} | {base.median_ms / v.median_ms:.2f}x | {v.convert_seconds:.1f} |"
+        )
+    return lines
+
+
+def ov_table(runs: list[Variant]) -> list[str]:
+    """The OpenVINO table; ``runs`` are the OpenVINO rows, FP32 first. Sizes are model.xml + model.bin."""
+    base = runs[0]
+    lines = [
+        "| OpenVINO IR | file size (xml+bin) | gzip -9 size | size / FP32 | median latency ms | speed-up vs FP32 | conversion s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in runs:
+        lines.append(
+            f"| {v.row} | {megabytes(v.file_bytes)} | {megabytes(v.gzip_bytes)} | {v.file_bytes / base.file_bytes:.2f} | "
             f"{v.median_ms:.2f} | {base.median_ms / v.median_ms:.2f}x | {v.convert_seconds:.1f} |"
         )
     return lines
@@ -317,6 +427,13 @@ def details(runs: list[Variant]) -> list[str]:
         if v.report.quantization is not None:
             q = v.report.quantization
             line += f"; {q.calibration_images} calibration images, {len(q.float_ops)} float ops"
+            if v.target == "openvino":
+                line += " per the report"
+        if v.report.openvino is not None:
+            o = v.report.openvino
+            line += f"; openvino weights {o.weights}, method {o.method}"
+        if v.ir_note:
+            line += f"; {v.ir_note}"
         if v.report.accuracy is not None:
             a = v.report.accuracy
             line += (
@@ -340,6 +457,20 @@ def summary(runs: list[Variant]) -> list[str]:
     ]
 
 
+def ov_summary(runs: list[Variant]) -> list[str]:
+    fp32, int8 = runs[0], runs[-1]
+    speedup = fp32.median_ms / int8.median_ms
+    flag = vnni()
+    target = OV_SPEEDUP_TARGET_VNNI if flag else OV_SPEEDUP_TARGET_NO_VNNI
+    return [
+        f"OpenVINO int8 speed-up over FP32: {speedup:.2f}x (target >= {OV_SPEEDUP_TARGET_VNNI:g}x with VNNI, "
+        f">= {OV_SPEEDUP_TARGET_NO_VNNI:g}x without; this CPU: VNNI {'unknown' if flag is None else 'yes' if flag else 'no'})"
+        f" -> applies >= {target:g}x: {'PASS' if speedup >= target else 'MISS'}",
+        f"OpenVINO int8 size / FP32 size: {int8.file_bytes / fp32.file_bytes:.2f}; "
+        f"FP16 size / FP32 size: {runs[1].file_bytes / fp32.file_bytes:.2f}",
+    ]
+
+
 RAW_INIT_CAVEAT = (
     "caveat (--raw-init): the float and int8 files share one buffer for their many identical all-zero "
     "biases, so they are a little smaller than a trained model's; activations and accuracy are degenerate."
@@ -347,8 +478,16 @@ RAW_INIT_CAVEAT = (
 
 
 def render(runs: list[Variant], machine: str, header: str, *, raw_init: bool) -> str:
-    parts = ["# convert_bench", "", header, "", machine, "", *table(runs), "", *summary(runs), "", *details(runs)]
-    if raw_init:
+    parts = ["# convert_bench", "", header, "", machine, ""]
+    tflite = [v for v in runs if v.target == "tflite"]
+    openvino = [v for v in runs if v.target == "openvino"]
+    if tflite:
+        parts += [f"## TFLite (profile {PROFILES['tflite']}, LiteRT)", "", *table(tflite), "", *summary(tflite), ""]
+    if openvino:
+        parts += [f"## OpenVINO (profile {PROFILES['openvino']}, device CPU)", "", *ov_table(openvino), "",
+                  *ov_summary(openvino), ""]
+    parts += details(runs)
+    if raw_init and tflite:
         parts += ["", RAW_INIT_CAVEAT]
     return "\n".join(parts) + "\n"
 
@@ -359,7 +498,7 @@ def render(runs: list[Variant], machine: str, header: str, *, raw_init: bool) ->
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None, help="timed invokes per model (default 100, 20 with --quick)")
-    parser.add_argument("--threads", type=int, default=2, help="LiteRT threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="LiteRT and OpenVINO CPU threads (default 2)")
     parser.add_argument("--out-dir", type=Path, default=None, help="keep data, model and bundles here (default: a temp dir, removed)")
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds: a smoke run")
     parser.add_argument("--val", action="store_true", help="also pass the val folder to convert and report top-1 (slower)")
@@ -368,7 +507,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--raw-init", action="store_true",
         help="keep MobileNetV2's initial BatchNorm statistics (degenerate activations) instead of setting them from train images",
     )
+    parser.add_argument(
+        "--targets", type=parse_targets, default=TARGETS,
+        help="comma-separated targets to benchmark: tflite, openvino (default tflite,openvino)",
+    )
     return parser.parse_args(argv)
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    chosen = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(TARGETS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(TARGETS)}, not '{text}'")
+    return tuple(t for t in TARGETS if t in chosen)
 
 
 def benchmark(work: Path, args: argparse.Namespace) -> str:
@@ -377,7 +528,7 @@ def benchmark(work: Path, args: argparse.Namespace) -> str:
     log(f"generating images in {work / 'data'}")
     data = make_datasets(work / "data", sizes)
     model_path = build_model(work / "mobilenetv2.keras", data["train"], bn_statistics=not args.raw_init)
-    runs = variants(data, use_val=args.val, epochs=args.epochs)
+    runs = variants(data, use_val=args.val, epochs=args.epochs, targets=args.targets)
     for v in runs:
         run_conversion(v, model_path, work / "bundles" / v.name.replace("+", "_"))
     log(f"timing {rounds} rounds x {len(runs)} models, {args.threads} threads")
@@ -386,14 +537,16 @@ def benchmark(work: Path, args: argparse.Namespace) -> str:
         lambda: measure_latency(runs, sample, threads=args.threads, rounds=rounds, warmup=sizes.warmup)
     )
     init = "initial BatchNorm statistics" if args.raw_init else f"BatchNorm statistics from {BN_IMAGES} train images"
+    profiles = " and ".join(f"{PROFILES[t]} ({'TFLite' if t == 'tflite' else 'OpenVINO'})" for t in args.targets)
     header = (
-        f"MobileNetV2 (untrained, {init}; 224x224x3, {NUM_CLASSES} classes), profile x86-cpu; "
+        f"MobileNetV2 (untrained, {init}; 224x224x3, {NUM_CLASSES} classes), profile{'s' if len(args.targets) > 1 else ''} {profiles}; "
         f"{sizes.calib} calibration images, {sizes.train_per_class * NUM_CLASSES} train images"
         f"{', ' + str(sizes.val_per_class * NUM_CLASSES) + ' val images' if args.val else ''}; "
-        f"{rounds} timed rounds after {sizes.warmup} warm-up{' (quick)' if args.quick else ''}; "
+        f"{rounds} timed rounds after {sizes.warmup} warm-up{' (quick)' if args.quick else ''}, "
+        f"all {len(runs)} models round-robin in one loop; "
         f"other processes used {'n/a' if others is None else f'{100 * others:.0f}%'} of the CPUs while timing"
     )
-    return render(runs, machine_line(args.threads), header, raw_init=args.raw_init)
+    return render(runs, machine_line(args.threads, args.targets), header, raw_init=args.raw_init)
 
 
 def main(argv: list[str] | None = None) -> int:

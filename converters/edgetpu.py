@@ -24,6 +24,7 @@ import numpy as np
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.errors import ConfigError, ConversionError, EngineError
 from edge_sdk.report import EdgeTPUReport, OpPlacement, PrecheckIssue
+from edge_sdk.converters.tflite import TFLiteTarget
 
 COMPILER = "edgetpu_compiler"
 PARAMETER_CACHE_BYTES = 8 * 1024 * 1024  # the Edge TPU's on-chip SRAM for parameters
@@ -240,7 +241,7 @@ def _limits(g: _Graph) -> list[PrecheckIssue]:
                 ))
         if op["op_name"] == "FULLY_CONNECTED":
             shape = _dims(g.tensors[int(op["outputs"][0])]["shape"])
-            if sum(int(d) > 1 for d in shape[1:]) > 1:
+            if sum(d > 1 for d in shape) > 1:  # TFLite folds a sequence into rows: [14, 8] is 2-D
                 issues.append(_issue(
                     "supported-ops", "error",
                     f"FULLY_CONNECTED with output shape {shape}; the Edge TPU needs a one-dimensional "
@@ -493,3 +494,36 @@ def edgetpu_report(
         placement=list(log.placement) if log else [],
         min_tpu_fraction=min_tpu_fraction,
     )
+
+
+class EdgeTPUTarget(TFLiteTarget):
+    """Coral Edge TPU: a full-integer TFLite model, pre-checked, then compiled by edgetpu_compiler."""
+
+    def preflight(self, job) -> None:
+        self._compiler = None
+        if job.options.compile:
+            self._compiler = find_compiler(job.options.edgetpu_compiler)
+            if self._compiler is None:
+                raise ConversionError(MISSING_COMPILER)
+
+    def package(self, job, attempt):
+        packaged = super().package(job, attempt)
+        content = packaged.files["model.tflite"]
+        issues, parameter_bytes = precheck(content)
+        errors = [issue for issue in issues if issue.severity == "error"]
+        if errors and job.options.min_tpu_fraction >= 1.0:
+            ops = sorted({op for issue in errors for op in issue.ops})
+            raise ConversionError(
+                f"the model cannot run entirely on the Edge TPU: {errors[0].rule}: {errors[0].message}"
+                + (f" (ops: {', '.join(ops[:10])})" if ops else "")
+                + (f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else "")
+            )
+        log = None
+        if self._compiler is not None:
+            compiled, log = compile_model(content, compiler=self._compiler, min_tpu_fraction=job.options.min_tpu_fraction)
+            packaged.files["model_edgetpu.tflite"] = compiled
+            packaged.roles["model_edgetpu.tflite"] = "model"
+            packaged.roles["model.tflite"] = "artifact"  # the CPU-fallback copy
+            packaged.model_file = "model_edgetpu.tflite"
+        packaged.edgetpu = edgetpu_report(issues, parameter_bytes, min_tpu_fraction=job.options.min_tpu_fraction, log=log)
+        return packaged

@@ -27,6 +27,7 @@ class SourceModel:
     layout: str = "NHWC"
     parameter_count: int = 0  # for engine-backed sources (tflite, onnx), counted from their constants
     _signature: Any = field(default=None, repr=False)
+    _batch_of_one: Any = field(default=None, repr=False)
 
     @property
     def is_keras(self) -> bool:
@@ -49,10 +50,21 @@ class SourceModel:
         return np.asarray(next(iter(outputs.values())))
 
     def tflite_converter(self) -> Any:
+        """A TFLiteConverter whose input has a batch of one, for Keras sources.
+
+        A fixed batch makes every shape static: the Edge TPU compiler requires it, and without
+        it Keras exports add SHAPE/STRIDED_SLICE/PACK ops that split XNNPACK's delegated graph.
+        """
         tf = _tf.tensorflow()
-        if self.is_keras:
-            return tf.lite.TFLiteConverter.from_keras_model(self.model)
-        return tf.lite.TFLiteConverter.from_saved_model(str(self.path))
+        if not self.is_keras:
+            return tf.lite.TFLiteConverter.from_saved_model(str(self.path))
+        if self._batch_of_one is None:
+            # Built once: Keras numbers new layers, and every conversion of this model must give
+            # its tensors the same names (the float-fallback remedy matches them across models).
+            keras = _tf.tf_keras() if self.kind == "tf-keras" else _tf.keras3()
+            image = keras.Input(batch_shape=(1, *self.input_shape), name="image")
+            self._batch_of_one = keras.Model(image, self.model(image))
+        return tf.lite.TFLiteConverter.from_keras_model(self._batch_of_one)
 
 
 def _keras_file_version(path: Path) -> str:

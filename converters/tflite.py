@@ -13,7 +13,7 @@ from edge_sdk.backends.litert import LiteRTEngine, load_interpreter_class
 from edge_sdk.converters import _tf
 from edge_sdk.converters.data import ImageSet
 from edge_sdk.converters.models import SourceModel
-from edge_sdk.errors import ConversionError
+from edge_sdk.errors import ConversionError, EngineError
 from edge_sdk.preprocess import Preprocessing, dequantize, normalize, quantize
 from edge_sdk.profiles import DeviceProfile, IODtype, Precision
 
@@ -75,7 +75,10 @@ def float_ops(content: bytes, *, integer_io: bool) -> list[str]:
 
     With float I/O, the QUANTIZE at the input and DEQUANTIZE at the output are expected and skipped.
     """
-    engine = LiteRTEngine(content)
+    try:
+        engine = LiteRTEngine(content)
+    except EngineError as exc:
+        raise ConversionError(f"the converted model does not load in LiteRT: {exc}") from exc
     found = []
     for op in engine.ops():
         name = op["op_name"]

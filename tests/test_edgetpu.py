@@ -24,8 +24,8 @@ from edge_sdk.backends.edgetpu import EdgeTPUEngine, load_edgetpu_delegate
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.converters import edgetpu
 from edge_sdk.converters.data import ImageSet
-from edge_sdk.converters.models import SourceModel, from_keras_object
-from edge_sdk.converters.tflite import QuantSettings, convert
+from edge_sdk.converters.models import from_keras_object
+from edge_sdk.converters.tflite import QuantSettings, convert, representative
 from edge_sdk.errors import ConfigError, ConversionError, EngineError
 from edge_sdk.preprocess import Preprocessing
 from edge_sdk.profiles import IODtype, Precision
@@ -54,10 +54,23 @@ def calib() -> ImageSet:
     return ImageSet(np.clip(images, 0, 255).astype(np.uint8))
 
 
-def to_int8(model, calib: ImageSet, *, io: IODtype = IODtype.UINT8, source: SourceModel | None = None) -> bytes:
-    source = source or from_keras_object(model)
+def to_int8(model, calib: ImageSet, *, io: IODtype = IODtype.UINT8) -> bytes:
+    """Through edge-sdk's own TFLite conversion, as the edgetpu target does."""
     quant = QuantSettings(strict=True, io_dtype=io)
-    return convert(source, precision=Precision.INT8, spec=SPEC, calib=calib, quant=quant).content
+    return convert(from_keras_object(model), precision=Precision.INT8, spec=SPEC, calib=calib, quant=quant).content
+
+
+def raw_int8(model, calib: ImageSet) -> bytes:
+    """Straight through TFLiteConverter, as a user's own .tflite would be made (no edge-sdk fixes)."""
+    from edge_sdk.converters import _tf
+
+    tf = _tf.tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative(calib, SPEC)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    return converter.convert()
 
 
 def labels(content: bytes, name: str) -> list[str]:
@@ -98,7 +111,7 @@ def test_a_conv_pool_dense_softmax_model_passes_and_its_weights_are_counted(good
 
 
 def test_keras3_flatten_with_a_dynamic_batch_computes_shapes_at_run_time(keras, calib):
-    content = to_int8(cnn(keras, batch_size=None), calib)
+    content = raw_int8(cnn(keras, batch_size=None), calib)
     issues, _ = edgetpu.precheck(content)
     by_rule = {issue.rule: issue for issue in issues}
     shape_ops = labels(content, "SHAPE")
@@ -127,9 +140,8 @@ def test_a_dynamic_input_height_and_width_is_an_error(keras, calib):
     inp = L.Input((None, None, 3), batch_size=1)
     h = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
     model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(h)))
-    # models.load_model refuses such a model up front; the pre-check must catch it on its own too.
-    source = SourceModel(name="dynamic", kind="keras3", model=model, input_shape=(SIZE, SIZE, 3), num_classes=3)
-    content = to_int8(model, calib, source=source)
+    # edge-sdk refuses such a Keras model up front; a ready-made .tflite must be caught here.
+    content = raw_int8(model, calib)
     issues, _ = edgetpu.precheck(content)
     shapes = [issue for issue in issues if issue.rule == "static-shapes"]
     assert len(shapes) == 1 and shapes[0].severity == "error"
@@ -157,6 +169,26 @@ def test_parameters_over_the_8_mb_cache_are_a_warning(keras, calib):
     assert [(issue.rule, issue.severity) for issue in issues] == [("parameter-cache", "warning")]
     assert "streams from host memory" in issues[0].message
     assert edgetpu.edgetpu_report(issues, parameter_bytes, min_tpu_fraction=0.9).precheck_passed
+
+
+def test_known_limitations_and_runtime_14_ops_are_reported(keras, calib):
+    L = keras.layers
+
+    def model(middle):
+        inp = L.Input((SIZE, SIZE, 3), batch_size=1)
+        h = middle(L.Conv2D(4, 3, activation="relu")(inp))
+        return keras.Model(inp, L.Dense(3, activation="softmax")(L.Flatten()(h)))
+
+    transposed = to_int8(model(L.Permute((2, 1, 3))), calib)  # TRANSPOSE maps from runtime 14 on
+    issues, _ = edgetpu.precheck(transposed)
+    assert [(issue.rule, issue.severity) for issue in issues] == [("op-version", "warning")]
+    assert issues[0].ops == labels(transposed, "TRANSPOSE")
+
+    sequence = to_int8(model(lambda h: L.Dense(8)(L.Reshape((14, 14 * 4))(h))), calib)  # Dense per row
+    issues, _ = edgetpu.precheck(sequence)
+    assert [issue.rule for issue in issues] == ["supported-ops"]
+    assert "one-dimensional" in issues[0].message
+    assert issues[0].ops == labels(sequence, "FULLY_CONNECTED")[:1]
 
 
 def test_a_file_litert_cannot_read_is_a_conversion_error():

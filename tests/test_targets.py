@@ -123,3 +123,64 @@ def test_onnx_nchw_model_converts_for_openvino(digits, tmp_path):
     assert manifest.preprocessing.layout == "NCHW"
     assert result.report.accuracy.reference.top1 > 0.85
     assert result.report.accuracy.drop_points <= 1.0
+
+
+class TestEdgeTPUUncompiled(TargetTemplate):
+    # No Edge TPU compiler or stick can exist here: the bundle holds the Edge-TPU-ready model,
+    # and its engine runs it through the opt-in CPU fallback.
+    profile, target = "coral-usb", "edgetpu"
+    convert_options = {"compile": False}
+    engine_options = {"cpu_fallback": True}
+
+    def check_report(self, report, bundle):
+        assert report.edgetpu.compiled is False and report.edgetpu.precheck_passed
+        assert bundle.manifest.model_file == "model.tflite"
+        assert bundle.manifest.inputs[0].dtype.value == "uint8"
+        assert report.quantization.float_ops == []
+
+
+class TestEdgeTPUWithFakeCompiler(TargetTemplate):
+    # The FAKE compiler (tests/test_edgetpu.py) writes the documented log and copies the model,
+    # so the compiled file is the Edge-TPU-ready one and the CPU fallback can run it here.
+    profile, target = "coral-devboard", "edgetpu"
+    engine_options = {"cpu_fallback": True}
+
+    def _convert(self, model, digits, out):
+        from test_edgetpu import FULL_LOG, FULL_STDOUT, fake_compiler
+
+        compiler = fake_compiler(out.parent / "bin", "pass", FULL_STDOUT, FULL_LOG)
+        return convert(model, profile=self.profile, out=out, calib=digits["calib"], val=digits["val"],
+                       edgetpu_compiler=compiler)
+
+    def check_report(self, report, bundle):
+        assert report.edgetpu.compiled and report.edgetpu.ops_on_cpu == 0
+        assert bundle.manifest.model_file == "model_edgetpu.tflite"
+        assert {f.path: f.role for f in bundle.manifest.files}["model.tflite"] == "artifact"
+
+
+def test_edgetpu_without_compiler_is_one_line_exit_2(keras3_model, digits, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    rc = main(["convert", str(keras3_model), "--profile", "coral-usb", "--out", str(tmp_path / "b"),
+               "--calib", str(digits["calib"])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "edgetpu_compiler" in err[0] and "--no-compile" in err[0]
+    assert not (tmp_path / "b").exists()
+
+
+def test_edgetpu_precheck_failure_names_the_op(digits, tmp_path):
+    from edge_sdk.converters import _tf
+    from edge_sdk.errors import ConversionError
+
+    keras = _tf.keras3()
+    inp = keras.Input((32, 32, 3))
+    h = keras.layers.LeakyReLU()(keras.layers.Conv2D(8, 3)(inp))  # int8 in TFLite, not on Coral's list
+    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h)))
+    with pytest.raises(ConversionError, match="LEAKY_RELU"):
+        convert(model, profile="coral-usb", out=tmp_path / "b", calib=digits["calib"], compile=False)
+    assert not (tmp_path / "b").exists()
+    # With a threshold below 100 % the user accepts CPU ops: the bundle is written and the report says why.
+    result = convert(model, profile="coral-usb", out=tmp_path / "c", calib=digits["calib"], compile=False, min_tpu_ops=0.5)
+    issues = result.report.edgetpu.precheck
+    assert not result.report.edgetpu.precheck_passed
+    assert any(issue.rule == "supported-ops" and any("LEAKY_RELU" in op for op in issue.ops) for issue in issues)

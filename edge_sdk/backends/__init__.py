@@ -61,6 +61,5 @@ def open_engine(bundle, *, device: str | None = None, threads: int | None = None
     if target == "openvino":
         return engine(bundle.model_path, device=device or manifest.profile.device or "CPU", threads=threads)
     if target == "edgetpu":
-        fallback = bundle.path / "model.tflite"
-        return engine(bundle.model_path, threads=threads, cpu_fallback=cpu_fallback, fallback_model=fallback)
+        return engine(bundle.model_path, threads=threads, cpu_fallback=cpu_fallback, cpu_model=bundle.path / "model.tflite")
     return engine(bundle.model_path, threads=threads)
