@@ -37,6 +37,7 @@ class IR:
 class OVSettings:
     ignored_scope: tuple[str, ...] = ()
     accuracy_control: bool = False
+    float_ops: tuple[str, ...] = ()  # weighted ops the int8 IR computes in float, as measured
 
 
 def _ov():
@@ -96,16 +97,31 @@ def first_and_last_layers(model: Any) -> list[str]:
     return list(dict.fromkeys(weighted[:1] + weighted[-1:]))
 
 
+_WEIGHT_PATH = frozenset({"Multiply", "Subtract", "Convert", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+
+
+def _int8_weights(op: Any) -> bool:
+    """True when the op's weights reach it from an 8-bit constant or through a FakeQuantize.
+
+    NNCF stores quantized weights as an int8 Constant followed by Convert/Subtract/Multiply; an
+    op it left in float (ignored scope, accuracy control) keeps a plain float Constant.
+    """
+    node = op.input_value(1).get_node()
+    for _ in range(8):
+        kind = node.get_type_name()
+        if kind in ("FakeQuantize", "FakeConvert"):
+            return True
+        if kind == "Constant":
+            return node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
+        if kind not in _WEIGHT_PATH:
+            return False
+        node = node.input_value(0).get_node()
+    return False
+
+
 def float_ops_of(model: Any) -> list[str]:
-    """Weighted ops of an int8 IR that NNCF left in float (no FakeQuantize on their inputs)."""
-    found = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in _QUANTIZABLE:
-            continue
-        feeds = [op.input_value(i).get_node() for i in range(op.get_input_size())]
-        if not any(node.get_type_name() in ("FakeQuantize", "FakeConvert") for node in feeds):
-            found.append(op.get_friendly_name())
-    return found
+    """Weighted ops of an int8 IR that NNCF left in float."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in _QUANTIZABLE and not _int8_weights(op)]
 
 
 class OpenVINOTarget:
@@ -113,6 +129,8 @@ class OpenVINOTarget:
 
     def preflight(self, job: Job) -> None:
         _ov()
+        if not job.per_channel:
+            raise ConversionError("--per-tensor applies to TFLite targets; NNCF chooses OpenVINO's weight granularity")
 
     def float_model(self, job: Job) -> bytes:
         ir = serialize(_read(job), fp16=False)
@@ -156,6 +174,7 @@ class OpenVINOTarget:
             if name == "baseline":
                 raise
             return Attempt(name, None, settings, f"failed: {exc}", len(calib))
+        settings = replace(settings, float_ops=tuple(float_ops))
         if settings.accuracy_control:
             settings = replace(settings, ignored_scope=tuple(float_ops))
         attempt = Attempt(name, ir, settings, note, len(calib))
@@ -163,7 +182,12 @@ class OpenVINOTarget:
 
     def attempts(self, job: Job) -> Iterator[Attempt]:
         if job.precision is not Precision.INT8:
-            ir = serialize(_read(job), fp16=job.precision in (Precision.FP16, Precision.DYNAMIC))
+            model = _read(job)
+            if job.precision is Precision.DYNAMIC:
+                # OpenVINO's analogue of TFLite dynamic-range quantization: int8 weights, float activations.
+                _, nncf = _ov()
+                model = nncf.compress_weights(model)
+            ir = serialize(model, fp16=job.precision is Precision.FP16)
             yield score(job, Attempt("baseline", ir, OVSettings(), ""), self.engine(job, ir))
             return
         calib = job.calib_set
@@ -191,9 +215,11 @@ class OpenVINOTarget:
         settings: OVSettings = attempt.settings
         if int8:
             method = "nncf.quantize_with_accuracy_control" if settings.accuracy_control else "nncf.quantize"
+        elif job.precision is Precision.DYNAMIC:
+            method = "nncf.compress_weights"
         else:
             method = "ov.convert_model"
-        weights = "int8" if int8 else ("fp16" if job.precision in (Precision.FP16, Precision.DYNAMIC) else "fp32")
+        weights = {Precision.INT8: "int8", Precision.DYNAMIC: "int8", Precision.FP16: "fp16"}.get(job.precision, "fp32")
         return Packaged(
             files={"model.xml": ir.xml, "model.bin": ir.weights},
             roles={"model.xml": "model", "model.bin": "model"},
@@ -201,7 +227,7 @@ class OpenVINOTarget:
             inputs=tensor_specs(engine.input_specs()),
             outputs=tensor_specs(engine.output_specs()),
             quantization=Quantization(
-                per_channel=True, calibration_images=attempt.calibration_images, float_ops=[],
+                per_channel=True, calibration_images=attempt.calibration_images, float_ops=list(settings.float_ops),
                 float_layers=list(settings.ignored_scope),
             ) if int8 else None,
             openvino=OpenVINOReport(

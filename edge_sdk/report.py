@@ -114,7 +114,9 @@ class OpenVINOReport(_Data):
 
     device: str = Field(description="Device the runtime should use: CPU, GPU, NPU or AUTO.")
     weights: str = Field(description="fp32, fp16 or int8 weights in the IR.")
-    method: str = Field(description="ov.convert_model, nncf.quantize or nncf.quantize_with_accuracy_control.")
+    method: str = Field(
+        description="ov.convert_model, nncf.compress_weights, nncf.quantize or nncf.quantize_with_accuracy_control."
+    )
     ignored_scope: list[str] = Field(default_factory=list, description="Ops NNCF left in float.")
 
 

@@ -75,6 +75,7 @@ class TestOpenVINOInt8(TargetTemplate):
 
     def check_report(self, report, bundle):
         assert report.openvino.weights == "int8" and report.openvino.method == "nncf.quantize"
+        assert report.quantization.float_ops == []  # every weighted op has a quantized input
         assert report.converted_bytes <= 0.35 * report.float_bytes
         assert {f.path for f in bundle.manifest.files} >= {"model.xml", "model.bin"}
 
@@ -88,6 +89,14 @@ class TestOpenVINOFP16OnGPUProfile(TargetTemplate):
         assert report.openvino.weights == "fp16" and report.openvino.device == "GPU"
         assert bundle.manifest.profile.device == "GPU"
         assert 0.4 * report.float_bytes <= report.converted_bytes <= 0.6 * report.float_bytes
+
+
+class TestOpenVINOWeightCompression(TargetTemplate):
+    profile, target, precision = "intel-cpu", "openvino", "dynamic"
+
+    def check_report(self, report, bundle):
+        assert report.openvino.method == "nncf.compress_weights" and report.openvino.weights == "int8"
+        assert report.converted_bytes <= 0.35 * report.float_bytes
 
 
 class TestOpenVINOFromTFLiteFile(TargetTemplate):
@@ -184,3 +193,25 @@ def test_edgetpu_precheck_failure_names_the_op(digits, tmp_path):
     issues = result.report.edgetpu.precheck
     assert not result.report.edgetpu.precheck_passed
     assert any(issue.rule == "supported-ops" and any("LEAKY_RELU" in op for op in issue.ops) for issue in issues)
+
+
+def test_openvino_collapse_is_fixed_by_nncf_remedies(keras3_model, digits, tmp_path):
+    from test_convert import _spiky_model
+
+    result = convert(_spiky_model(keras3_model, 20000.0), profile="intel-cpu", out=tmp_path / "b",
+                     calib=digits["calib"], val=digits["val"], name="spiky")
+    accuracy = result.report.accuracy
+    names = [r.name for r in accuracy.remedies]
+    assert names[0] == "baseline" and accuracy.remedies[0].top1 < accuracy.reference.top1 - 0.05
+    assert accuracy.within_budget
+    assert accuracy.remedy_used in ("ignored-scope", "accuracy-control")
+    assert result.report.openvino.ignored_scope, "the report must name the layers kept in float"
+    assert result.report.quantization.float_ops
+
+
+def test_openvino_refuses_per_tensor(keras3_model, digits, tmp_path):
+    from edge_sdk.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="--per-tensor applies to TFLite"):
+        convert(keras3_model, profile="intel-cpu", out=tmp_path / "b", calib=digits["calib"], per_channel=False)
+    assert not (tmp_path / "b").exists()
