@@ -1,0 +1,61 @@
+"""Decoders: raw model outputs -> :class:`~edge_sdk.results.Detection` values.
+
+A decoder is a function ``decode(outputs, context) -> list[Detection]``. Built-in ones are named in
+an explicit registry and imported only when a bundle uses them; ``plugin:module:function`` names
+any importable function with the same signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.preprocess import Placement, Preprocessing
+from edge_sdk.results import Detection
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What a decoder knows besides the outputs."""
+
+    labels: tuple[str, ...]
+    placement: Placement  # where the source frame sits in the model input
+    preprocessing: Preprocessing
+    score_threshold: float = 0.25
+    options: dict = field(default_factory=dict)  # the manifest decoder's options
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+
+Decoder = Callable[[list[np.ndarray], DecodeContext], list[Detection]]
+
+# name -> "module:function"
+REGISTRY: dict[str, str] = {
+    "classification": "edge_sdk.decoders.classification:decode",
+    "ssd": "edge_sdk.decoders.ssd:decode",
+    "yolo": "edge_sdk.decoders.yolo:decode",
+}
+
+
+def get_decoder(kind: str) -> Decoder:
+    """The decode function for a manifest decoder kind (a registry name or ``plugin:module:function``)."""
+    if kind.startswith("plugin:"):
+        _, module_name, function_name = kind.split(":", 2)
+        what = f"plugin decoder {module_name}:{function_name}"
+    elif kind in REGISTRY:
+        module_name, _, function_name = REGISTRY[kind].partition(":")
+        what = f"decoder {kind}"
+    else:
+        raise ConfigError(f"unknown decoder '{kind}' (known: {', '.join(sorted(REGISTRY))}, or plugin:module:function)")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what} cannot be imported: {exc}") from exc
+    if not callable(function):
+        raise ConfigError(f"{what} is not callable")
+    return function

@@ -1,0 +1,128 @@
+"""YOLO: a raw detection head -> score filter -> class-aware NMS -> detections.
+
+Two head layouts are understood (batch of one):
+    ``v8`` ``[1, 4+C, N]``: cx, cy, w, h, then one score per class (YOLOv8 and later, no objectness).
+    ``v5`` ``[1, N, 5+C]``: cx, cy, w, h, objectness, then one probability per class; a candidate's
+        score is objectness x class probability.
+Boxes are in model-input pixels, or normalised to 0-1 as some TFLite exports emit them. The first
+output is the head.
+
+Options:
+    ``iou`` (float, default 0.45): boxes of one class overlapping a better one by more are dropped.
+    ``max_detections`` (int, default 100): at most this many detections per frame.
+    ``agnostic`` (bool, default false): let boxes of different classes suppress each other too.
+    ``normalized`` (bool): boxes are 0-1 rather than pixels; unset = normalised when no surviving
+        candidate has a coordinate above 1.5 (a real pixel box is never that small).
+    ``layout`` (``v8`` or ``v5``): unset = the layout whose attribute count matches the labels
+        (4+C rows, or 5+C columns), else the one whose attribute axis is the shorter.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_sdk.decoders import DecodeContext
+from edge_sdk.decoders.nms import nms
+from edge_sdk.errors import ConfigError, ModelError
+from edge_sdk.results import BBox, Detection
+
+NORMALIZED_LIMIT = 1.5
+
+
+class Layout(str, enum.Enum):
+    """How a YOLO head lays out its candidates."""
+
+    V8 = "v8"
+    V5 = "v5"
+
+
+class YoloOptions(BaseModel):
+    """The ``yolo`` decoder's options in a bundle manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iou: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU above which a weaker box is suppressed.")
+    max_detections: int = Field(default=100, ge=1, description="Most detections kept per frame.")
+    agnostic: bool = Field(default=False, description="Suppress across classes too.")
+    normalized: bool | None = Field(default=None, description="Boxes are 0-1; unset = detected from the values.")
+    layout: Layout | None = Field(default=None, description="Head layout v8 or v5; unset = detected from the shape.")
+
+
+def options_from(context: DecodeContext) -> YoloOptions:
+    try:
+        return YoloOptions.model_validate(context.options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"][:1]) or "options"
+        raise ConfigError(f"yolo decoder option '{where}': {error['msg']}") from exc
+
+
+def guess_layout(shape: tuple[int, int], num_classes: int) -> Layout:
+    """The layout of a ``[rows, cols]`` head, using the label count when it settles the question."""
+    rows, cols = shape
+    if num_classes:
+        v8, v5 = rows == 4 + num_classes, cols == 5 + num_classes
+        if v8 != v5:
+            return Layout.V8 if v8 else Layout.V5
+    return Layout.V8 if rows < cols else Layout.V5
+
+
+def _candidates(head: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, 4]`` cx, cy, w, h and ``[N, C]`` class scores."""
+    rows = head.T if layout is Layout.V8 else head
+    first_class = 4 if layout is Layout.V8 else 5
+    if rows.shape[1] <= first_class:
+        raise ModelError(
+            f"yolo decoder: a {layout.value} head needs more than {first_class} values per candidate, "
+            f"got shape {list(head.shape)}"
+        )
+    scores = rows[:, first_class:]
+    if layout is Layout.V5:
+        scores = scores * rows[:, 4:5]
+    return rows[:, :4], scores
+
+
+def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]:
+    options = options_from(context)
+    if not outputs:
+        raise ModelError("yolo decoder: the model has no outputs")
+    head = np.asarray(outputs[0], dtype=np.float32)
+    if head.ndim == 3 and head.shape[0] == 1:
+        head = head[0]
+    if head.ndim != 2:
+        raise ModelError(f"yolo decoder: the head must be [1, 4+C, N] or [1, N, 5+C], got {list(np.shape(outputs[0]))}")
+    layout = options.layout or guess_layout(head.shape, len(context.labels))
+    xywh, class_scores = _candidates(head, layout)
+    # fmax skips NaN, and filtering before the argmax keeps the full-size work to one reduction.
+    best = np.fmax.reduce(class_scores, axis=1)
+    valid = (best >= context.score_threshold) & np.all(np.isfinite(xywh), axis=1)
+    survivors = class_scores[valid]
+    class_ids = np.argmax(np.where(np.isnan(survivors), -np.inf, survivors), axis=1)
+    xywh, scores = xywh[valid].astype(np.float64), best[valid].astype(np.float64)
+    normalized = options.normalized
+    if normalized is None:
+        normalized = bool(xywh.size) and float(np.max(np.abs(xywh))) <= NORMALIZED_LIMIT
+    if normalized:
+        width, height = context.preprocessing.width, context.preprocessing.height
+        xywh = xywh * np.array([width, height, width, height], dtype=np.float64)
+    half = xywh[:, 2:] / 2
+    xyxy = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
+    keep = nms(
+        xyxy,
+        scores,
+        iou_threshold=options.iou,
+        max_detections=options.max_detections,
+        classes=None if options.agnostic else class_ids,
+    )
+    return [
+        Detection(
+            class_id=int(class_ids[i]),
+            label=context.label(int(class_ids[i])),
+            score=float(scores[i]),
+            box=BBox.from_model_pixels(*xyxy[i], context.placement),
+        )
+        for i in keep
+    ]
