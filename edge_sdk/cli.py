@@ -146,6 +146,114 @@ def convert(
     console.print(f"bundle written to {result.bundle.path}")
 
 
+@app.command()
+def run(
+    bundle: Path = typer.Argument(..., help="Bundle folder to run."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index, /dev/videoN, file, rtsp:// or http:// URL, folder, glob, GStreamer pipeline, picamera2."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration; flags override it."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
+    fps: Optional[float] = typer.Option(None, help="Live: process at most F frames/s. Files: real-time playback at F."),
+    threshold: Optional[float] = typer.Option(None, help="Minimum score (default 0.25)."),
+    jsonl: Optional[Path] = typer.Option(None, help="Append results as JSON lines to this file (default: stdout)."),
+    labels: Optional[str] = typer.Option(None, help="Comma-separated label allow-list."),
+    loop: Optional[bool] = typer.Option(None, "--loop/--no-loop", help="Restart files and folders at their end."),
+    stride: Optional[int] = typer.Option(None, help="Process every Nth frame."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
+    device: Optional[str] = typer.Option(None, help="OpenVINO device override: CPU, GPU, NPU, AUTO."),
+    cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+) -> None:
+    """Run a bundle on a frame source; one JSON line per frame, a summary on stderr."""
+    import json
+
+    from edge_sdk.config import load_config
+    from edge_sdk.errors import ConfigError
+    from edge_sdk.pipeline import open_pipeline
+    from edge_sdk.sources import open_source
+
+    settings = load_config(
+        config, source=source, max_frames=max_frames, fps=fps, threshold=threshold, jsonl=jsonl,
+        labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None, loop=loop, stride=stride,
+        threads=threads, device=device, cpu_fallback=cpu_fallback,
+    )
+    if settings.source is None:
+        raise ConfigError("--source is required (or 'source:' in the --config file)")
+    pipeline = open_pipeline(bundle, config=settings)
+    err = Console(stderr=True)
+
+    def event(e) -> None:
+        err.print(f"[dim]source {getattr(e.state, 'value', e.state)}[/]: {e.detail}", highlight=False)
+
+    frames = open_source(settings.source, fps=settings.fps, loop=settings.loop, on_event=event, retries=settings.retries)
+    sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else sys.stdout
+    try:
+        for result in pipeline.run(frames):
+            sink.write(json.dumps(result.to_json()) + "\n")
+            sink.flush()
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
+        stats = pipeline.stats.snapshot()
+        err.print(
+            f"frames {stats['frames_done']} ({stats['frames_skipped']} skipped, {stats['frame_errors']} bad), "
+            f"{stats['fps']:.1f} fps, latency p50 {stats.get('latency_ms_p50', 0):.1f} ms "
+            f"p99 {stats.get('latency_ms_p99', 0):.1f} ms, {stats['detections']} detections", highlight=False,
+        )
+
+
+@app.command()
+def bench(
+    bundle: Path = typer.Argument(..., help="Bundle folder to benchmark."),
+    frames: int = typer.Option(200, help="Timed invocations."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
+    device: Optional[str] = typer.Option(None, help="OpenVINO device override."),
+    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    plot: Optional[Path] = typer.Option(None, help="Write a latency histogram PNG here."),
+) -> None:
+    """Time the bundle's engine on this machine: p50/p90/p99 latency, FPS, peak memory, engine and delegate."""
+    import json
+
+    from edge_sdk.bench import histogram_png, run_bench
+    from edge_sdk.config import load_config
+    from edge_sdk.errors import ConfigError
+    from edge_sdk.pipeline import open_pipeline
+
+    if frames < 1:
+        raise ConfigError(f"--frames must be at least 1, not {frames}")
+    pipeline = open_pipeline(bundle, config=load_config(None, threads=threads, device=device, cpu_fallback=cpu_fallback))
+    result, latencies = run_bench(pipeline, frames=frames)
+    if plot is not None:
+        plot.write_bytes(histogram_png(latencies, title=f"{pipeline.bundle.manifest.name}: {result.engine}, {frames} runs"))
+    if json_output:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"bench {pipeline.bundle.manifest.name}", show_header=False)
+    for key, value in result.to_json().items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that this bundle can run here.")) -> None:
+    """Report what this machine can run: Python, engines, OpenVINO devices, Edge TPU, OpenCV, cameras."""
+    from rich.table import Table
+
+    from edge_sdk.doctor import diagnose
+
+    checks = diagnose(bundle)
+    table = Table(title="edge-sdk doctor")
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail")
+    for check in checks:
+        table.add_row(check.name, "ok" if check.ok else "-", check.detail)
+    console.print(table)
+    if bundle is not None and not all(c.ok for c in checks if c.name in ("bundle", "can run bundle")):
+        raise typer.Exit(1)
+
+
 # Typer has moved from depending on click to vendoring it; find click's base classes either way.
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -127,10 +127,10 @@ def fit(frame: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, Placement]:
     """Resize a frame to the model size as ``spec.resize`` says, in the model's colour order (uint8)."""
     if frame.dtype != np.uint8:
         raise ValueError(f"frame must be uint8, got {frame.dtype}")
+    if frame.size == 0:
+        raise ValueError("frame is empty")
     image = _to_color(frame, spec.color)
     src_h, src_w = image.shape[:2]
-    if src_h < 1 or src_w < 1:
-        raise ValueError("frame is empty")
     dst_w, dst_h = spec.width, spec.height
     if spec.resize is ResizeMode.STRETCH:
         out = cv2.resize(image, (dst_w, dst_h), interpolation=cv2.INTER_LINEAR)

@@ -25,6 +25,8 @@ def test_wheel_contains_profiles_schema_and_converters(tmp_path):
     assert "edge_sdk/schemas/edge-bundle.schema.json" in names
     assert "edge_sdk/converters/api.py" in names
     assert "edge_sdk/cli.py" in names
+    for package in ("backends", "decoders", "sources"):
+        assert f"edge_sdk/{package}/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "edge-sdk = edge_sdk.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -36,12 +36,53 @@ def _spec(detail: dict) -> dict:
     }
 
 
+_PROBE = """
+import sys
+module = __import__(sys.argv[1], fromlist=["Interpreter"])
+with open(sys.argv[2], "rb") as handle:
+    content = handle.read()
+module.Interpreter(model_content=content).allocate_tensors()
+"""
+
+
+def probe_in_child(content: bytes, *, module: str, timeout: float = 60.0) -> None:
+    """Load a model in a child process first, so a malformed file cannot crash this one.
+
+    tflite-runtime 2.14 (older boards) segfaults on some malformed .tflite files where ai-edge-litert
+    raises a clean error; a crash in the child becomes an EngineError here.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as handle:
+        handle.write(content)
+        handle.flush()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _PROBE, f"{module}.interpreter", handle.name],
+                capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise EngineError(f"{module} hung for {timeout:.0f} s loading the model") from exc
+    if proc.returncode < 0:
+        raise EngineError(f"the model crashed {module} while loading (signal {-proc.returncode}); the .tflite file is malformed")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise EngineError(f"LiteRT cannot load the model: {last[:200]}")
+
+
 class LiteRTEngine:
     """A LiteRT interpreter over a .tflite model held in memory."""
 
-    def __init__(self, model: bytes | str | Path, *, threads: int = 1, delegates: list | None = None) -> None:
+    def __init__(
+        self, model: bytes | str | Path, *, threads: int = 1, delegates: list | None = None, isolate: bool | None = None
+    ) -> None:
         interpreter_class = load_interpreter_class()
         content = model if isinstance(model, bytes) else Path(model).read_bytes()
+        module = interpreter_class.__module__.split(".")[0]
+        if isolate if isolate is not None else module == "tflite_runtime":
+            probe_in_child(content, module=module)
         try:
             self._interpreter = interpreter_class(
                 model_content=content, num_threads=threads, experimental_delegates=delegates

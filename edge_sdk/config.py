@@ -1,0 +1,82 @@
+"""Run configuration: CLI flags or a YAML file, validated with field-level errors; flags win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_sdk.errors import ConfigError
+
+
+class RunConfig(BaseModel):
+    """How ``edge-sdk run`` turns a source into results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str | None = Field(default=None, description="Camera index, /dev/videoN, file, URL, folder, glob or GStreamer pipeline.")
+    max_frames: int | None = Field(default=None, ge=1, description="Stop after this many processed frames.")
+    fps: float | None = Field(
+        default=None, gt=0,
+        description="Live sources: process at most this many frames per second. Files: play back in real time at this rate.",
+    )
+    stride: int = Field(default=1, ge=1, description="Process every Nth frame the source delivers.")
+    threshold: float = Field(default=0.25, ge=0, le=1, description="Minimum score of a reported detection.")
+    labels: list[str] | None = Field(default=None, description="Report only these labels (allow-list).")
+    zones: list[list[tuple[float, float]]] | None = Field(
+        default=None, description="Polygons of normalised (x, y) points; a box counts if its centre is inside one."
+    )
+    min_area: float = Field(default=0.0, ge=0, le=1, description="Minimum box area as a share of the frame.")
+    loop: bool = Field(default=False, description="Restart a video file or folder at its end.")
+    jsonl: Path | None = Field(default=None, description="Append one JSON line per frame result to this file.")
+    threads: int | None = Field(default=None, ge=1, description="Inference threads (default: the profile's).")
+    device: str | None = Field(default=None, description="OpenVINO device override (CPU, GPU, NPU, AUTO).")
+    cpu_fallback: bool = Field(default=False, description="Edge TPU bundles: run on the CPU when no Edge TPU is found.")
+    retries: int | None = Field(default=None, ge=0, description="Source reconnect attempts before giving up (default: forever for live sources).")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value):
+        # YAML reads `source: 0` (the first camera) as an integer.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, zones):
+        for i, polygon in enumerate(zones or []):
+            if len(polygon) < 3:
+                raise ValueError(f"zone {i} needs at least 3 points")
+            if any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in polygon):
+                raise ValueError(f"zone {i} has a point outside the frame (use normalised 0-1 coordinates)")
+        return zones
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    return f"{source}: field '{field}': {message}"
+
+
+def load_config(path: str | Path | None, **overrides) -> RunConfig:
+    """The YAML file's settings (if any) with every override that is not None applied on top."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of settings")
+        data = dict(loaded or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"config file {path}" if path else "options")) from exc

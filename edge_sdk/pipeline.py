@@ -1,0 +1,248 @@
+"""The pipeline: frames in, results out, with capture, inference and output overlapping.
+
+Three threads share the work: capture + preprocessing, inference + decoding + filtering, and the
+caller's thread for output. OpenCV and the engines release the GIL, so the stages really overlap;
+bounded queues between them keep memory flat and, for files, make the reader wait rather than drop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.config import RunConfig
+from edge_sdk.decoders import DecodeContext, get_decoder
+from edge_sdk.errors import EdgeSDKError, EngineError
+from edge_sdk.preprocess import Normalization, Placement, Preprocessing, dequantize, fit, normalize, quantize
+from edge_sdk.results import Detection, FrameResult
+
+_DONE = object()
+
+
+class InputAdapter:
+    """Frame -> the exact tensor the engine takes, built once per engine.
+
+    When the model's input quantization undoes the [0, 1] scaling (scale 1/255), pixels go into
+    the model as they are, shifted by the zero point: no float copy of the frame is ever made.
+    """
+
+    def __init__(self, spec: Preprocessing, input_spec: dict) -> None:
+        self.spec = spec
+        self.dtype = np.dtype(input_spec["dtype"])
+        self.quant = input_spec["quantization"] if self.dtype != np.float32 else None
+        self.direct = (
+            self.quant is not None
+            and spec.normalization is Normalization.UNIT
+            and spec.layout == "NHWC"
+            and abs(self.quant[0] * 255.0 - 1.0) < 1e-4
+        )
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Placement]:
+        image, placement = fit(frame, self.spec)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if self.direct:
+            info = np.iinfo(self.dtype)
+            shifted = image.astype(np.int16) + int(self.quant[1])
+            return np.clip(shifted, info.min, info.max).astype(self.dtype)[None], placement
+        x = normalize(image, self.spec)
+        if self.quant is not None:
+            x = quantize(x, scale=self.quant[0], zero_point=self.quant[1], dtype=self.dtype)
+        return x, placement
+
+
+def _inside(point: tuple[float, float], polygon: list[tuple[float, float]]) -> bool:
+    x, y = point
+    inside = False
+    j = len(polygon) - 1
+    for i in range(len(polygon)):
+        xi, yi = polygon[i]
+        xj, yj = polygon[j]
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            inside = not inside
+        j = i
+    return inside
+
+
+def keep(detection: Detection, config: RunConfig) -> bool:
+    """The run's filters: score, label allow-list, zones and minimum area."""
+    if detection.score < config.threshold:
+        return False
+    if config.labels is not None and detection.label not in config.labels:
+        return False
+    if detection.box is not None:
+        if detection.box.area < config.min_area:
+            return False
+        if config.zones and not any(_inside(detection.box.center, zone) for zone in config.zones):
+            return False
+    return True
+
+
+@dataclass
+class Stats:
+    """Counters and recent per-stage timings, safe to read while the pipeline runs."""
+
+    frames_in: int = 0
+    frames_done: int = 0
+    frames_skipped: int = 0  # by stride or fps cap
+    frame_errors: int = 0
+    detections: int = 0
+    started: float = field(default_factory=time.monotonic)
+    window: dict[str, deque] = field(default_factory=lambda: {k: deque(maxlen=1000) for k in ("preprocess", "infer", "decode", "latency")})
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, timings: dict[str, float]) -> None:
+        with self.lock:
+            for key, value in timings.items():
+                self.window[key].append(value)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            out = {
+                "frames_in": self.frames_in, "frames_done": self.frames_done, "frames_skipped": self.frames_skipped,
+                "frame_errors": self.frame_errors, "detections": self.detections,
+                "fps": self.frames_done / max(1e-9, time.monotonic() - self.started),
+            }
+            for key, values in self.window.items():
+                if values:
+                    arr = np.fromiter(values, dtype=np.float64)
+                    out[f"{key}_ms_p50"] = float(np.percentile(arr, 50))
+                    out[f"{key}_ms_p99"] = float(np.percentile(arr, 99))
+        return out
+
+
+class Pipeline:
+    """A bundle's engine, preprocessing and decoder, applied to a frame source."""
+
+    def __init__(self, bundle: Bundle, engine, *, config: RunConfig) -> None:
+        manifest = bundle.manifest
+        self.bundle, self.engine, self.config = bundle, engine, config
+        self.adapter = InputAdapter(manifest.preprocessing, engine.input_specs()[0])
+        self.outputs = engine.output_specs()
+        self.decode = get_decoder(manifest.decoder.kind)
+        self.labels = tuple(bundle.labels())
+        self.stats = Stats()
+
+    def infer(self, frame: np.ndarray, *, index: int = 0, timestamp: float | None = None) -> FrameResult:
+        """One frame through preprocessing, the engine, the decoder and the filters."""
+        t0 = time.perf_counter()
+        tensor, placement = self.adapter(frame)
+        t1 = time.perf_counter()
+        return self._finish(frame, tensor, placement, index, timestamp or time.time(), t0, t1)
+
+    def _finish(self, frame, tensor, placement, index, timestamp, t0, t1) -> FrameResult:
+        t_infer = time.perf_counter()  # not t1: the tensor may have waited in the queue since
+        raw = self.engine.run([tensor])
+        t2 = time.perf_counter()
+        outputs = [
+            dequantize(out, scale=spec["quantization"][0], zero_point=spec["quantization"][1])
+            if spec["quantization"] is not None and np.dtype(spec["dtype"]) != np.float32 else out
+            for out, spec in zip(raw, self.outputs)
+        ]
+        context = DecodeContext(
+            labels=self.labels, placement=placement, preprocessing=self.adapter.spec,
+            score_threshold=self.config.threshold, options=dict(self.bundle.manifest.decoder.options),
+        )
+        detections = tuple(d for d in self.decode(outputs, context) if keep(d, self.config))
+        t3 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t_infer) * 1e3, "decode": (t3 - t2) * 1e3}
+        height, width = frame.shape[:2]
+        return FrameResult(index=index, timestamp=timestamp, frame_size=(width, height), detections=detections, timings_ms=timings)
+
+    def run(self, source, *, on_result: Callable[[FrameResult], None] | None = None) -> Iterator[FrameResult]:
+        """Results of ``source`` as they come; stops at ``config.max_frames`` or the source's end."""
+        prepared: queue.Queue = queue.Queue(maxsize=2)
+        finished: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def put(q: queue.Queue, item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def capture() -> None:
+            # Files are paced by the source itself when --fps asks for real-time playback.
+            min_gap = 1.0 / self.config.fps if self.config.fps and source.live else 0.0
+            last = -1e9
+            try:
+                for seen, frame in enumerate(source.frames()):
+                    if stop.is_set():
+                        break
+                    self.stats.frames_in += 1
+                    now = time.monotonic()
+                    if seen % self.config.stride or now - last < min_gap:
+                        self.stats.frames_skipped += 1
+                        continue
+                    last = now
+                    t0 = time.perf_counter()
+                    try:
+                        tensor, placement = self.adapter(frame.image)
+                    except ValueError:
+                        self.stats.frame_errors += 1  # an empty or malformed frame: skip it, keep going
+                        continue
+                    if not put(prepared, (frame, tensor, placement, t0, time.perf_counter())):
+                        break
+            except BaseException as exc:  # surfaced in the caller's thread
+                failures.append(exc)
+            finally:
+                put(prepared, _DONE)
+
+        def inference() -> None:
+            try:
+                while (item := prepared.get()) is not _DONE:
+                    frame, tensor, placement, t0, t1 = item
+                    result = self._finish(frame.image, tensor, placement, frame.index, frame.timestamp, t0, t1)
+                    if not put(finished, result):
+                        return
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                put(finished, _DONE)
+
+        threads = [threading.Thread(target=capture, name="edge-sdk-capture", daemon=True),
+                   threading.Thread(target=inference, name="edge-sdk-inference", daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            while (result := finished.get()) is not _DONE:
+                self.stats.frames_done += 1
+                self.stats.detections += len(result.detections)
+                latency = (time.time() - result.timestamp) * 1e3
+                self.stats.record({**result.timings_ms, "latency": latency})
+                if on_result is not None:
+                    on_result(result)
+                yield result
+                if self.config.max_frames is not None and self.stats.frames_done >= self.config.max_frames:
+                    break
+        finally:
+            stop.set()
+            source.close()
+            for thread in threads:
+                thread.join(timeout=10)
+        if failures:
+            error = failures[0]
+            if isinstance(error, EdgeSDKError):
+                raise error
+            raise EngineError(f"the pipeline stopped: {type(error).__name__}: {error}") from error
+
+
+def open_pipeline(bundle_path, *, config: RunConfig) -> Pipeline:
+    """Verify a bundle, open the engine it asks for as its profile says, and build the pipeline."""
+    from edge_sdk.backends import open_engine
+    from edge_sdk.bundle import open_bundle
+
+    bundle = open_bundle(bundle_path)
+    engine = open_engine(bundle, device=config.device, threads=config.threads, cpu_fallback=config.cpu_fallback)
+    return Pipeline(bundle, engine, config=config)
