@@ -15,7 +15,7 @@ from edge_sdk.bundle import Bundle, Decoder, Task, check_destination, write_bund
 from edge_sdk.converters import evaluate, models, targets
 from edge_sdk.converters.data import load_calibration, load_labelled
 from edge_sdk.converters.pruning import PruneSettings, prune as prune_model
-from edge_sdk.errors import AccuracyBudgetError, ConfigError, ConversionError, DatasetError
+from edge_sdk.errors import AccuracyBudgetError, ConfigError, DatasetError
 from edge_sdk.preprocess import ColorOrder, Normalization, Preprocessing, ResizeMode
 from edge_sdk.profiles import DeviceProfile, Precision, Target, load_profile
 from edge_sdk.report import Accuracy, ConversionReport, Metrics, Remedy, Sparsity

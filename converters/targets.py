@@ -8,7 +8,6 @@ class following :class:`Target`, one engine in ``edge_sdk/backends/`` and a prof
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from edge_sdk.converters import evaluate
 from edge_sdk.converters.data import ImageSet, load_calibration
 from edge_sdk.converters.models import SourceModel
 from edge_sdk.errors import ConversionError
+from edge_sdk.registry import resolve
 from edge_sdk.preprocess import Preprocessing
 from edge_sdk.profiles import DeviceProfile, IODtype, Precision
 from edge_sdk.report import EdgeTPUReport, Metrics, OpenVINOReport, Quantization
@@ -128,12 +128,7 @@ REGISTRY: dict[str, str] = {
 
 
 def get(name: str) -> Target:
-    try:
-        spec = REGISTRY[name]
-    except KeyError as exc:
-        raise ConversionError(f"no converter for target '{name}' (known: {', '.join(sorted(REGISTRY))})") from exc
-    module_name, _, class_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return resolve(REGISTRY, name, error=ConversionError, what="converter for target")()
 
 
 def score(job: Job, attempt: Attempt, engine: Any) -> Attempt:

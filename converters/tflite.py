@@ -15,7 +15,7 @@ from edge_sdk.converters.data import ImageSet
 from edge_sdk.converters.models import SourceModel
 from edge_sdk.errors import ConversionError, EngineError
 from edge_sdk.preprocess import Preprocessing, dequantize, normalize, quantize
-from edge_sdk.profiles import DeviceProfile, IODtype, Precision
+from edge_sdk.profiles import IODtype, Precision
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 ProgressFn = Callable[[str, int, int], None]

@@ -146,8 +146,8 @@ def convert(
     console.print(f"bundle written to {result.bundle.path}")
 
 
-@app.command()
-def run(
+@app.command("run")
+def run_command(
     bundle: Path = typer.Argument(..., help="Bundle folder to run."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index, /dev/videoN, file, rtsp:// or http:// URL, folder, glob, GStreamer pipeline, picamera2."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration; flags override it."),

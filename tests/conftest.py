@@ -86,15 +86,6 @@ def tfkeras_model(digits, tmp_path_factory) -> Path:
     return path
 
 
-def top1(model_path: Path, digits: dict) -> float:
-    """Float top-1 accuracy of a saved Keras 3 model on the validation split."""
-    from edge_sdk.converters import models
-
-    source = models.load_model(model_path)
-    x = _inputs(digits["images"][digits["val_idx"]])
-    return float(np.mean(np.argmax(source.predict(x), axis=-1) == digits["labels"][digits["val_idx"]]))
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file below ``folder`` with its bytes, to prove a failed command changed nothing."""
     if not folder.exists():

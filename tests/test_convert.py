@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import snapshot, top1
+from conftest import snapshot
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.bundle import open_bundle
 from edge_sdk.converters import convert

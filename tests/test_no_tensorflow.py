@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from bundle_factory import BUNDLE_NAME, make_bundle
 

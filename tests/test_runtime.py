@@ -15,7 +15,7 @@ from edge_sdk.cli import main
 from edge_sdk.config import RunConfig, load_config
 from edge_sdk.converters import convert
 from edge_sdk.errors import ConfigError
-from edge_sdk.pipeline import InputAdapter, keep, open_pipeline
+from edge_sdk.pipeline import keep, open_pipeline
 from edge_sdk.results import BBox, Detection
 
 pytestmark = pytest.mark.slow

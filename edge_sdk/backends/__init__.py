@@ -6,12 +6,12 @@ without OpenVINO never imports it (and nothing here ever imports TensorFlow).
 
 from __future__ import annotations
 
-import importlib
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from edge_sdk.errors import EngineError
+from edge_sdk.registry import resolve
 
 
 @runtime_checkable
@@ -38,14 +38,7 @@ REGISTRY: dict[str, str] = {
 
 def engine_class(target: str) -> type:
     """The engine class for a target name, importing its module now."""
-    try:
-        spec = REGISTRY[target]
-    except KeyError as exc:
-        known = ", ".join(sorted(REGISTRY))
-        raise EngineError(f"no engine for target '{target}' (known: {known})") from exc
-    module_name, _, class_name = spec.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)
+    return resolve(REGISTRY, target, error=EngineError, what="engine for target")
 
 
 def open_engine(bundle, *, device: str | None = None, threads: int | None = None, cpu_fallback: bool = False) -> Engine:

@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from edge_sdk.backends.litert import LiteRTEngine
+from edge_sdk.backends.litert import LiteRTEngine, interpreter_module
 from edge_sdk.errors import ConfigError, EngineError
 
 NAME = "edgetpu"
@@ -35,16 +35,7 @@ def delegate_library() -> str:
 
 
 def _load_delegate_function():
-    try:
-        from ai_edge_litert.interpreter import load_delegate
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import load_delegate
-        except ImportError as exc:
-            raise EngineError(
-                "no LiteRT interpreter is installed: pip install ai-edge-litert (or tflite-runtime)"
-            ) from exc
-    return load_delegate
+    return interpreter_module().load_delegate
 
 
 def _open_library(library: str) -> ctypes.CDLL:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -11,18 +13,22 @@ from edge_sdk.errors import EngineError
 NAME = "tflite"
 
 
-def load_interpreter_class() -> type:
-    """The Interpreter class of whichever LiteRT package is installed."""
+def interpreter_module() -> ModuleType:
+    """``ai_edge_litert.interpreter``, else ``tflite_runtime.interpreter``; never TensorFlow's."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        return importlib.import_module("ai_edge_litert.interpreter")
     except ImportError:
         try:
-            from tflite_runtime.interpreter import Interpreter
+            return importlib.import_module("tflite_runtime.interpreter")
         except ImportError as exc:
             raise EngineError(
                 "no LiteRT interpreter is installed: pip install ai-edge-litert (or tflite-runtime)"
             ) from exc
-    return Interpreter
+
+
+def load_interpreter_class() -> type:
+    """The Interpreter class of whichever LiteRT package is installed."""
+    return interpreter_module().Interpreter
 
 
 def _spec(detail: dict) -> dict:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.preprocess import Placement, Preprocessing
@@ -33,6 +35,17 @@ class DecodeContext:
 
 
 Decoder = Callable[[list[np.ndarray], DecodeContext], list[Detection]]
+_Options = TypeVar("_Options", bound=BaseModel)
+
+
+def parse_options(model: type[_Options], context: DecodeContext, *, decoder: str) -> _Options:
+    """The manifest's decoder options validated as ``model``; ConfigError naming the option."""
+    try:
+        return model.model_validate(context.options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"][:1]) or "options"
+        raise ConfigError(f"{decoder} decoder option '{where}': {error['msg']}") from exc
 
 # name -> "module:function"
 REGISTRY: dict[str, str] = {

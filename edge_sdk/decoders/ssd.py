@@ -24,10 +24,10 @@ from __future__ import annotations
 import enum
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_sdk.decoders import DecodeContext
-from edge_sdk.errors import ConfigError, ModelError
+from edge_sdk.decoders import DecodeContext, parse_options
+from edge_sdk.errors import ModelError
 from edge_sdk.results import BBox, Detection
 
 
@@ -66,12 +66,7 @@ class SSDOptions(BaseModel):
 
 
 def options_from(context: DecodeContext) -> SSDOptions:
-    try:
-        return SSDOptions.model_validate(context.options)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"][:1]) or "options"
-        raise ConfigError(f"ssd decoder option '{where}': {error['msg']}") from exc
+    return parse_options(SSDOptions, context, decoder="ssd")
 
 
 def _count(value: np.ndarray, capacity: int) -> int:

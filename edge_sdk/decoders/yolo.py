@@ -22,11 +22,11 @@ from __future__ import annotations
 import enum
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge_sdk.decoders import DecodeContext
+from edge_sdk.decoders import DecodeContext, parse_options
 from edge_sdk.decoders.nms import nms
-from edge_sdk.errors import ConfigError, ModelError
+from edge_sdk.errors import ModelError
 from edge_sdk.results import BBox, Detection
 
 NORMALIZED_LIMIT = 1.5
@@ -52,12 +52,7 @@ class YoloOptions(BaseModel):
 
 
 def options_from(context: DecodeContext) -> YoloOptions:
-    try:
-        return YoloOptions.model_validate(context.options)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"][:1]) or "options"
-        raise ConfigError(f"yolo decoder option '{where}': {error['msg']}") from exc
+    return parse_options(YoloOptions, context, decoder="yolo")
 
 
 def guess_layout(shape: tuple[int, int], num_classes: int) -> Layout:
