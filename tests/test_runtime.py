@@ -222,3 +222,28 @@ def test_pipeline_resumes_by_itself_when_the_rtsp_camera_restarts(bundles):
     assert after[0] - back <= 10
     assert not [t for t in arrivals if killed + 1.0 < t < back], "results while the camera was down"
     assert not consumer.is_alive()
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_malformed_models_are_refused_without_crashing(tmp_path, isolate):
+    """Garbage after a valid-looking header: a clean error in process, and from the child-process probe
+    that guards tflite-runtime boards (where such files have segfaulted the interpreter)."""
+    from edge_sdk.backends.litert import LiteRTEngine
+    from edge_sdk.errors import EngineError
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        content = b"\x1c\x00\x00\x00TFL3" + rng.integers(0, 256, 200 + 100 * i, dtype=np.uint8).tobytes()
+        with pytest.raises(EngineError):
+            LiteRTEngine(content, isolate=isolate)
+
+
+def test_run_refuses_a_bundle_whose_model_was_swapped(bundles, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles["tflite"], copy)
+    (copy / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64)
+    assert main(["run", str(copy), "--source", "x.mp4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.tflite" in err[0]
