@@ -31,7 +31,7 @@ def open_source(
     stall_after_s: float = 3.0,
     retries: int | None = None,
     backoff_initial_s: float = 0.5,
-    backoff_max_s: float = 10.0,
+    backoff_max_s: float = 5.0,
 ) -> Source:
     """Open a frame source named by ``spec``.
 
