@@ -108,26 +108,16 @@ def _convert_bench():
     return convert_bench
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds every process on the machine has spent busy, from /proc/stat (Linux only)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 class LoadMeter:
     """The share of all CPUs that processes other than this one kept busy while the block ran."""
 
     def __enter__(self) -> LoadMeter:
         self.share: float | None = None
-        self._busy, self._own, self._start = busy_cpu_seconds(), os.times(), time.monotonic()
+        self._busy, self._own, self._start = _convert_bench().busy_cpu_seconds(), os.times(), time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
-        busy, own, wall = busy_cpu_seconds(), os.times(), time.monotonic() - self._start
+        busy, own, wall = _convert_bench().busy_cpu_seconds(), os.times(), time.monotonic() - self._start
         if self._busy is None or busy is None or wall <= 0:
             return
         # This process and its waited-for children (the fresh-process runs) are not "other".

@@ -7,6 +7,7 @@ any importable function with the same signature.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,13 +40,23 @@ _Options = TypeVar("_Options", bound=BaseModel)
 
 
 def parse_options(model: type[_Options], context: DecodeContext, *, decoder: str) -> _Options:
-    """The manifest's decoder options validated as ``model``; ConfigError naming the option."""
+    """The manifest's decoder options validated as ``model``; ConfigError naming the option.
+
+    Decoders call this on every frame; the options never change within a run, so each distinct
+    set is validated once.
+    """
+    return _parse_options(model, tuple(sorted(context.options.items())), decoder)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_options(model: type[_Options], items: tuple, decoder: str) -> _Options:
     try:
-        return model.model_validate(context.options)
+        return model.model_validate(dict(items))
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"][:1]) or "options"
         raise ConfigError(f"{decoder} decoder option '{where}': {error['msg']}") from exc
+
 
 # name -> "module:function"
 REGISTRY: dict[str, str] = {
