@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.mqtt.settings import MQTTSettings
 
 
 class RunConfig(BaseModel):
@@ -34,6 +35,7 @@ class RunConfig(BaseModel):
     device: str | None = Field(default=None, description="OpenVINO device override (CPU, GPU, NPU, AUTO).")
     cpu_fallback: bool = Field(default=False, description="Edge TPU bundles: run on the CPU when no Edge TPU is found.")
     retries: int | None = Field(default=None, ge=0, description="Source reconnect attempts before giving up (default: forever for live sources).")
+    mqtt: MQTTSettings | None = Field(default=None, description="Publish results to an MQTT broker (see the README's MQTT section).")
 
     @field_validator("source", mode="before")
     @classmethod
@@ -75,7 +77,12 @@ def load_config(path: str | Path | None, **overrides) -> RunConfig:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of settings")
         data = dict(loaded or {})
+    mqtt = {k: overrides.pop(k) for k in ("broker", "device_id") if overrides.get(k) is not None}
+    overrides.pop("broker", None), overrides.pop("device_id", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if mqtt:
+        section = data.get("mqtt")
+        data["mqtt"] = {**(section if isinstance(section, dict) else {}), **mqtt}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -59,3 +59,11 @@ class SourceError(EdgeSDKError):
 
 class PublishError(EdgeSDKError):
     """Messages cannot be published."""
+
+
+class UpdateError(EdgeSDKError):
+    """A model update was refused: bad signature, bad hash, unsafe archive, or it failed to run."""
+
+
+class CommandError(EdgeSDKError):
+    """A fleet command was malformed, unknown or not allowed."""

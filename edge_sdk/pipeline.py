@@ -118,43 +118,105 @@ class Stats:
         return out
 
 
+@dataclass(frozen=True)
+class Model:
+    """A bundle's engine with the preprocessing and decoding that belong to it; swapped as one."""
+
+    bundle: Bundle
+    engine: object
+    adapter: InputAdapter
+    outputs: list
+    decode: Callable
+    labels: tuple[str, ...]
+
+    @classmethod
+    def build(cls, bundle: Bundle, engine) -> Model:
+        manifest = bundle.manifest
+        return cls(
+            bundle=bundle, engine=engine, adapter=InputAdapter(manifest.preprocessing, engine.input_specs()[0]),
+            outputs=engine.output_specs(), decode=get_decoder(manifest.decoder.kind), labels=tuple(bundle.labels()),
+        )
+
+
 class Pipeline:
-    """A bundle's engine, preprocessing and decoder, applied to a frame source."""
+    """A bundle's engine, preprocessing and decoder, applied to a frame source.
+
+    ``config`` and the model may be replaced while ``run`` is going (fleet commands): each frame
+    reads them once, so a frame is never half old, half new.
+    """
 
     def __init__(self, bundle: Bundle, engine, *, config: RunConfig) -> None:
-        manifest = bundle.manifest
-        self.bundle, self.engine, self.config = bundle, engine, config
-        self.adapter = InputAdapter(manifest.preprocessing, engine.input_specs()[0])
-        self.outputs = engine.output_specs()
-        self.decode = get_decoder(manifest.decoder.kind)
-        self.labels = tuple(bundle.labels())
+        self.model = Model.build(bundle, engine)
+        self.config = config
         self.stats = Stats()
+        self.latest_frame: np.ndarray | None = None  # the newest frame inferred, for snapshots and model trials
+        self.latest_detections: tuple[Detection, ...] = ()
+        self._previous: Model | None = None  # restored if the model on probation fails
+        self._on_swap_failure: Callable[[BaseException], None] | None = None
 
-    def infer(self, frame: np.ndarray, *, index: int = 0, timestamp: float | None = None) -> FrameResult:
+    @property
+    def bundle(self) -> Bundle:
+        return self.model.bundle
+
+    @property
+    def engine(self):
+        return self.model.engine
+
+    @property
+    def adapter(self) -> InputAdapter:
+        return self.model.adapter
+
+    def swap(self, model: Model, *, on_failure: Callable[[BaseException], None] | None = None) -> Model:
+        """Run ``model`` from the next frame on; returns the old one. If ``model`` then fails on a
+        frame, the old model comes back and ``on_failure`` is told why."""
+        old, self.model = self.model, model
+        self._previous, self._on_swap_failure = old, on_failure
+        return old
+
+    def infer(self, frame: np.ndarray, *, index: int = 0, timestamp: float | None = None, model: Model | None = None) -> FrameResult:
         """One frame through preprocessing, the engine, the decoder and the filters."""
+        model = model or self.model
         t0 = time.perf_counter()
-        tensor, placement = self.adapter(frame)
+        tensor, placement = model.adapter(frame)
         t1 = time.perf_counter()
-        return self._finish(frame, tensor, placement, index, timestamp or time.time(), t0, t1)
+        return self._finish(model, frame, tensor, placement, index, timestamp or time.time(), t0, t1)
 
-    def _finish(self, frame, tensor, placement, index, timestamp, t0, t1) -> FrameResult:
+    def _finish(self, model: Model, frame, tensor, placement, index, timestamp, t0, t1) -> FrameResult:
+        config = self.config
         t_infer = time.perf_counter()  # not t1: the tensor may have waited in the queue since
-        raw = self.engine.run([tensor])
+        raw = model.engine.run([tensor])
         t2 = time.perf_counter()
         outputs = [
             dequantize(out, scale=spec["quantization"][0], zero_point=spec["quantization"][1])
             if spec["quantization"] is not None and np.dtype(spec["dtype"]) != np.float32 else out
-            for out, spec in zip(raw, self.outputs)
+            for out, spec in zip(raw, model.outputs)
         ]
         context = DecodeContext(
-            labels=self.labels, placement=placement, preprocessing=self.adapter.spec,
-            score_threshold=self.config.threshold, options=dict(self.bundle.manifest.decoder.options),
+            labels=model.labels, placement=placement, preprocessing=model.adapter.spec,
+            score_threshold=config.threshold, options=dict(model.bundle.manifest.decoder.options),
         )
-        detections = tuple(d for d in self.decode(outputs, context) if keep(d, self.config))
+        detections = tuple(d for d in model.decode(outputs, context) if keep(d, config))
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t_infer) * 1e3, "decode": (t3 - t2) * 1e3}
         height, width = frame.shape[:2]
         return FrameResult(index=index, timestamp=timestamp, frame_size=(width, height), detections=detections, timings_ms=timings)
+
+    def _guarded(self, model: Model, frame, tensor, placement, index, timestamp, t0, t1) -> FrameResult | None:
+        """``_finish``, except that a model on probation that fails is replaced by the one before."""
+        try:
+            result = self._finish(model, frame, tensor, placement, index, timestamp, t0, t1)
+        except Exception as exc:
+            previous, notify = self._previous, self._on_swap_failure
+            if previous is None or model is not self.model:
+                raise
+            self.model, self._previous, self._on_swap_failure = previous, None, None
+            if notify is not None:
+                notify(exc)
+            return None
+        if self._previous is not None and model is self.model:
+            self._previous = self._on_swap_failure = None  # one good frame ends the probation
+        self.latest_frame, self.latest_detections = frame, result.detections
+        return result
 
     def run(self, source, *, on_result: Callable[[FrameResult], None] | None = None) -> Iterator[FrameResult]:
         """Results of ``source`` as they come; stops at ``config.max_frames`` or the source's end."""
@@ -173,26 +235,27 @@ class Pipeline:
             return False
 
         def capture() -> None:
-            # Files are paced by the source itself when --fps asks for real-time playback.
-            min_gap = 1.0 / self.config.fps if self.config.fps and source.live else 0.0
             last = -1e9
             try:
                 for seen, frame in enumerate(source.frames()):
                     if stop.is_set():
                         break
                     self.stats.frames_in += 1
+                    config, model = self.config, self.model
+                    # Files are paced by the source itself when --fps asks for real-time playback.
+                    min_gap = 1.0 / config.fps if config.fps and source.live else 0.0
                     now = time.monotonic()
-                    if seen % self.config.stride or now - last < min_gap:
+                    if seen % config.stride or now - last < min_gap:
                         self.stats.frames_skipped += 1
                         continue
                     last = now
                     t0 = time.perf_counter()
                     try:
-                        tensor, placement = self.adapter(frame.image)
+                        tensor, placement = model.adapter(frame.image)
                     except ValueError:
                         self.stats.frame_errors += 1  # an empty or malformed frame: skip it, keep going
                         continue
-                    if not put(prepared, (frame, tensor, placement, t0, time.perf_counter())):
+                    if not put(prepared, (model, frame, tensor, placement, t0, time.perf_counter())):
                         break
             except BaseException as exc:  # surfaced in the caller's thread
                 failures.append(exc)
@@ -202,8 +265,11 @@ class Pipeline:
         def inference() -> None:
             try:
                 while (item := prepared.get()) is not _DONE:
-                    frame, tensor, placement, t0, t1 = item
-                    result = self._finish(frame.image, tensor, placement, frame.index, frame.timestamp, t0, t1)
+                    model, frame, tensor, placement, t0, t1 = item
+                    result = self._guarded(model, frame.image, tensor, placement, frame.index, frame.timestamp, t0, t1)
+                    if result is None:
+                        self.stats.frame_errors += 1
+                        continue
                     if not put(finished, result):
                         return
             except BaseException as exc:

@@ -1,0 +1,127 @@
+"""Fleet commands: an allow-list of names, each a function from a request to a result body.
+
+A command never stops the runtime: bad JSON, a wrong type, an unknown name or an oversized
+payload is answered with ``{"ok": false, "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_sdk.errors import CommandError, EdgeSDKError
+from edge_sdk.mqtt.client import Command
+from edge_sdk.mqtt.settings import PublishMode
+
+if TYPE_CHECKING:
+    from edge_sdk.mqtt.link import FleetLink
+
+
+class ConfigChange(BaseModel):
+    """What ``cmd/config`` may change while the runtime runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float | None = Field(default=None, ge=0, le=1, description="Minimum score.")
+    fps: float | None = Field(default=None, gt=0, description="Most frames per second processed.")
+    stride: int | None = Field(default=None, ge=1, description="Process every Nth frame.")
+    labels: list[str] | None = Field(default=None, description="Label allow-list; [] allows every label.")
+    zones: list[list[tuple[float, float]]] | None = Field(default=None, description="Zones of interest; [] removes them.")
+    min_area: float | None = Field(default=None, ge=0, le=1, description="Minimum box area share.")
+    publish: PublishMode | None = Field(default=None, description="every_frame, on_detection or on_change.")
+    max_rate: float | None = Field(default=None, ge=0, description="Most detections messages per second; 0 removes the cap.")
+    request_id: str | int | None = Field(default=None, description="Echoed in the result.")
+
+
+class ModelRequest(BaseModel):
+    """``cmd/model`` as JSON (a raw .tar.gz payload is accepted too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, description="https:// address of the bundle archive.")
+    archive_b64: str | None = Field(default=None, description="The bundle archive, base64.")
+    request_id: str | int | None = Field(default=None, description="Echoed in the result.")
+
+
+def _object(command: Command) -> dict:
+    if command.too_large:
+        raise CommandError(f"payload too large for cmd/{command.name}")
+    if not command.payload.strip():
+        return {}
+    try:
+        data = json.loads(command.payload)
+    except RecursionError:
+        raise CommandError("payload is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"payload must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _validated(model: type[BaseModel], data: dict) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "payload"
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        raise CommandError(f"field '{field}': {message}") from None
+
+
+def config(link: FleetLink, command: Command) -> dict:
+    change = _validated(ConfigChange, _object(command))
+    applied = link.apply_config(change.model_dump(exclude_none=True, exclude={"request_id"}))
+    return {"ok": True, "applied": applied, "request_id": change.request_id}
+
+
+def snapshot(link: FleetLink, command: Command) -> dict:
+    data = _object(command)
+    request_id = data.pop("request_id", None)
+    if data:
+        raise CommandError(f"field '{next(iter(data))}': unknown field")
+    size = link.publish_snapshot(force=True)
+    if size is None:
+        raise CommandError("no frame has been processed yet")
+    return {"ok": True, "bytes": size, "request_id": request_id}
+
+
+def model(link: FleetLink, command: Command) -> dict:
+    if command.too_large:
+        raise CommandError(f"model archive larger than {link.settings.update_max_bytes} bytes")
+    if command.payload[:2] == b"\x1f\x8b":
+        archive, request_id = command.payload, None
+    else:
+        request = _validated(ModelRequest, _object(command))
+        request_id = request.request_id
+        if (request.url is None) == (request.archive_b64 is None):
+            raise CommandError("give exactly one of 'url' and 'archive_b64' (or send the .tar.gz itself)")
+        if request.url is not None:
+            from edge_sdk.ota.archive import fetch_archive
+
+            archive = fetch_archive(request.url, max_bytes=link.settings.update_max_bytes)
+        else:
+            try:
+                archive = base64.b64decode(request.archive_b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise CommandError("'archive_b64' is not valid base64") from None
+    return {"ok": True, **link.install_model(archive), "request_id": request_id}
+
+
+ALLOWED: dict[str, Callable[[FleetLink, Command], dict]] = {"config": config, "snapshot": snapshot, "model": model}
+
+
+def handle(link: FleetLink, command: Command) -> dict:
+    """The result body for ``command``; errors become ``{"ok": false, "error": ...}``."""
+    handler = ALLOWED.get(command.name)
+    if handler is None:
+        return {"ok": False, "error": f"unknown command '{command.name[:64]}'; allowed: {', '.join(sorted(ALLOWED))}"}
+    try:
+        return handler(link, command)
+    except EdgeSDKError as exc:
+        return {"ok": False, "error": str(exc)}
