@@ -161,8 +161,10 @@ def run_command(
     threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
     device: Optional[str] = typer.Option(None, help="OpenVINO device override: CPU, GPU, NPU, AUTO."),
     cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+    broker: Optional[str] = typer.Option(None, help="Publish to this MQTT broker: mqtt://host[:port], mqtts://, ws://, wss://."),
+    device_id: Optional[str] = typer.Option(None, "--device-id", help="Device id in MQTT topics (default: the host name)."),
 ) -> None:
-    """Run a bundle on a frame source; one JSON line per frame, a summary on stderr."""
+    """Run a bundle on a frame source; JSON lines per frame (stdout, or MQTT with --broker), a summary on stderr."""
     import json
 
     from edge_sdk.config import load_config
@@ -173,31 +175,59 @@ def run_command(
     settings = load_config(
         config, source=source, max_frames=max_frames, fps=fps, threshold=threshold, jsonl=jsonl,
         labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None, loop=loop, stride=stride,
-        threads=threads, device=device, cpu_fallback=cpu_fallback,
+        threads=threads, device=device, cpu_fallback=cpu_fallback, broker=broker, device_id=device_id,
     )
     if settings.source is None:
         raise ConfigError("--source is required (or 'source:' in the --config file)")
-    pipeline = open_pipeline(bundle, config=settings)
     err = Console(stderr=True)
+    link = None
+    if settings.mqtt is not None:
+        from edge_sdk.mqtt.link import check_settings
+
+        check_settings(settings.mqtt)
+        installed = None
+        if settings.mqtt.update_keys:
+            from edge_sdk.ota.store import BundleStore
+
+            installed = BundleStore(settings.mqtt.store_path).current()
+        if installed is not None:
+            err.print(f"running the model update installed at {installed} (in place of {bundle})", highlight=False)
+            bundle = installed
+    pipeline = open_pipeline(bundle, config=settings)
+    if settings.mqtt is not None:
+        from edge_sdk.mqtt.link import FleetLink
+
+        link = FleetLink(pipeline, settings.mqtt, source=settings.source).start()
+        err.print(f"publishing to {settings.mqtt.redacted_broker()} as {settings.mqtt.device_id}", highlight=False)
 
     def event(e) -> None:
         err.print(f"[dim]source {getattr(e.state, 'value', e.state)}[/]: {e.detail}", highlight=False)
+        if link is not None:
+            link.on_source_event(e)
 
-    frames = open_source(settings.source, fps=settings.fps, loop=settings.loop, on_event=event, retries=settings.retries)
-    sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else sys.stdout
+    sink = None
     try:
-        for result in pipeline.run(frames):
-            sink.write(json.dumps(result.to_json()) + "\n")
-            sink.flush()
+        frames = open_source(settings.source, fps=settings.fps, loop=settings.loop, on_event=event, retries=settings.retries)
+        sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else (sys.stdout if link is None else None)
+        for result in pipeline.run(frames, on_result=link.on_result if link is not None else None):
+            if sink is not None:
+                sink.write(json.dumps(result.to_json()) + "\n")
+                sink.flush()
     finally:
-        if sink is not sys.stdout:
+        if sink is not None and sink is not sys.stdout:
             sink.close()
         stats = pipeline.stats.snapshot()
-        err.print(
+        summary = (
             f"frames {stats['frames_done']} ({stats['frames_skipped']} skipped, {stats['frame_errors']} bad), "
             f"{stats['fps']:.1f} fps, latency p50 {stats.get('latency_ms_p50', 0):.1f} ms "
-            f"p99 {stats.get('latency_ms_p99', 0):.1f} ms, {stats['detections']} detections", highlight=False,
+            f"p99 {stats.get('latency_ms_p99', 0):.1f} ms, {stats['detections']} detections"
         )
+        if link is not None:
+            link.close()
+            sent = link.publisher.stats()
+            summary += (f"; mqtt: {sent.get('acked', 0)} acked, {sent.get('outbox_depth', 0)} kept in the outbox, "
+                        f"{sent.get('outbox_dropped_overflow', 0)} dropped, {sent.get('refused', 0)} refused")
+        err.print(summary, highlight=False)
 
 
 @app.command()

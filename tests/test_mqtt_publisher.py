@@ -1,0 +1,186 @@
+"""The publisher against a real Mosquitto: zero loss across outages and kills, bounds, refusals, Last Will."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pytest
+from mosquitto import Mosquitto
+from mqtt_peers import Collector
+
+from edge_sdk.mqtt import payloads
+from edge_sdk.mqtt.client import Publisher
+from edge_sdk.mqtt.settings import MQTTSettings
+
+
+def settings(broker: Mosquitto, tmp_path, **extra) -> MQTTSettings:
+    extra.setdefault("outbox", {"path": str(tmp_path / "outbox.sqlite3")})
+    extra.setdefault("reconnect_min_s", 0.1)
+    extra.setdefault("reconnect_max_s", 0.5)
+    return MQTTSettings(broker=broker.url, device_id=extra.pop("device_id", "cam-1"), **extra)
+
+
+def detection(publisher: Publisher, i: int) -> dict:
+    return publisher.envelope(payloads.DETECTIONS, {"frame": i, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
+
+
+def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    Collector(broker.port, durable=True, client_id="fleet").close()  # a session that outlives the broker
+    broker.stop()
+    publisher = Publisher(settings(broker, tmp_path)).start()
+    try:
+        for i in range(5):
+            publisher.publish("detections", detection(publisher, i))
+        time.sleep(0.5)
+        assert publisher.state != "online" and publisher.last_error == "connection refused"
+        broker.start()
+        assert publisher.wait_online(10)
+        collector = Collector(broker.port, durable=True, client_id="fleet")
+        assert collector.wait_for(lambda c: len(c.seqs()) == 5)
+        status = collector.payloads("/status")
+        assert status and status[-1]["state"] == "online"
+        jsonschema.validate(status[-1], payloads.schema("status"))
+        for body in collector.payloads("/detections"):
+            jsonschema.validate(body, payloads.schema("detections"))
+    finally:
+        publisher.close()
+        broker.stop()
+
+
+def test_no_detection_is_lost_while_the_broker_restarts(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    publisher = Publisher(settings(broker, tmp_path)).start()
+    try:
+        assert publisher.wait_online(10)
+        for i in range(300):
+            publisher.publish("detections", detection(publisher, i))
+        broker.stop()
+        for i in range(300, 1300):  # produced while the broker is away
+            publisher.publish("detections", detection(publisher, i))
+        assert publisher.outbox.depth >= 1000
+        broker.start()
+        assert publisher.flush(30), publisher.stats()
+        expected = set(range(1, 1301))
+        assert collector.wait_for(lambda c: c.seqs() >= expected, timeout=30), len(expected - collector.seqs())
+        assert publisher.stats()["outbox_dropped_overflow"] == 0
+    finally:
+        publisher.close()
+        collector.close()
+        broker.stop()
+
+
+_PRODUCER = """
+import sys, time
+from edge_sdk.mqtt.client import Publisher
+from edge_sdk.mqtt.settings import MQTTSettings
+s = MQTTSettings(broker=sys.argv[1], device_id="cam-1", outbox={"path": sys.argv[2]}, reconnect_min_s=0.1, reconnect_max_s=0.3)
+p = Publisher(s).start()
+for i in range(int(sys.argv[3])):
+    p.publish("detections", p.envelope("edge-sdk/detections@1", {"frame": i, "frame_ts": 0, "width": 1, "height": 1, "detections": []}))
+print("produced", flush=True)
+time.sleep(120)
+"""
+
+
+def test_everything_produced_before_a_kill_arrives_after_a_restart(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    outbox = tmp_path / "outbox.sqlite3"
+    try:
+        broker.stop()  # the device is cut off, then killed with its backlog on disk
+        child = subprocess.Popen([sys.executable, "-c", _PRODUCER, broker.url, str(outbox), "800"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "produced"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        broker.start()
+        publisher = Publisher(settings(broker, tmp_path)).start()
+        try:
+            assert publisher.flush(30)
+            assert collector.wait_for(lambda c: c.seqs() >= set(range(1, 801)), timeout=30)
+        finally:
+            publisher.close()
+    finally:
+        collector.close()
+        broker.stop()
+
+
+def test_at_the_bound_exactly_the_oldest_are_dropped_and_counted(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    broker.stop()
+    publisher = Publisher(settings(broker, tmp_path, outbox={"path": str(tmp_path / "o.sqlite3"), "max_messages": 100})).start()
+    try:
+        for i in range(250):
+            publisher.publish("detections", detection(publisher, i))
+        assert publisher.stats()["outbox_dropped_overflow"] == 150
+        broker.start()
+        assert publisher.flush(20)
+        assert collector.wait_for(lambda c: len(c.seqs()) >= 100)
+        time.sleep(0.3)
+        assert collector.seqs() == set(range(151, 251))
+    finally:
+        publisher.close()
+        collector.close()
+        broker.stop()
+
+
+def test_a_refused_publish_is_dead_lettered_once_not_retried(tmp_path):
+    acl = "user cam-1\ntopic write edge/cam-1/status\ntopic write edge/cam-1/info\n"
+    broker = Mosquitto(tmp_path / "broker", passwords={"cam-1": "pw"}, acl=acl, allow_anonymous=False).start()
+    publisher = Publisher(settings(broker, tmp_path, username="cam-1", password="pw")).start()
+    try:
+        assert publisher.wait_online(10)
+        publisher.publish("detections", detection(publisher, 0))  # not allowed by the ACL
+        deadline = time.monotonic() + 10
+        while publisher.stats().get("refused", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stats = publisher.stats()
+        assert stats["refused"] == 1 and stats["sent"] == 1 and stats["outbox_depth"] == 0
+        assert publisher.outbox.dead_letters()[0][0] == "edge/cam-1/detections"
+    finally:
+        publisher.close()
+        broker.stop()
+
+
+def test_last_will_says_offline_when_the_device_dies(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker.port, "edge/+/status")
+    child = subprocess.Popen([sys.executable, "-c", _PRODUCER, broker.url, str(tmp_path / "o.sqlite3"), "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "produced"
+        assert collector.wait_for(lambda c: any(p["state"] == "online" for p in c.payloads("/status")))
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        # The broker notices the dead socket at once (RST) and sends the will.
+        assert collector.wait_for(lambda c: c.payloads("/status")[-1]["state"] == "offline", timeout=15)
+    finally:
+        child.kill()
+        collector.close()
+        broker.stop()
+
+
+def test_a_silent_link_is_noticed_within_one_and_a_half_keepalives(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    publisher = Publisher(settings(broker, tmp_path, keepalive=5)).start()
+    try:
+        assert publisher.wait_online(10)
+        broker.pause()  # SIGSTOP: the socket stays open, nothing comes back
+        stopped = time.monotonic()
+        while publisher.state == "online" and time.monotonic() - stopped < 15:
+            time.sleep(0.05)
+        noticed = time.monotonic() - stopped
+        assert publisher.state != "online" and noticed <= 1.5 * 5 + 0.6, noticed
+    finally:
+        broker.resume()
+        publisher.close()
+        broker.stop()

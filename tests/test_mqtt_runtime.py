@@ -1,0 +1,224 @@
+"""The runtime on the fleet: a real bundle, a real video, a real Mosquitto, real commands and updates."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import cv2
+import jsonschema
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from mosquitto import Mosquitto
+from mqtt_peers import Collector
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_sdk.cli import main
+from edge_sdk.config import RunConfig
+from edge_sdk.converters import convert
+from edge_sdk.mqtt import payloads
+from edge_sdk.mqtt.link import FleetLink, PublishGate
+from edge_sdk.mqtt.settings import MQTTSettings, PublishMode
+from edge_sdk.pipeline import open_pipeline
+from edge_sdk.results import BBox, Detection, FrameResult
+from edge_sdk.sources import open_source
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def classifier(keras3_model, digits, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mqtt-bundles")
+    convert(keras3_model, profile="rpi4", out=root / "v1", calib=digits["calib"], compile=False)
+    return root / "v1"
+
+
+@pytest.fixture(scope="module")
+def video(digits, tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "digits.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (240, 180))
+    for i in range(40):
+        image = digits["images"][digits["val_idx"][i]]
+        writer.write(cv2.resize(image, (240, 180), interpolation=cv2.INTER_NEAREST))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "broker") as running:
+        yield running
+
+
+class Device:
+    """The runtime's pipeline and fleet link on a looping video, in a background thread."""
+
+    def __init__(self, bundle, settings: MQTTSettings, video, *, config: RunConfig | None = None) -> None:
+        self.pipeline = open_pipeline(bundle, config=config or RunConfig(threshold=0))
+        self.link = FleetLink(self.pipeline, settings, source=str(video)).start()
+        self.source = open_source(str(video), loop=True, fps=25)
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for _ in self.pipeline.run(self.source, on_result=self.link.on_result):
+                pass
+        except BaseException as exc:  # surfaced by stop()
+            self.error.append(exc)
+
+    def stop(self) -> None:
+        self.source.close()
+        self.thread.join(15)
+        self.link.close()
+        assert not self.error, self.error
+
+
+def device_settings(broker, tmp_path, **extra) -> MQTTSettings:
+    return MQTTSettings(
+        broker=broker.url, device_id=extra.pop("device_id", "cam-1"), outbox={"path": str(tmp_path / "outbox.sqlite3")},
+        reconnect_min_s=0.1, reconnect_max_s=0.5, bundle_store=tmp_path / "store", **extra,
+    )
+
+
+def command(broker, name: str, payload: bytes | dict, *, device: str = "cam-1", timeout: float = 30.0) -> dict:
+    """Send one command with an MQTT 5 response topic and correlation data; return the device's answer."""
+    answers: list[tuple[bytes, dict]] = []
+    reply = f"fleet/replies/{uuid.uuid4().hex}"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda c, u, m: answers.append((getattr(m.properties, "CorrelationData", None), json.loads(m.payload)))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(reply, qos=1)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply
+        correlation = uuid.uuid4().bytes
+        props.CorrelationData = correlation
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        client.publish(f"edge/{device}/cmd/{name}", data, qos=1, properties=props)
+        deadline = time.monotonic() + timeout
+        while not answers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert answers, f"no answer to cmd/{name} within {timeout} s"
+        got_correlation, body = answers[0]
+        assert got_correlation == correlation
+        jsonschema.validate(body, payloads.schema("command-result"))
+        return body
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_publish_modes_and_rate_cap():
+    frame = lambda labels: FrameResult(0, 0.0, (10, 10), tuple(Detection(0, label, 0.9, BBox(0, 0, 1, 1)) for label in labels))
+    gate = PublishGate(PublishMode.ON_CHANGE, None)
+    decisions = [gate.admit(frame(labels), t) for t, labels in enumerate([["a"], ["a"], ["a", "b"], [], []])]
+    assert decisions == [True, False, True, True, False]
+    gate = PublishGate(PublishMode.ON_DETECTION, 2.0)
+    decisions = [gate.admit(frame(labels), t) for t, labels in [(0.0, ["a"]), (0.1, []), (0.2, ["a"]), (0.6, ["a"])]]
+    assert decisions == [True, False, False, True] and gate.rate_limited == 1 and gate.suppressed == 1
+    gate = PublishGate(PublishMode.EVERY_FRAME, None)
+    assert all(gate.admit(frame([]), t) for t in range(3))
+
+
+def test_run_cli_publishes_info_detections_metrics_and_status_that_match_their_schemas(classifier, video, broker, tmp_path):
+    collector = Collector(broker.port)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"mqtt:\n  broker: {broker.url}\n  device_id: cam-1\n  publish: every_frame\n  metrics_interval_s: 0.5\n"
+        f"  outbox: {{path: {tmp_path / 'outbox.sqlite3'}}}\n"
+    )
+    assert main(["run", str(classifier), "--source", str(video), "--config", str(config), "--threshold", "0"]) == 0
+    assert collector.wait_for(lambda c: len(c.payloads("/detections")) == 40 and c.payloads("/status")[-1]["state"] == "offline")
+    info = collector.payloads("/info")[-1]
+    jsonschema.validate(info, payloads.schema("info"))
+    assert info["model"]["labels"] == [str(i) for i in range(10)] and len(info["model"]["sha256"]) == 64
+    detections = collector.payloads("/detections")
+    for body in detections:
+        jsonschema.validate(body, payloads.schema("detections"))
+    assert [d["frame"] for d in detections] == list(range(40))
+    assert [d["seq"] for d in detections] == sorted(d["seq"] for d in detections)
+    metrics = collector.payloads("/metrics")
+    assert metrics and metrics[-1]["frames"] == 40
+    for body in metrics:
+        jsonschema.validate(body, payloads.schema("metrics"))
+    collector.close()
+
+
+def test_config_command_changes_the_run_live_and_echoes_what_it_applied(classifier, video, broker, tmp_path):
+    collector = Collector(broker.port, "edge/cam-1/detections")
+    device = Device(classifier, device_settings(broker, tmp_path, publish="every_frame"), video)
+    try:
+        assert collector.wait_for(lambda c: len(c.payloads("/detections")) >= 5)
+        answer = command(broker, "config", {"threshold": 0.97, "labels": ["1", "7"], "max_rate": 5, "request_id": "r1"})
+        assert answer["ok"] and answer["request_id"] == "r1"
+        assert answer["applied"] == {"threshold": 0.97, "labels": ["1", "7"], "max_rate": 5}
+        assert device.pipeline.config.threshold == 0.97
+        mark = len(collector.payloads("/detections"))
+        assert collector.wait_for(lambda c: len(c.payloads("/detections")) >= mark + 5)
+        for body in collector.payloads("/detections")[mark + 1:]:
+            assert all(d["score"] >= 0.97 and d["label"] in ("1", "7") for d in body["detections"])
+    finally:
+        device.stop()
+        collector.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "error"),
+    [
+        ("reboot", b"{}", "unknown command 'reboot'"),
+        ("config", b"{not json", "not valid JSON"),
+        ("config", b"[1, 2]", "JSON object"),
+        ("config", json.dumps({"threshold": "high"}).encode(), "field 'threshold'"),
+        ("config", json.dumps({"threshold": 2}).encode(), "field 'threshold'"),
+        ("config", json.dumps({"shell": "rm -rf /"}).encode(), "field 'shell': unknown field"),
+        ("config", json.dumps({"zones": [[[0, 0], [2, 0], [0, 1]]]}).encode(), "outside the frame"),
+        ("config", b"[" * 100_000 + b"]" * 100_000, "too large"),
+        ("config", b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        ("snapshot", json.dumps({"size": 1}).encode(), "unknown field"),
+        ("model", json.dumps({"url": "http://example.com/b.tar.gz"}).encode(), "https"),
+        ("model", b"\x1f\x8b" + b"\x00" * 100, "archive"),
+    ],
+)
+def test_bad_commands_get_an_error_and_the_runtime_keeps_running(classifier, video, broker, tmp_path, name, payload, error):
+    device = Device(classifier, device_settings(broker, tmp_path, update_keys=[_public_key(tmp_path)]), video)
+    try:
+        answer = command(broker, name, payload)
+        assert answer["ok"] is False and error in answer["error"], answer
+        before = device.pipeline.stats.frames_done
+        time.sleep(0.5)
+        assert device.pipeline.stats.frames_done > before and device.thread.is_alive()
+    finally:
+        device.stop()
+
+
+def _public_key(tmp_path):
+    from edge_sdk.ota.keys import generate_keypair
+
+    if not (tmp_path / "fleet.pub").exists():
+        generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
+    return tmp_path / "fleet.pub"
+
+
+def test_snapshot_command_publishes_the_current_frame_as_jpeg(classifier, video, broker, tmp_path):
+    collector = Collector(broker.port, "edge/cam-1/snapshot")
+    device = Device(classifier, device_settings(broker, tmp_path), video)
+    try:
+        time.sleep(1.0)
+        answer = command(broker, "snapshot", b"")
+        assert answer["ok"] and answer["bytes"] > 1000
+        assert collector.wait_for(lambda c: len(c.messages) == 1)
+        image = cv2.imdecode(np.frombuffer(collector.messages[0].payload, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (180, 240, 3) and len(collector.messages[0].payload) == answer["bytes"]
+    finally:
+        device.stop()
+        collector.close()
