@@ -284,6 +284,16 @@ def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that t
         raise typer.Exit(1)
 
 
+def _register_fleet_commands() -> None:
+    from edge_sdk.cli_ota import keys_app, sign
+
+    app.add_typer(keys_app, name="keys")
+    app.command("sign")(sign)
+
+
+_register_fleet_commands()
+
+
 # Typer has moved from depending on click to vendoring it; find click's base classes either way.
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

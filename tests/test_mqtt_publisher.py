@@ -184,3 +184,46 @@ def test_a_silent_link_is_noticed_within_one_and_a_half_keepalives(tmp_path):
         broker.resume()
         publisher.close()
         broker.stop()
+
+
+@pytest.mark.parametrize("transport", ["mqtt-3.1.1", "websockets"])
+def test_mqtt_311_and_websockets_deliver_too(tmp_path, transport):
+    broker = Mosquitto(tmp_path / "broker", websockets=True).start()
+    collector = Collector(broker.port, "edge/+/detections")
+    extra = {"protocol": "3.1.1"} if transport == "mqtt-3.1.1" else {}
+    s = settings(broker, tmp_path, **extra)
+    if transport == "websockets":
+        s = s.model_copy(update={"broker": broker.ws_url})
+    publisher = Publisher(s).start()
+    try:
+        assert publisher.wait_online(10), publisher.last_error
+        for i in range(20):
+            publisher.publish("detections", detection(publisher, i))
+        assert publisher.flush(10)
+        assert collector.wait_for(lambda c: len(c.seqs()) == 20)
+    finally:
+        publisher.close()
+        collector.close()
+        broker.stop()
+
+
+def test_credentials_never_reach_logs_or_stderr(tmp_path, caplog, capfd):
+    import logging
+
+    secret = "pa55-" + "x" * 12
+    broker = Mosquitto(tmp_path / "broker", passwords={"cam-1": secret}, allow_anonymous=False).start()
+    caplog.set_level(logging.DEBUG)
+    good = Publisher(settings(broker, tmp_path, username="cam-1", password=secret)).start()
+    bad = Publisher(settings(broker, tmp_path / "b", username="cam-1", password=secret + "-wrong")).start()
+    try:
+        assert good.wait_online(10)
+        deadline = time.monotonic() + 10
+        while bad.state != "refused" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bad.state == "refused" and "refused" in bad.last_error
+    finally:
+        good.close()
+        bad.close()
+        broker.stop()
+    out, err = capfd.readouterr()
+    assert secret not in caplog.text + out + err + repr(good.settings) + str(good.stats())

@@ -340,7 +340,7 @@ class Publisher:
             now = time.monotonic()
             if sock in readable:
                 if client.loop_read() != 0:
-                    return self._lost(client, "connection lost")
+                    return self._lost(client, self._refusal() or "connection lost")
                 last_in = now
             elif online and now - last_in > dead_after:
                 # paho alone notices a silent link only after two keep-alive periods; a healthy
@@ -481,7 +481,16 @@ class Publisher:
 
     def _lost(self, client, why: str) -> None:
         self.counters["disconnects"] += 1
-        self._set_state("offline", why)
+        self._set_state("refused" if why.startswith("broker refused") else "offline", why)
+
+    def _refusal(self) -> str | None:
+        """The reason of a refused CONNACK among the events paho left behind, if there is one."""
+        for event in self._events:
+            if event[0] == "connack" and event[1].is_failure:
+                return f"broker refused the connection: {event[1]}"
+            if event[0] == "disconnect" and getattr(event[1], "is_failure", False) and event[1].value != 0x80:
+                return f"broker closed the connection: {event[1]}"
+        return None
 
     def _command_worker(self) -> None:
         while (command := self._commands.get()) is not None:
