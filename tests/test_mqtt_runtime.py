@@ -222,3 +222,81 @@ def test_snapshot_command_publishes_the_current_frame_as_jpeg(classifier, video,
     finally:
         device.stop()
         collector.close()
+
+
+@pytest.fixture(scope="module")
+def second_model(keras3_model, digits, tmp_path_factory):
+    """A different build of the classifier (x86 profile: float I/O), so its model sha256 differs."""
+    out = tmp_path_factory.mktemp("mqtt-bundles-v2") / "v2"
+    convert(keras3_model, profile="x86-cpu", out=out, calib=digits["calib"], compile=False)
+    return out
+
+
+def _signed_archive(bundle, tmp_path, key, version, name):
+    import shutil
+
+    from edge_sdk.ota.archive import pack_bundle
+    from edge_sdk.ota.keys import sign_bundle
+
+    copy = tmp_path / name
+    shutil.copytree(bundle, copy)
+    if key is not None:
+        sign_bundle(copy, key, version=version)
+    return pack_bundle(copy)
+
+
+def _sha(bundle_path) -> str:
+    from edge_sdk.bundle import open_bundle
+
+    manifest = open_bundle(bundle_path).manifest
+    return next(f.sha256 for f in manifest.files if f.path == manifest.model_file)
+
+
+def test_signed_model_updates_are_tried_swapped_and_reported_and_bad_ones_change_nothing(
+    classifier, second_model, video, broker, tmp_path,
+):
+    import base64
+
+    from edge_sdk.ota.keys import generate_keypair
+
+    generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
+    generate_keypair(tmp_path / "rogue.key", tmp_path / "rogue.pub")
+    collector = Collector(broker.port, "edge/cam-1/info")
+    device = Device(classifier, device_settings(broker, tmp_path, update_keys=[tmp_path / "fleet.pub"]), video)
+    old, new = _sha(classifier), _sha(second_model)
+    assert old != new
+    try:
+        time.sleep(1.0)
+        refusals = {
+            "unsigned": (_signed_archive(second_model, tmp_path, None, None, "unsigned"), "not signed"),
+            "rogue key": (_signed_archive(second_model, tmp_path, tmp_path / "rogue.key", 5, "rogue"), "does not trust"),
+            "garbage": (b"\x1f\x8b" + bytes(300), "damaged"),
+        }
+        for case, (archive, reason) in refusals.items():
+            answer = command(broker, "model", archive)
+            assert answer["ok"] is False and reason in answer["error"], (case, answer)
+            assert _sha(device.pipeline.bundle.path) == old
+        good = _signed_archive(second_model, tmp_path, tmp_path / "fleet.key", 5, "good")
+        answer = command(broker, "model", json.dumps({"archive_b64": base64.b64encode(good).decode(), "request_id": 9}).encode())
+        assert answer["ok"], answer
+        assert (answer["old_sha256"], answer["new_sha256"], answer["version"], answer["request_id"]) == (old, new, 5, 9)
+        assert _sha(device.pipeline.bundle.path) == new
+        assert collector.wait_for(lambda c: c.payloads("/info")[-1]["model"]["sha256"] == new)
+        frames = device.pipeline.stats.frames_done
+        assert collector.wait_for(lambda c: device.pipeline.stats.frames_done > frames + 5)
+        replay = _signed_archive(second_model, tmp_path, tmp_path / "fleet.key", 4, "older")
+        answer = command(broker, "model", replay)
+        assert answer["ok"] is False and "not newer" in answer["error"]
+        assert _sha(device.pipeline.bundle.path) == new
+    finally:
+        device.stop()
+        collector.close()
+    # A restart runs the installed update, not the bundle on the command line.
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"mqtt:\n  broker: {broker.url}\n  device_id: cam-1\n  update_keys: [{tmp_path / 'fleet.pub'}]\n"
+        f"  bundle_store: {tmp_path / 'store'}\n  outbox: {{path: {tmp_path / 'outbox.sqlite3'}}}\n"
+    )
+    out = tmp_path / "after.jsonl"
+    assert main(["run", str(classifier), "--source", str(video), "--config", str(config), "--max-frames", "3", "--jsonl", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3

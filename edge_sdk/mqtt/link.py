@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edge_sdk.config import RunConfig
 from edge_sdk.errors import CommandError, ConfigError, EdgeSDKError, UpdateError
 from edge_sdk.mqtt import payloads, topics
@@ -178,8 +180,10 @@ class FleetLink:
             run_changes["zones"] = None
         try:
             new = RunConfig.model_validate({**self.pipeline.config.model_dump(), **run_changes})
-        except Exception as exc:  # pydantic's ValidationError: same message style as config files
-            raise CommandError(f"invalid configuration: {str(exc).splitlines()[-1].strip()}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise CommandError(f"field '{field}': {first['msg'].removeprefix('Value error, ')}") from None
         self.pipeline.config = new
         if "publish" in changes:
             self.gate.mode = PublishMode(changes["publish"])
