@@ -285,10 +285,13 @@ def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that t
 
 
 def _register_fleet_commands() -> None:
+    from edge_sdk.cli_fleet import listen, push
     from edge_sdk.cli_ota import keys_app, sign
 
     app.add_typer(keys_app, name="keys")
     app.command("sign")(sign)
+    app.command("push")(push)
+    app.command("listen")(listen)
 
 
 _register_fleet_commands()

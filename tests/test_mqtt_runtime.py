@@ -300,3 +300,39 @@ def test_signed_model_updates_are_tried_swapped_and_reported_and_bad_ones_change
     out = tmp_path / "after.jsonl"
     assert main(["run", str(classifier), "--source", str(video), "--config", str(config), "--max-frames", "3", "--jsonl", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_home_assistant_discovery_is_published_retained_when_asked(classifier, video, broker, tmp_path):
+    device = Device(classifier, device_settings(broker, tmp_path, home_assistant=True, watch_labels=["1", "7"]), video)
+    try:
+        assert device.link.publisher.wait_online(10)
+        time.sleep(0.5)
+        collector = Collector(broker.port, "homeassistant/#")  # joins late: the configs are retained
+        assert collector.wait_for(lambda c: len(c.messages) == 4)
+        topics = sorted(m.topic for m in collector.messages)
+        assert topics[0] == "homeassistant/binary_sensor/cam-1/seen_1/config" and all(m.retain for m in collector.messages)
+        collector.close()
+    finally:
+        device.stop()
+
+
+def test_push_updates_a_running_device_end_to_end(classifier, second_model, video, broker, tmp_path, capsys):
+    import shutil
+
+    from edge_sdk.ota.keys import generate_keypair, sign_bundle
+
+    generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
+    update = tmp_path / "update"
+    shutil.copytree(second_model, update)
+    sign_bundle(update, tmp_path / "fleet.key", version=3)
+    device = Device(classifier, device_settings(broker, tmp_path, update_keys=[tmp_path / "fleet.pub"]), video)
+    try:
+        time.sleep(1.0)
+        assert main(["push", str(update), "--device", "cam-1", "--broker", broker.url, "--timeout", "60"]) == 0
+        out = capsys.readouterr().out
+        assert f"{_sha(classifier)[:12]} -> {_sha(second_model)[:12]} (version 3)" in out
+        assert _sha(device.pipeline.bundle.path) == _sha(second_model)
+        assert main(["push", str(update), "--device", "cam-1", "--broker", broker.url, "--timeout", "60"]) == 2
+        assert "refused the update: update version 3 is not newer than installed version 3" in capsys.readouterr().err
+    finally:
+        device.stop()

@@ -1,0 +1,83 @@
+"""Home Assistant MQTT discovery (opt-in): the device, its fps and last-detection sensors, and one
+binary sensor per watched label, built from the topics the runtime already publishes.
+
+Discovery configs go to ``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` (retained);
+an empty retained payload on the same topic removes the entity. The binary sensors read the
+``detections`` topic and fall back to OFF after ``off_delay`` seconds, because frames without
+detections are not published by default.
+"""
+
+from __future__ import annotations
+
+import re
+
+from edge_sdk import __version__
+from edge_sdk.mqtt import topics
+from edge_sdk.mqtt.settings import MQTTSettings
+
+OFF_DELAY_S = 5
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
+
+
+def object_id(text: str) -> str:
+    """A discovery object id: letters, digits, '_' and '-' only ('traffic light' -> 'traffic_light')."""
+    return _UNSAFE.sub("_", text).strip("_") or "label"
+
+
+def _config_topic(settings: MQTTSettings, component: str, name: str) -> str:
+    return f"{settings.discovery_prefix}/{component}/{object_id(settings.device_id)}/{name}/config"
+
+
+def _entities(settings: MQTTSettings, labels: list[str]) -> list[tuple[str, str, dict]]:
+    """(component, object id, the entity's own fields) for every entity the device announces."""
+    def topic(name: str) -> str:
+        return topics.topic(settings.device_id, name, prefix=settings.prefix)
+
+    entities = [
+        ("sensor", "fps", {
+            "name": "FPS", "state_topic": topic(topics.METRICS), "value_template": "{{ value_json.fps }}",
+            "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer",
+        }),
+        ("sensor", "last_detection", {
+            "name": "Last detection", "state_topic": topic(topics.DETECTIONS), "icon": "mdi:eye",
+            "value_template": "{{ value_json.detections[0].label if value_json.detections else 'none' }}",
+        }),
+    ]
+    used: set[str] = set()
+    for label in labels:
+        base = ident = object_id(label)
+        count = 1
+        while ident in used:  # "a b" and "a_b" must not share an entity
+            count += 1
+            ident = f"{base}_{count}"
+        used.add(ident)
+        entities.append(("binary_sensor", f"seen_{ident}", {
+            "name": f"{label} detected", "state_topic": topic(topics.DETECTIONS), "payload_on": "ON", "payload_off": "OFF",
+            "value_template": "{{ 'ON' if value_json.detections | selectattr('label', 'equalto', %r) | list | length > 0 else 'OFF' }}" % label,
+            "off_delay": OFF_DELAY_S, "device_class": "occupancy",
+        }))
+    return entities
+
+
+def discovery_messages(settings: MQTTSettings, *, model_name: str, labels: list[str]) -> list[tuple[str, dict]]:
+    """(config topic, config payload) for each entity, ready to publish retained."""
+    node = object_id(settings.device_id)
+    device = {
+        "identifiers": [f"edge-sdk-{node}"], "name": settings.device_id, "manufacturer": "edge-sdk",
+        "model": model_name, "sw_version": __version__,
+    }
+    availability = [{
+        "topic": topics.topic(settings.device_id, topics.STATUS, prefix=settings.prefix),
+        "value_template": "{{ value_json.state }}", "payload_available": "online", "payload_not_available": "offline",
+    }]
+    messages = []
+    for component, name, fields in _entities(settings, labels):
+        payload = {**fields, "unique_id": f"edge-sdk-{node}-{name}", "object_id": f"{node}_{name}",
+                   "device": device, "availability": availability}
+        messages.append((_config_topic(settings, component, name), payload))
+    return messages
+
+
+def remove_messages(settings: MQTTSettings, *, labels: list[str]) -> list[tuple[str, bytes]]:
+    """The empty retained payloads that delete the entities ``discovery_messages`` announced."""
+    return [(_config_topic(settings, component, name), b"") for component, name, _ in _entities(settings, labels)]
