@@ -336,3 +336,42 @@ def test_push_updates_a_running_device_end_to_end(classifier, second_model, vide
         assert "refused the update: update version 3 is not newer than installed version 3" in capsys.readouterr().err
     finally:
         device.stop()
+
+
+def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, second_model, video, broker, tmp_path):
+    import shutil
+
+    import flaky_decoder
+    from edge_sdk.ota.keys import generate_keypair, sign_bundle
+
+    generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
+    update = tmp_path / "flaky"
+    shutil.copytree(second_model, update)
+    manifest = json.loads((update / "edge-bundle.json").read_text())
+    manifest["decoder"] = {"kind": "plugin:flaky_decoder:decode", "options": {}}
+    (update / "edge-bundle.json").write_text(json.dumps(manifest))
+    sign_bundle(update, tmp_path / "fleet.key", version=8)
+    flaky_decoder.calls = 0
+    collector = Collector(broker.port, "edge/cam-1/info")
+    device = Device(classifier, device_settings(broker, tmp_path, update_keys=[tmp_path / "fleet.pub"]), video)
+    try:
+        time.sleep(1.0)
+        from edge_sdk.ota.archive import pack_bundle
+
+        answer = command(broker, "model", pack_bundle(update))
+        assert answer["ok"], answer  # it passed its trial run...
+        deadline = time.monotonic() + 10
+        while _sha(device.pipeline.bundle.path) != _sha(classifier) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sha(device.pipeline.bundle.path) == _sha(classifier)  # ...then failed, and the old model came back
+        assert flaky_decoder.calls > flaky_decoder.GOOD_CALLS
+        from edge_sdk.ota.store import BundleStore
+
+        assert BundleStore(tmp_path / "store").current() is None  # a restart will not load it either
+        frames = device.pipeline.stats.frames_done
+        assert collector.wait_for(lambda c: device.pipeline.stats.frames_done > frames + 5)
+        assert collector.wait_for(lambda c: c.payloads("/info")[-1]["model"]["sha256"] == _sha(classifier))
+        assert device.thread.is_alive() and not device.error
+    finally:
+        device.stop()
+        collector.close()
