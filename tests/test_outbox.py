@@ -82,10 +82,10 @@ def test_fresh_messages_reach_the_sender_in_memory_until_it_must_read_the_table(
     assert outbox.fresh_lost  # a new sender starts from the table
     outbox.resume_fresh()
     a = outbox.add("t", b"a")
-    assert outbox.take_fresh(0).id == a
+    assert [m.id for m in outbox.take_fresh(0, 10)] == [a]
     for payload in (b"b", b"c", b"d", b"e"):
         outbox.add("t", payload)  # the fourth overflows: a fresh copy of a dropped row must not be sent
-    assert outbox.fresh_lost and outbox.take_fresh(a) is None
+    assert outbox.fresh_lost and outbox.take_fresh(a, 10) == []
     assert drain(outbox) == [b"c", b"d", b"e"]
 
 
@@ -143,7 +143,28 @@ def test_an_empty_file_is_a_new_outbox(tmp_path):
 def test_outbox_files_are_private(tmp_path):
     outbox = Outbox(tmp_path / "state" / "o.sqlite3")
     outbox.add("t", b"x")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".pending"):
         mode = stat.S_IMODE(os.stat(f"{tmp_path / 'state' / 'o.sqlite3'}{suffix}").st_mode)
         assert mode == 0o600, (suffix, oct(mode))
     assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
+
+
+def test_a_torn_journal_keeps_its_whole_records_and_a_foreign_one_is_set_aside(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    outbox = Outbox(path)
+    for i in range(10):
+        outbox.add("edge/a/detections", f"m{i}".encode(), response_topic="r" if i == 3 else None, correlation=b"c" if i == 3 else None)
+    journal = (tmp_path / "o.sqlite3.pending").read_bytes()
+    # The process dies mid-write: the journal ends in half a record, and nothing was checkpointed.
+    os.close(outbox._journal)
+    outbox._db.close()
+    (tmp_path / "o.sqlite3.pending").write_bytes(journal[: len(journal) - 5])
+    reopened = Outbox(path)
+    kept = reopened.pending(limit=50)
+    assert [m.payload for m in kept] == [f"m{i}".encode() for i in range(9)]
+    assert (kept[3].response_topic, kept[3].correlation) == ("r", b"c")
+    assert reopened.quarantined is None
+    reopened.close()
+    (tmp_path / "o.sqlite3.pending").write_bytes(os.urandom(300))
+    again = Outbox(path)
+    assert again.quarantined is not None and again.depth == 9

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge_sdk.errors import ConfigError, PublishError
 from edge_sdk.mqtt import topics
@@ -34,7 +34,7 @@ from edge_sdk.mqtt.settings import MQTTSettings, Protocol
 log = logging.getLogger("edge_sdk.mqtt")
 
 STABLE_AFTER_S = 10.0  # a connection up this long resets the reconnect delay
-ACK_FLUSH_S = 0.25  # how often acknowledged rows are deleted, in one transaction
+ACK_FLUSH_S = 0.25  # how often the outbox journal moves into SQLite, in one transaction
 QOS0_QUEUE = 256  # QoS 0 messages waiting for a connection; older ones are dropped and counted
 
 
@@ -47,6 +47,16 @@ class Command:
     response_topic: str | None = None
     correlation: bytes | None = None
     too_large: bool = False
+
+
+@dataclass
+class _Connection:
+    """One live connection's sending state, shared by the network thread and producers under the send lock."""
+
+    client: object
+    window: int
+    inflight: dict = field(default_factory=dict)  # paho mid -> stored message
+    cursor: int = 0  # the highest outbox id sent on this connection
 
 
 class Backoff:
@@ -112,6 +122,8 @@ class Publisher:
         self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._online_since: float | None = None
         self._idle = True
+        self._send_lock = threading.Lock()  # never taken inside a paho callback
+        self._live: _Connection | None = None
 
     # -- topics and payloads ----------------------------------------------------------------
 
@@ -138,6 +150,13 @@ class Publisher:
                 self._qos0.popleft()
                 self.counters["qos0_dropped"] += 1
             self._qos0.append((full, data, retain))
+        if self._live is not None:
+            # paho's publish is thread-safe: building the packet here, in the producer's thread,
+            # spreads paho's work over two threads as a plain paho program does. Only the network
+            # thread touches the socket.
+            with self._send_lock:
+                if self._live is not None:
+                    self._send(self._live)
         self._wake()
 
     def set_retained(self, name: str, payload: dict | bytes, *, qos: int = 1, topic: str | None = None) -> None:
@@ -154,6 +173,12 @@ class Publisher:
             self.publish("", payload, qos=self.settings.qos.results, topic=command.response_topic, correlation=command.correlation)
         else:
             self.publish(f"cmd/{command.name}/result", payload, qos=self.settings.qos.results, correlation=command.correlation)
+
+    def _wake_any(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass
 
     def _wake(self) -> None:
         if not self._idle:
@@ -263,6 +288,8 @@ class Publisher:
         client.on_disconnect = lambda c, u, flags, rc, props: events.append(("disconnect", rc))
         client.on_publish = lambda c, u, mid, rc, props: events.append(("puback", mid, rc))
         client.on_message = lambda c, u, message: events.append(("message", message))
+        # With this set, paho queues packets and leaves every socket write to the network thread.
+        client.on_socket_register_write = lambda c, u, sock: self._wake_any()
         return client
 
     def _status_body(self, state: str) -> dict:
@@ -316,11 +343,17 @@ class Publisher:
 
     def _serve(self, client) -> None:
         """Pump one connection until it ends; all paho calls happen here."""
-        inflight: dict[int, Message] = {}  # paho mid -> stored message
+        conn = _Connection(client, self.settings.outbox.inflight)
+        try:
+            self._pump(conn)
+        finally:
+            with self._send_lock:
+                self._live = None
+
+    def _pump(self, conn: _Connection) -> None:
+        client, inflight = conn.client, conn.inflight
         last_flush = time.monotonic()
         self.outbox.rewind()
-        cursor = 0  # the highest outbox id sent on this connection
-        window = self.settings.outbox.inflight
         online = False
         closing_sent = False
         wait_until = time.monotonic() + 10.0  # CONNACK must come within this
@@ -331,7 +364,7 @@ class Publisher:
             if sock is None:
                 return
             outbox = self.outbox
-            busy = online and (self._qos0 or len(inflight) < window and (outbox.fresh or outbox.fresh_lost and outbox.depth > len(inflight)))
+            busy = online and (self._qos0 or len(inflight) < conn.window and (outbox.fresh or outbox.fresh_lost and outbox.depth > len(inflight)))
             self._idle = not busy
             readable, writable, _ = select.select(
                 [sock, self._wake_r], [sock] if client.want_write() else [], [], 0 if busy else 0.5,
@@ -356,10 +389,13 @@ class Publisher:
             if client.loop_misc() != 0:
                 return self._lost(client, "keep-alive timed out")
             acked: list[Message] = []
+            pubacks: list[tuple] = []
             while self._events:
                 event = self._events.popleft()
                 kind = event[0]
-                if kind == "connack":
+                if kind == "puback":
+                    pubacks.append(event)
+                elif kind == "connack":
                     reason = event[1]
                     if reason.is_failure:
                         self._set_state("refused", f"broker refused the connection: {reason}")
@@ -368,33 +404,39 @@ class Publisher:
                     receive_max = getattr(event[2], "ReceiveMaximum", None) if event[2] is not None else None
                     if receive_max:
                         # Sending more than the broker's Receive Maximum gets us disconnected (0x93).
-                        window = min(window, int(receive_max))
+                        conn.window = min(conn.window, int(receive_max))
                     online = True
                     self._online_since = time.monotonic()
                     self.counters["connected"] += 1
                     self._on_connack(client)
                     self._set_state("online", None)
+                    with self._send_lock:
+                        self._live = conn
                 elif kind == "disconnect":
                     return self._lost(client, f"disconnected: {event[1]}")
-                elif kind == "puback":
-                    self._on_puback(inflight, event[1], event[2], acked)
                 elif kind == "message":
                     self._on_message(event[1])
                 elif kind == "retained" and online:
                     data, qos = self._retained.get(event[1], (None, 0))
                     if data is not None:
                         client.publish(event[1], data, qos=qos, retain=True)
+            if pubacks:
+                with self._send_lock:  # a producer may be recording one of these mids right now
+                    for _, mid, reason in pubacks:
+                        self._on_puback(inflight, mid, reason, acked)
             if acked:
                 self.outbox.ack(acked)
                 self.counters["acked"] += len(acked)
             if time.monotonic() - last_flush > ACK_FLUSH_S:
-                self.outbox.flush_acks()  # one transaction for every PUBACK since the last one
+                self.outbox.checkpoint()  # one transaction for everything added and acknowledged since
                 last_flush = time.monotonic()
             if not online:
                 if time.monotonic() > wait_until:
                     return self._lost(client, "no CONNACK from the broker within 10 s")
                 continue
             if self._closing.is_set():
+                with self._send_lock:
+                    self._live = None
                 if not closing_sent:
                     offline = json.dumps(self._status_body("offline"), separators=(",", ":")).encode()
                     client.publish(self.topic(topics.STATUS), offline, qos=1, retain=True)
@@ -405,41 +447,44 @@ class Publisher:
                     client.loop_write()
                     return
                 continue
-            while self._qos0:
-                full, data, retain = self._qos0.popleft()
-                client.publish(full, data, qos=0, retain=retain)
-                self.counters["qos0_sent"] += 1
-            if len(inflight) < window:
-                cursor = self._fill(client, inflight, cursor, window)
+            if self._qos0 or len(inflight) < conn.window:
+                with self._send_lock:
+                    self._send(conn)
 
-    def _fill(self, client, inflight: dict[int, Message], cursor: int, window: int) -> int:
-        """Send stored messages after ``cursor`` until ``window`` are in flight; returns the new cursor."""
+    def _send(self, conn: _Connection) -> None:
+        """Hand paho the waiting QoS 0 messages and stored messages up to the window (send lock held)."""
+        client = conn.client
+        while self._qos0:
+            full, data, retain = self._qos0.popleft()
+            client.publish(full, data, qos=0, retain=retain)
+            self.counters["qos0_sent"] += 1
+        if len(conn.inflight) < conn.window:
+            self._fill(conn)
+
+    def _fill(self, conn: _Connection) -> None:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        outbox, room = self.outbox, window - len(inflight)
+        outbox, room = self.outbox, conn.window - len(conn.inflight)
         if outbox.fresh_lost:
-            batch = outbox.pending(after=cursor, limit=room)
+            batch = outbox.pending(after=conn.cursor, limit=room)
             if len(batch) < room:  # read through: from here on the fresh queue has everything newer
                 outbox.resume_fresh()
-                batch += outbox.pending(after=batch[-1].id if batch else cursor, limit=room - len(batch))
+                batch += outbox.pending(after=batch[-1].id if batch else conn.cursor, limit=room - len(batch))
         else:
-            batch = []
-            while len(batch) < room and (message := outbox.take_fresh(batch[-1].id if batch else cursor)) is not None:
-                batch.append(message)
+            batch = outbox.take_fresh(conn.cursor, room)
         for message in batch:
             props = None
             if message.correlation is not None and self.settings.protocol is Protocol.MQTT5:
                 props = Properties(PacketTypes.PUBLISH)
                 props.CorrelationData = message.correlation
-            info = client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain, properties=props)
+            info = conn.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain, properties=props)
             if info.rc != 0:
                 outbox.rewind()  # paho's socket is gone; resend from the table on the next connection
                 break
-            inflight[info.mid] = message
-            cursor = message.id
+            conn.inflight[info.mid] = message
+            conn.cursor = message.id
             self.counters["sent"] += 1
-        return cursor
 
     def _on_puback(self, inflight: dict[int, Message], mid: int, reason, acked: list[Message]) -> None:
         message = inflight.pop(mid, None)
