@@ -323,7 +323,10 @@ class Publisher:
             if self._online_since is not None and time.monotonic() - self._online_since > STABLE_AFTER_S:
                 self.backoff.reset()
             self.counters["reconnect_waits"] += 1
-            self._closing.wait(self.backoff.next())
+            deadline = time.monotonic() + self.backoff.next()
+            while not self._closing.wait(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+                self._checkpoint_quietly()  # offline: the journal still moves into SQLite now and then
+            self._checkpoint_quietly()
         self._set_state("stopped")
 
     def _connect(self, client) -> None:
@@ -523,6 +526,13 @@ class Publisher:
         except queue.Full:
             self.counters["commands_dropped"] += 1
             self.respond(command, {"ok": False, "error": "busy: too many commands queued; try again"})
+
+    def _checkpoint_quietly(self) -> None:
+        self.outbox.rewind()  # offline, the in-memory copies serve no one: keep memory flat
+        try:
+            self.outbox.checkpoint()
+        except PublishError:
+            log.exception("outbox checkpoint failed")  # e.g. a full disk; the journal keeps the messages
 
     def _lost(self, client, why: str) -> None:
         self.counters["disconnects"] += 1

@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _COUNTERS = ("seq", "dropped_overflow", "dropped_expired", "dead_lettered")
 DEAD_LETTERS_KEPT = 1000
-FRESH_MAX = 4096  # newest messages also handed to the sender in memory, to spare it a read
+FRESH_MAX = 16384  # newest messages also handed to the sender in memory, to spare it a read
+JOURNAL_MAX_BYTES = 4 * 2**20  # the journal moves into SQLite when it is this big...
+JOURNAL_MAX_AGE_S = 5.0  # ...or this old, or when everything in it is acknowledged
 _MAGIC = b"EOB1"
 _FIXED = struct.Struct("<QdBBHHHI")  # id, created, qos, retain, topic, response topic, correlation, payload lengths
 _NONE = 0xFFFF  # length of an absent response topic or correlation
@@ -141,6 +143,7 @@ class Outbox:
         # Not "-journal": SQLite would take a file of that name for its own hot journal.
         self._journal_path = Path(str(self.path) + ".pending")
         self._journal = self._open_journal()
+        self._journal_bytes, self._last_checkpoint = 0, time.monotonic()
         self._counters = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         for key in _COUNTERS:
             self._counters.setdefault(key, 0)
@@ -251,13 +254,17 @@ class Outbox:
             if over:
                 return self._add_over_bounds(row)
             message = Message(row[0], topic, payload, qos, bool(retain), now, response_topic, correlation)
+            record = _record(message)
             try:
-                os.write(self._journal, _record(message))
+                os.write(self._journal, record)
                 if self._durable:
                     os.fsync(self._journal)
             except OSError as exc:
                 raise PublishError(f"outbox {self.path}: cannot store a message: {exc.strerror or exc}") from exc
             self._unsaved.append(message)
+            self._journal_bytes += len(record)
+            if self._journal_bytes >= JOURNAL_MAX_BYTES:
+                self._checkpoint()  # offline for long: keep the journal, and its copy in memory, small
             with self._mem:
                 self._count += 1
                 self._bytes += len(payload)
@@ -377,17 +384,24 @@ class Outbox:
                 self._count -= 1
                 self._bytes -= len(message.payload)
 
-    def checkpoint(self) -> None:
-        """Move the journal into SQLite and forget acknowledged rows, in one transaction."""
-        with self._lock:
-            self._checkpoint()
+    def checkpoint(self, *, force: bool = False) -> None:
+        """Move the journal into SQLite and forget acknowledged rows, in one transaction.
 
-    def _checkpoint(self) -> None:
+        Unless ``force``d, it waits while the journal is young and small: by then most of its
+        messages are acknowledged and need no row at all.
+        """
+        with self._lock:
+            self._checkpoint(force=force)
+
+    def _checkpoint(self, *, force: bool = True) -> None:
         with self._mem:
             acked = set(self._acked)
-        unsaved, self._unsaved = self._unsaved, []
-        if not unsaved and not acked:
+        if not self._unsaved and not acked:
             return
+        if (not force and self._journal_bytes < JOURNAL_MAX_BYTES and time.monotonic() - self._last_checkpoint < JOURNAL_MAX_AGE_S
+                and not all(m.id in acked for m in self._unsaved)):
+            return
+        unsaved, self._unsaved = self._unsaved, []
         rows = [_row(m) for m in unsaved if m.id not in acked]
         stale = sorted(acked.difference(m.id for m in unsaved))
         try:
@@ -398,6 +412,7 @@ class Outbox:
                 self._db.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             self._db.execute("COMMIT")
             os.ftruncate(self._journal, 0)  # after the commit: a crash in between replays, harmlessly
+            self._journal_bytes, self._last_checkpoint = 0, time.monotonic()
         except (sqlite3.Error, OSError) as exc:
             self._rollback()
             self._unsaved = unsaved + self._unsaved
