@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 import os
@@ -14,8 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+DEVICES = ("cam-1", "cam-2", "backend")
+
+
 @dataclass(frozen=True)
 class Pki:
+    """PEM paths. ``server_*`` is valid for 127.0.0.1 and localhost; ``wrong_host_*`` only for broker.example.com."""
+
     ca_cert: Path
     server_cert: Path
     server_key: Path
@@ -25,8 +31,24 @@ class Pki:
     folder: Path
 
     def client(self, name: str) -> tuple[Path, Path]:
-        """(cert, key) of the client ``name`` ('cam-1', 'cam-2', 'backend', 'expired', 'foreign')."""
-        return self.folder / f"client-{name}.pem", self.folder / f"client-{name}.key"
+        """(cert, key) of a client: a device id from ``make_pki(devices=)`` (CN = the id), or
+        'expired' (CN cam-1, expired yesterday) or 'foreign' (CN cam-1, signed by the foreign CA)."""
+        cert, key = self.folder / f"client-{name}.pem", self.folder / f"client-{name}.key"
+        if not cert.exists():
+            raise ValueError(f"no client certificate {name!r} in {self.folder}")
+        return cert, key
+
+    def paho_tls(self, name: str | None = None, *, ca: Path | None = None) -> dict:
+        """Keyword arguments for paho's ``tls_set``: trust ``ca`` (default: our CA), present ``name``'s certificate."""
+        kwargs = {"ca_certs": str(ca or self.ca_cert)}
+        if name is not None:
+            cert, key = self.client(name)
+            kwargs.update(certfile=str(cert), keyfile=str(key))
+        return kwargs
+
+    def serving_wrong_host(self) -> Pki:
+        """The same PKI with the broker presenting the certificate made for another host name."""
+        return dataclasses.replace(self, server_cert=self.wrong_host_cert, server_key=self.wrong_host_key)
 
 
 def _key():
@@ -39,6 +61,7 @@ def _write(folder: Path, name: str, cert, key) -> tuple[Path, Path]:
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
     return cert_path, key_path
 
 
@@ -76,7 +99,8 @@ def _leaf(ca_cert, ca_key, common_name: str, *, server: bool, hosts=(), expired:
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def make_pki(folder: Path) -> Pki:
+def make_pki(folder: Path, *, devices: tuple[str, ...] = DEVICES) -> Pki:
+    """A CA, a server certificate, one client certificate per device (CN = device id), and the bad ones."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = _ca("edge-sdk test CA")
@@ -85,7 +109,7 @@ def make_pki(folder: Path) -> Pki:
     _write(folder, "foreign-ca", foreign_cert, foreign_key)
     server = _write(folder, "server", *_leaf(ca_cert, ca_key, "127.0.0.1", server=True, hosts=("127.0.0.1", "localhost")))
     wrong = _write(folder, "wrong-host", *_leaf(ca_cert, ca_key, "broker.example.com", server=True, hosts=("broker.example.com",)))
-    for name in ("cam-1", "cam-2", "backend"):
+    for name in devices:
         _write(folder, f"client-{name}", *_leaf(ca_cert, ca_key, name, server=False))
     _write(folder, "client-expired", *_leaf(ca_cert, ca_key, "cam-1", server=False, expired=True))
     _write(folder, "client-foreign", *_leaf(foreign_cert, foreign_key, "cam-1", server=False))

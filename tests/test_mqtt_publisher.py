@@ -227,3 +227,22 @@ def test_credentials_never_reach_logs_or_stderr(tmp_path, caplog, capfd):
         broker.stop()
     out, err = capfd.readouterr()
     assert secret not in caplog.text + out + err + repr(good.settings) + str(good.stats())
+
+
+def test_waiting_costs_no_cpu_online_or_offline(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    publisher = Publisher(settings(broker, tmp_path, reconnect_min_s=0.2, reconnect_max_s=1.0)).start()
+    try:
+        assert publisher.wait_online(10)
+        for state in ("online", "offline"):
+            if state == "offline":
+                broker.stop()
+                time.sleep(1.0)
+            before = time.process_time()
+            time.sleep(3.0)
+            used = time.process_time() - before
+            assert used < 0.15, (state, used)  # under 5 % of one core
+        assert publisher.state != "online" and publisher.stats()["reconnect_waits"] >= 2
+    finally:
+        publisher.close()
+        broker.stop()

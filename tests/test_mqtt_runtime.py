@@ -189,16 +189,25 @@ def test_config_command_changes_the_run_live_and_echoes_what_it_applied(classifi
         ("model", b"\x1f\x8b" + b"\x00" * 100, "archive"),
     ],
 )
-def test_bad_commands_get_an_error_and_the_runtime_keeps_running(classifier, video, broker, tmp_path, name, payload, error):
-    device = Device(classifier, device_settings(broker, tmp_path, update_keys=[_public_key(tmp_path)]), video)
-    try:
-        answer = command(broker, name, payload)
-        assert answer["ok"] is False and error in answer["error"], answer
-        before = device.pipeline.stats.frames_done
-        time.sleep(0.5)
-        assert device.pipeline.stats.frames_done > before and device.thread.is_alive()
-    finally:
-        device.stop()
+def test_bad_commands_get_an_error_and_the_runtime_keeps_running(running_device, name, payload, error):
+    broker, device = running_device
+    answer = command(broker, name, payload)
+    assert answer["ok"] is False and error in answer["error"], answer
+    before = device.pipeline.stats.frames_done
+    time.sleep(0.3)
+    assert device.pipeline.stats.frames_done > before and device.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def running_device(classifier, video, tmp_path_factory):
+    """One device for the many bad-command cases: each must leave it running for the next."""
+    tmp_path = tmp_path_factory.mktemp("bad-commands")
+    with Mosquitto(tmp_path / "broker") as broker:
+        device = Device(classifier, device_settings(broker, tmp_path, update_keys=[_public_key(tmp_path)]), video)
+        try:
+            yield broker, device
+        finally:
+            device.stop()
 
 
 def _public_key(tmp_path):
@@ -375,3 +384,36 @@ def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, 
     finally:
         device.stop()
         collector.close()
+
+
+def test_a_model_update_can_come_from_an_https_url(classifier, second_model, video, broker, tmp_path):
+    import http.server
+    import ssl
+
+    from pki import make_pki
+
+    from edge_sdk.ota.keys import generate_keypair
+
+    pki = make_pki(tmp_path / "pki")
+    generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "v6.tar.gz").write_bytes(_signed_archive(second_model, tmp_path, tmp_path / "fleet.key", 6, "v6"))
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(www), **k)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = device_settings(broker, tmp_path, update_keys=[tmp_path / "fleet.pub"], update_ca_file=pki.ca_cert)
+    device = Device(classifier, settings, video)
+    try:
+        time.sleep(1.0)
+        base = f"https://127.0.0.1:{server.server_address[1]}"
+        missing = command(broker, "model", {"url": f"{base}/nope.tar.gz"})
+        assert missing["ok"] is False and "HTTP 404" in missing["error"]
+        answer = command(broker, "model", {"url": f"{base}/v6.tar.gz"})
+        assert answer["ok"] and answer["new_sha256"] == _sha(second_model) and answer["version"] == 6
+    finally:
+        device.stop()
+        server.shutdown()

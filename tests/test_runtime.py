@@ -136,7 +136,16 @@ def test_running_bundles_never_imports_tensorflow(bundles):
         from edge_sdk.pipeline import open_pipeline
         for path in {[str(p) for p in bundles.values()]!r}:
             pipeline = open_pipeline(path, config=RunConfig(cpu_fallback=True))
-            pipeline.infer(np.zeros((48, 64, 3), np.uint8))
+            result = pipeline.infer(np.zeros((48, 64, 3), np.uint8))
+        # The fleet side too: publisher, outbox, commands, updates, Home Assistant (broker absent).
+        from edge_sdk.mqtt.link import FleetLink
+        from edge_sdk.mqtt.settings import MQTTSettings
+        import edge_sdk.mqtt.commands, edge_sdk.mqtt.homeassistant, edge_sdk.ota.store, edge_sdk.cli_fleet
+        settings = MQTTSettings(broker="mqtt://127.0.0.1:9", device_id="t", home_assistant=True,
+                                outbox={{"path": {str(bundles["tflite"].parent / "notf-outbox.sqlite3")!r}}})
+        link = FleetLink(pipeline, settings).start()
+        link.on_result(result)
+        link.close(flush_timeout=0.2)
         heavy = [m for m in ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "nncf") if m in sys.modules]
         print("heavy:", heavy)
         """

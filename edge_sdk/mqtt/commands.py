@@ -104,7 +104,7 @@ def model(link: FleetLink, command: Command) -> dict:
         if request.url is not None:
             from edge_sdk.ota.archive import fetch_archive
 
-            archive = fetch_archive(request.url, max_bytes=link.settings.update_max_bytes)
+            archive = fetch_archive(request.url, max_bytes=link.settings.update_max_bytes, ca_file=link.settings.update_ca_file)
         else:
             try:
                 archive = base64.b64decode(request.archive_b64, validate=True)

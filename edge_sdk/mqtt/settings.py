@@ -88,6 +88,7 @@ class MQTTSettings(_Section):
     discovery_prefix: str = Field(default="homeassistant", description="Home Assistant's discovery prefix.")
     watch_labels: list[str] | None = Field(default=None, description="Labels that get a Home Assistant binary sensor (default: the run's label allow-list, else none).")
     update_keys: list[Path] = Field(default_factory=list, description="Public keys (edge-sdk keys generate) that may sign model updates; none = updates refused.")
+    update_ca_file: Path | None = Field(default=None, description="CA certificate(s) for https:// model URLs (default: the system's).")
     update_max_bytes: int = Field(default=32 * 2**20, ge=1024, description="Largest model update archive accepted.")
     command_max_bytes: int = Field(default=64 * 1024, ge=256, description="Largest command payload accepted (model updates excepted).")
     bundle_store: Path | None = Field(default=None, description="Folder holding installed model updates (default: next to the outbox).")
