@@ -47,11 +47,18 @@ class TLSSettings(_Section):
 
 
 class QoSSettings(_Section):
-    detections: int = Field(default=1, ge=0, le=2, description="QoS of detection messages.")
-    metrics: int = Field(default=0, ge=0, le=2, description="QoS of metrics messages.")
-    status: int = Field(default=1, ge=0, le=2, description="QoS of the retained status and info messages.")
-    snapshot: int = Field(default=0, ge=0, le=2, description="QoS of snapshot images.")
-    results: int = Field(default=1, ge=0, le=2, description="QoS of command results.")
+    """QoS per topic, 0 or 1.
+
+    Not 2: when a broker's ACL refuses a QoS 2 publish, Mosquitto says so in the PUBREC, but
+    paho 2.2 ignores that reason and reports the PUBCOMP's success, so the outbox would delete a
+    message nobody received. At QoS 1 the refusal arrives in the PUBACK and is acted on.
+    """
+
+    detections: int = Field(default=1, ge=0, le=1, description="QoS of detection messages.")
+    metrics: int = Field(default=0, ge=0, le=1, description="QoS of metrics messages.")
+    status: int = Field(default=1, ge=0, le=1, description="QoS of the retained status and info messages.")
+    snapshot: int = Field(default=0, ge=0, le=1, description="QoS of snapshot images.")
+    results: int = Field(default=1, ge=0, le=1, description="QoS of command results.")
 
 
 class OutboxSettings(_Section):
