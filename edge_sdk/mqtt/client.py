@@ -76,6 +76,28 @@ class Backoff:
         self.attempt = 0
 
 
+def secure(client, settings: MQTTSettings, *, credentials: tuple[str | None, str | None]) -> None:
+    """Apply the settings' transport path, TLS and credentials to a new paho client."""
+    if settings.transport == "websockets":
+        client.ws_set_options(path=settings.websocket_path)
+    if settings.uses_tls:
+        tls = settings.tls
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls and tls.key_file else None,
+                cert_reqs=ssl.CERT_NONE if tls and tls.insecure else ssl.CERT_REQUIRED,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"TLS files cannot be used: {_describe(exc)}") from exc
+        if tls and tls.insecure:
+            client.tls_insecure_set(True)
+    username, password = credentials
+    if username is not None or password is not None:
+        client.username_pw_set(username or "", password)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: {exc.verify_message or exc.reason}"
@@ -264,23 +286,7 @@ class Publisher:
         )
         client.max_inflight_messages_set(s.outbox.inflight)
         client.max_queued_messages_set(0)
-        if s.transport == "websockets":
-            client.ws_set_options(path=s.websocket_path)
-        if s.uses_tls:
-            tls = s.tls
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                    certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                    keyfile=str(tls.key_file) if tls and tls.key_file else None,
-                    cert_reqs=ssl.CERT_NONE if tls and tls.insecure else ssl.CERT_REQUIRED,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"TLS files cannot be used: {_describe(exc)}") from exc
-            if tls and tls.insecure:
-                client.tls_insecure_set(True)
-        if self._username is not None or self._password is not None:
-            client.username_pw_set(self._username or "", self._password)
+        secure(client, s, credentials=(self._username, self._password))
         offline = json.dumps(self._status_body("offline"), separators=(",", ":")).encode()
         client.will_set(self.topic(topics.STATUS), offline, qos=self.settings.qos.status, retain=True)
         events = self._events

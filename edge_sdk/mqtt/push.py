@@ -19,22 +19,10 @@ def connect(settings: MQTTSettings, *, client_id: str):
 
     import paho.mqtt.client as mqtt
 
+    from edge_sdk.mqtt.client import secure
+
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, transport=settings.transport)
-    if settings.transport == "websockets":
-        client.ws_set_options(path=settings.websocket_path)
-    if settings.uses_tls:
-        tls = settings.tls
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls and tls.key_file else None,
-            cert_reqs=ssl.CERT_NONE if tls and tls.insecure else ssl.CERT_REQUIRED,
-        )
-        if tls and tls.insecure:
-            client.tls_insecure_set(True)
-    username, password = settings.credentials()
-    if username is not None or password is not None:
-        client.username_pw_set(username or "", password)
+    secure(client, settings, credentials=settings.credentials())
     connected = threading.Event()
     refused: list = []
 
