@@ -91,3 +91,20 @@ def test_reconnect_delay_grows_is_capped_and_jittered():
     assert len({round(d, 6) for d in delays[6:]}) == 6  # capped, yet no two devices retry in lock-step
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+def test_run_refuses_missing_tls_and_key_files_before_starting(tmp_path, capsys):
+    from edge_sdk.cli import main
+
+    bundle = tmp_path / "bundle"
+    import bundle_factory
+
+    bundle_factory.make_bundle(bundle)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"source: {tmp_path}\nmqtt:\n  broker: mqtts://127.0.0.1:1\n  device_id: cam-1\n  tls: {{ca_file: {tmp_path / 'missing-ca.pem'}}}\n")
+    assert main(["run", str(bundle), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mqtt.tls.ca_file" in err and "does not exist" in err
+    config.write_text(f"source: {tmp_path}\nmqtt:\n  broker: mqtt://127.0.0.1:1\n  device_id: cam-1\n  update_keys: [{tmp_path / 'nokey.pub'}]\n")
+    assert main(["run", str(bundle), "--config", str(config)]) == 2
+    assert "update key" in capsys.readouterr().err

@@ -247,4 +247,9 @@ def check_settings(settings: MQTTSettings) -> None:
     for path in settings.update_keys:
         if not Path(path).is_file():
             raise ConfigError(f"update key {path} does not exist")
+    tls = settings.tls
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name) if tls is not None else None
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"mqtt.tls.{name}: {path} does not exist")
     settings.credentials()
