@@ -22,8 +22,9 @@ def drain(outbox: Outbox) -> list[bytes]:
     return out
 
 
-def test_messages_come_back_in_order_and_survive_a_reopen(tmp_path):
-    outbox = Outbox(tmp_path / "o.sqlite3")
+@pytest.mark.parametrize("durable", [False, True])
+def test_messages_come_back_in_order_and_survive_a_reopen(tmp_path, durable):
+    outbox = Outbox(tmp_path / "o.sqlite3", durable=durable)
     for i in range(120):
         outbox.add("edge/a/detections", f"m{i}".encode())
     first = outbox.pending(limit=20)

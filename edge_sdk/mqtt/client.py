@@ -124,7 +124,7 @@ class Publisher:
         self.device_id = settings.device_id
         self.outbox = outbox if outbox is not None else Outbox(
             settings.outbox_path, max_messages=settings.outbox.max_messages,
-            max_bytes=settings.outbox.max_bytes, ttl_s=settings.outbox.ttl_s,
+            max_bytes=settings.outbox.max_bytes, ttl_s=settings.outbox.ttl_s, durable=settings.outbox.fsync,
         )
         self._on_command, self._on_state = on_command, on_state
         self._username, self._password = settings.credentials()

@@ -66,7 +66,8 @@ class OutboxSettings(_Section):
     max_messages: int = Field(default=100_000, ge=1, description="Most unacknowledged messages kept; the oldest are dropped beyond it.")
     max_bytes: int = Field(default=64 * 2**20, ge=1024, description="Most payload bytes kept; the oldest are dropped beyond it.")
     ttl_s: float | None = Field(default=None, gt=0, description="Drop messages older than this many seconds instead of sending them.")
-    inflight: int = Field(default=64, ge=1, le=65535, description="Most messages sent and not yet acknowledged.")
+    inflight: int = Field(default=64, ge=1, le=65535, description="Most messages sent and not yet acknowledged (the broker's Receive Maximum caps it too).")
+    fsync: bool = Field(default=False, description="fsync every message: survives a power cut too, at a cost of one disk flush per message.")
 
 
 class MQTTSettings(_Section):
