@@ -24,6 +24,7 @@ from edge_sdk.preprocess import Normalization, Placement, Preprocessing, dequant
 from edge_sdk.results import Detection, FrameResult
 
 _DONE = object()
+PROBATION_FRAMES = 30  # a swapped-in model that fails within this many frames is swapped back out
 
 
 class InputAdapter:
@@ -152,6 +153,7 @@ class Pipeline:
         self.latest_frame: np.ndarray | None = None  # the newest frame inferred, for snapshots and model trials
         self.latest_detections: tuple[Detection, ...] = ()
         self._previous: Model | None = None  # restored if the model on probation fails
+        self._probation = 0
         self._on_swap_failure: Callable[[BaseException], None] | None = None
 
     @property
@@ -170,7 +172,7 @@ class Pipeline:
         """Run ``model`` from the next frame on; returns the old one. If ``model`` then fails on a
         frame, the old model comes back and ``on_failure`` is told why."""
         old, self.model = self.model, model
-        self._previous, self._on_swap_failure = old, on_failure
+        self._previous, self._on_swap_failure, self._probation = old, on_failure, PROBATION_FRAMES
         return old
 
     def infer(self, frame: np.ndarray, *, index: int = 0, timestamp: float | None = None, model: Model | None = None) -> FrameResult:
@@ -214,7 +216,9 @@ class Pipeline:
                 notify(exc)
             return None
         if self._previous is not None and model is self.model:
-            self._previous = self._on_swap_failure = None  # one good frame ends the probation
+            self._probation -= 1
+            if self._probation <= 0:
+                self._previous = self._on_swap_failure = None  # the new model has proved itself
         self.latest_frame, self.latest_detections = frame, result.detections
         return result
 

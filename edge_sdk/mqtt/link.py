@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from edge_sdk.mqtt.client import Command, Publisher
 from edge_sdk.mqtt.settings import MQTTSettings, PublishMode
 from edge_sdk.pipeline import Model, Pipeline
 from edge_sdk.results import FrameResult
+
+log = logging.getLogger("edge_sdk.mqtt")
 
 SNAPSHOT_MIN_GAP_S = 1.0  # even on request: a JPEG per second at most
 TRIAL_FRAMES = 3
@@ -207,7 +210,6 @@ class FleetLink:
             raise UpdateError("model updates are off: no update_keys are configured on this device")
         keys = load_public_keys(self.settings.update_keys)
         config = self.pipeline.config
-        built: dict[str, Model] = {}
 
         def trial(folder: Path) -> None:
             bundle = open_bundle(folder)
@@ -218,7 +220,6 @@ class FleetLink:
                 raise UpdateError("no live frame to try the new model on yet")
             for _ in range(TRIAL_FRAMES):
                 self.pipeline.infer(frame, model=candidate)
-            built["model"] = candidate
 
         store = BundleStore(self.settings.store_path)
         old_sha = self._model_sha()
@@ -226,12 +227,11 @@ class FleetLink:
         # The trial ran from the staging folder; load the installed copy so the files in use are the kept ones.
         installed = open_bundle(result.path)
         engine = open_engine(installed, device=config.device, threads=config.threads, cpu_fallback=config.cpu_fallback)
-        failed: list[BaseException] = []
-
         def on_failure(exc: BaseException) -> None:
-            failed.append(exc)
+            # Runs in the inference thread, which has already put the old model back.
+            log.warning("model update %s failed on a live frame (%s); rolled back", result.new_sha256[:12], exc)
             store.rollback()
-            self._announce()
+            self._announce()  # info shows the model that runs again
 
         self.pipeline.swap(Model.build(installed, engine), on_failure=on_failure)
         self._announce()
