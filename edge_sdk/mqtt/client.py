@@ -196,12 +196,6 @@ class Publisher:
         else:
             self.publish(f"cmd/{command.name}/result", payload, qos=self.settings.qos.results, correlation=command.correlation)
 
-    def _wake_any(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass
-
     def _wake(self) -> None:
         if not self._idle:
             return  # the network thread is polling, it will see the work without a poke
@@ -295,7 +289,7 @@ class Publisher:
         client.on_publish = lambda c, u, mid, rc, props: events.append(("puback", mid, rc))
         client.on_message = lambda c, u, message: events.append(("message", message))
         # With this set, paho queues packets and leaves every socket write to the network thread.
-        client.on_socket_register_write = lambda c, u, sock: self._wake_any()
+        client.on_socket_register_write = lambda c, u, sock: self._wake()
         return client
 
     def _status_body(self, state: str) -> dict:
@@ -373,6 +367,9 @@ class Publisher:
             if sock is None:
                 return
             outbox = self.outbox
+            # Idle is announced before the work is looked at: a producer that adds work after the
+            # look sees it and pokes the socketpair, so the select below never sleeps on work.
+            self._idle = True
             busy = online and (self._qos0 or len(inflight) < conn.window and (outbox.fresh or outbox.fresh_lost and outbox.depth > len(inflight)))
             self._idle = not busy
             readable, writable, _ = select.select(

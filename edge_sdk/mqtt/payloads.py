@@ -71,7 +71,7 @@ def metrics_body(pipeline_stats: dict, publisher_stats: dict, *, rss_mb: float |
         "dropped": publisher_stats.get("outbox_dropped_overflow", 0) + publisher_stats.get("outbox_dropped_expired", 0)
         + publisher_stats.get("qos0_dropped", 0) + publisher_stats.get("rate_limited", 0),
         "refused": publisher_stats.get("refused", 0),
-        "reconnects": publisher_stats.get("connected", 1) - 1 if publisher_stats.get("connected") else 0,
+        "reconnects": max(0, publisher_stats.get("connected", 0) - 1),
         "rss_mb": None if rss_mb is None else round(rss_mb, 1),
         "cpu_temp_c": cpu_temp_c,
         "source_state": source_state,
