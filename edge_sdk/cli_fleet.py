@@ -9,6 +9,7 @@ import typer
 
 
 def _settings(broker: str, device: str, prefix: str, ca_file, cert_file, key_file, username, password_file):
+    from edge_sdk.config import field_error
     from edge_sdk.errors import ConfigError
     from edge_sdk.mqtt.settings import MQTTSettings
     from pydantic import ValidationError
@@ -17,8 +18,7 @@ def _settings(broker: str, device: str, prefix: str, ca_file, cert_file, key_fil
     try:
         return MQTTSettings(broker=broker, device_id=device, prefix=prefix, tls=tls or None, username=username, password_file=password_file)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"option '{'.'.join(str(p) for p in first['loc'])}': {first['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(field_error(exc, noun="option")) from None
 
 
 def push(

@@ -54,11 +54,16 @@ class RunConfig(BaseModel):
         return zones
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def field_error(exc: ValidationError, *, noun: str = "field") -> str:
+    """The first error of a pydantic validation as one line: "field 'a.b': what is wrong"."""
     first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"])
+    field = ".".join(str(p) for p in first["loc"]) or "payload"
     message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-    return f"{source}: field '{field}': {message}"
+    return f"{noun} '{field}': {message}"
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    return f"{source}: {field_error(exc)}"
 
 
 def load_config(path: str | Path | None, **overrides) -> RunConfig:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_sdk.config import field_error
 from edge_sdk.errors import CommandError, EdgeSDKError
 from edge_sdk.mqtt.client import Command
 from edge_sdk.mqtt.settings import PublishMode
@@ -68,10 +69,7 @@ def _validated(model: type[BaseModel], data: dict) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "payload"
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise CommandError(f"field '{field}': {message}") from None
+        raise CommandError(field_error(exc)) from None
 
 
 def config(link: FleetLink, command: Command) -> dict:

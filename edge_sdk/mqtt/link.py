@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edge_sdk.config import RunConfig
+from edge_sdk.config import RunConfig, field_error
 from edge_sdk.errors import CommandError, ConfigError, EdgeSDKError, UpdateError
 from edge_sdk.mqtt import payloads, topics
 from edge_sdk.mqtt.client import Command, Publisher
@@ -184,9 +184,7 @@ class FleetLink:
         try:
             new = RunConfig.model_validate({**self.pipeline.config.model_dump(), **run_changes})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise CommandError(f"field '{field}': {first['msg'].removeprefix('Value error, ')}") from None
+            raise CommandError(field_error(exc)) from None
         self.pipeline.config = new
         if "publish" in changes:
             self.gate.mode = PublishMode(changes["publish"])
