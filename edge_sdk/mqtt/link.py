@@ -140,7 +140,7 @@ class FleetLink:
 
     def publish_snapshot(self, *, force: bool = False) -> int | None:
         """Publish the newest frame, annotated, as JPEG; returns its size, or None when there is no frame."""
-        import cv2
+        from edge_sdk.annotate import annotate, jpeg
 
         with self._snapshot_lock:
             wait = SNAPSHOT_MIN_GAP_S - (time.monotonic() - self._last_snapshot)
@@ -151,18 +151,10 @@ class FleetLink:
             frame = self.pipeline.latest_frame
             if frame is None:
                 return None
-            image = frame.copy()
-            for detection in self.pipeline.latest_detections:
-                if detection.box is not None:
-                    x1, y1, x2, y2 = detection.box.to_pixels(image.shape[1], image.shape[0])
-                    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
-                    cv2.putText(image, f"{detection.label} {detection.score:.2f}", (x1, max(12, y1 - 4)),
-                                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
-            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if not ok:
+            data = jpeg(annotate(frame, self.pipeline.latest_detections))
+            if data is None:
                 return None
             self._last_snapshot = time.monotonic()
-            data = jpeg.tobytes()
             self.publisher.publish(topics.SNAPSHOT, data, qos=self.settings.qos.snapshot)
             return len(data)
 
