@@ -1,4 +1,4 @@
-"""``convert``: a Keras, SavedModel, TFLite or ONNX classifier in, a verified edge-sdk bundle out."""
+"""``convert``: a Keras, SavedModel, TFLite or ONNX classifier or YOLO-head detector in, a verified bundle out."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle, Decoder, Task, check_destination, write_bundle
 from edge_sdk.converters import evaluate, models, targets
-from edge_sdk.converters.data import load_calibration, load_labelled
+from edge_sdk.converters.data import ImageSet, load_calibration, load_labelled
+from edge_sdk.converters.detection_eval import class_names_of, is_yolo_dataset, load_yolo
 from edge_sdk.converters.pruning import PruneSettings, prune as prune_model
 from edge_sdk.errors import AccuracyBudgetError, ConfigError, DatasetError
 from edge_sdk.preprocess import ColorOrder, Normalization, Preprocessing, ResizeMode
@@ -87,6 +88,49 @@ def _preprocessing(source, *, resize, color, normalization, mean, std) -> Prepro
         raise ConfigError(f"preprocessing options: {message.removeprefix('Value error, ')}") from exc
 
 
+def _decoder(source, spec: Preprocessing, sample: str | Path | None) -> Decoder:
+    """The manifest's decoder: top-k for a classifier; for a YOLO head its layout and box units.
+
+    Whether boxes come out in pixels or 0-1 is read off the model once, here, from a few real
+    images (or a grey one), so the device never has to guess per frame.
+    """
+    if source.task != "detection":
+        return Decoder(kind="classification", options={"top_k": min(5, source.num_classes)})
+    if sample is not None:
+        images = load_calibration(_images_of(sample), spec, limit=8, minimum=1)
+        batch = next(images.batches(spec, size=8))
+    else:
+        batch = np.full((1, spec.height, spec.width, spec.channels), 0.5, dtype=np.float32)
+    head = np.asarray(source.predict(batch), dtype=np.float64)
+    boxes = head[:, :, :4] if source.head_layout == "v5" else head[:, :4, :]
+    normalized = bool(np.nanmax(np.abs(boxes)) <= 1.5)
+    return Decoder(kind="yolo", options={"layout": source.head_layout, "normalized": normalized})
+
+
+def _images_of(folder: str | Path) -> Path:
+    """The images of a YOLO dataset, or the folder itself."""
+    return Path(folder) / "images" if is_yolo_dataset(folder) else Path(folder)
+
+
+def _load_val(val, spec: Preprocessing, *, detector: bool, class_names: list[str] | None) -> ImageSet:
+    if detector:
+        if not is_yolo_dataset(val):
+            raise DatasetError(f"--val {val}: a detector is scored on a YOLO dataset (images/ and labels/ folders)")
+        return load_yolo(val, spec, what="--val", class_names=class_names)
+    if is_yolo_dataset(val):
+        raise DatasetError(f"--val {val} is a YOLO detection dataset but the model is a classifier")
+    return load_labelled(val, spec, what="--val", class_names=class_names)
+
+
+def _load_train(train, spec: Preprocessing, *, detector: bool, class_names: list[str] | None) -> ImageSet:
+    """Labelled images for a classifier; for a detector any images (it is fine-tuned against its unpruned self)."""
+    if not detector:
+        return load_labelled(train, spec, what="--train", class_names=class_names)
+    names = tuple(class_names_of(train) or ()) if is_yolo_dataset(train) else ()
+    images = load_calibration(_images_of(train), spec, limit=4000, minimum=1)
+    return ImageSet(images.images, None, names)
+
+
 def convert(
     model: str | Path | Any,
     *,
@@ -146,13 +190,15 @@ def convert(
         raise ConfigError(f"{source.kind} models convert only for openvino profiles; {device.name} targets {device.target.value}")
     spec = _preprocessing(source, resize=resize, color=color, normalization=normalization, mean=mean, std=std)
 
-    val_set = load_labelled(val, spec, what="--val", class_names=label_names) if val is not None else None
+    detector = source.task == "detection"
+    decoder = _decoder(source, spec, calib if calib is not None else val)
+    val_set = _load_val(val, spec, detector=detector, class_names=label_names) if val is not None else None
     class_names = label_names or (list(val_set.class_names) if val_set else None)
-    train_set = load_labelled(train, spec, what="--train", class_names=class_names) if prune else None
-    class_names = class_names or (list(train_set.class_names) if train_set else None)
+    train_set = _load_train(train, spec, detector=detector, class_names=class_names) if prune else None
+    class_names = class_names or (list(train_set.class_names) if train_set and train_set.class_names else None)
     if class_names is not None and len(class_names) != source.num_classes:
         raise DatasetError(f"model {source.name} predicts {source.num_classes} classes but the labels name {len(class_names)}")
-    calib_set = load_calibration(calib, spec, limit=calib_limit, minimum=min_calib) if chosen is Precision.INT8 else None
+    calib_set = load_calibration(_images_of(calib), spec, limit=calib_limit, minimum=min_calib) if chosen is Precision.INT8 else None
 
     warnings = []
     if max(spec.width, spec.height) > device.max_input_size:
@@ -163,8 +209,8 @@ def convert(
     original_metrics: Metrics | None = None
     if prune:
         if val_set is not None:
-            original = evaluate.reference_predictions(source, val_set, spec)
-            original_metrics = evaluate.metrics(val_set.labels, original, source.num_classes)
+            original = evaluate.reference_predictions(source, val_set, spec, decoder=decoder)
+            original_metrics = evaluate.score(val_set, original, source.num_classes)
         t0 = time.perf_counter()
         settings = PruneSettings(sparsity=prune, epochs=epochs, learning_rate=learning_rate)
         source, sparsity = prune_model(source, train_set, spec, settings, progress=progress)
@@ -172,15 +218,15 @@ def convert(
 
     reference = ref_metrics = None
     if val_set is not None:
-        reference = evaluate.reference_predictions(source, val_set, spec)
-        ref_metrics = evaluate.metrics(val_set.labels, reference, source.num_classes)
+        reference = evaluate.reference_predictions(source, val_set, spec, decoder=decoder)
+        ref_metrics = evaluate.score(val_set, reference, source.num_classes)
 
     t0 = time.perf_counter()
     job = targets.Job(
         source=source, float_tflite=models.float_tflite(source, spec), spec=spec, device=device, precision=chosen,
         calib_set=calib_set, calib_path=Path(calib) if calib is not None else None, calib_limit=calib_limit,
-        min_calib=min_calib, val_set=val_set, reference_top1=ref_metrics.top1 if ref_metrics else None,
-        max_drop=max_drop, per_channel=per_channel, options=options, progress=progress,
+        min_calib=min_calib, val_set=val_set, reference_score=ref_metrics.score if ref_metrics else None,
+        max_drop=max_drop, per_channel=per_channel, options=options, progress=progress, decoder=decoder,
     )
     target.preflight(job)
     attempts = []
@@ -195,20 +241,20 @@ def convert(
 
     accuracy: Accuracy | None = None
     if val_set is not None:
-        drop = 100.0 * (ref_metrics.top1 - final.metrics.top1)
+        drop = 100.0 * (ref_metrics.score - final.metrics.score)
         accuracy = Accuracy(
             images=len(val_set),
             original=original_metrics,
             reference=ref_metrics,
             converted=final.metrics,
-            agreement=float(np.mean(reference == final.predictions)),
+            agreement=evaluate.agreement(val_set, reference, final.predictions),
             drop_points=drop,
-            pruning_drop_points=100.0 * (original_metrics.top1 - ref_metrics.top1) if original_metrics else None,
+            pruning_drop_points=100.0 * (original_metrics.score - ref_metrics.score) if original_metrics else None,
             max_drop=max_drop,
             within_budget=drop <= max_drop + 1e-9,
-            remedies=[Remedy(name=a.name, top1=a.metrics.top1 if a.metrics else None, note=a.note) for a in attempts],
+            remedies=[Remedy(name=a.name, top1=a.metrics.score if a.metrics else None, note=a.note) for a in attempts],
             remedy_used=final.name,
-            confusion_matrix=CONFUSION_FILE,
+            confusion_matrix=None if detector else CONFUSION_FILE,
         )
 
     model_bytes = b"".join(data for path, data in packaged.files.items() if packaged.roles.get(path) == "model")
@@ -232,7 +278,8 @@ def convert(
     if accuracy is not None and not accuracy.within_budget:
         raise AccuracyBudgetError(
             f"accuracy drop {accuracy.drop_points:.2f} points is over the budget of {max_drop:g} "
-            f"(reference {100 * accuracy.reference.top1:.2f}%, best converted {100 * accuracy.converted.top1:.2f}% "
+            f"(reference {accuracy.reference.score_name} {100 * accuracy.reference.score:.2f}%, best converted "
+            f"{100 * accuracy.converted.score:.2f}% "
             f"with '{accuracy.remedy_used}'); nothing written to {out}",
             report=report,
         )
@@ -241,7 +288,7 @@ def convert(
     if class_names is not None:
         files["labels.txt"] = ("\n".join(class_names) + "\n").encode("utf-8")
         roles["labels.txt"] = "labels"
-    if accuracy is not None:
+    if accuracy is not None and not detector:
         matrix = evaluate.confusion(val_set.labels, final.predictions, source.num_classes)
         title = f"{source.name} {chosen.value} on {device.name}: top-1 {100 * accuracy.converted.top1:.2f}%"
         names = class_names or [str(i) for i in range(source.num_classes)]
@@ -258,8 +305,8 @@ def convert(
             model_file=packaged.model_file,
             labels_file="labels.txt" if class_names is not None else None,
             num_classes=source.num_classes,
-            task=Task.CLASSIFICATION,
-            decoder=Decoder(kind="classification", options={"top_k": min(5, source.num_classes)}),
+            task=Task.DETECTION if detector else Task.CLASSIFICATION,
+            decoder=decoder,
             preprocessing=spec,
             inputs=packaged.inputs,
             outputs=packaged.outputs,

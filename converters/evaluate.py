@@ -7,7 +7,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from edge_sdk.bundle import Decoder
+from edge_sdk.converters import detection_eval
 from edge_sdk.converters.data import ImageSet
+from edge_sdk.converters.detection_eval import DetectionSet
 from edge_sdk.converters.models import SourceModel
 from edge_sdk.preprocess import Preprocessing, dequantize, quantize
 from edge_sdk.report import Metrics
@@ -15,29 +18,60 @@ from edge_sdk.report import Metrics
 ProgressFn = Callable[[str, int, int], None]
 
 
-def reference_predictions(source: SourceModel, val: ImageSet, spec: Preprocessing) -> np.ndarray:
-    return np.concatenate([np.argmax(source.predict(batch), axis=-1) for batch in val.batches(spec, size=64)])
-
-
-def engine_predictions(engine, val: ImageSet, spec: Preprocessing, *, progress: ProgressFn | None = None) -> np.ndarray:
-    """Top-1 classes from a compiled model in its runtime engine, one image at a time as on the device."""
+def _engine_runner(engine) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A float batch of one -> the engine's float outputs, quantizing and dequantizing as the device does."""
     (inp,) = engine.input_specs()
-    out = engine.output_specs()[0]
+    outs = engine.output_specs()
     integer_in = inp["quantization"] is not None and inp["dtype"] != np.float32
-    integer_out = out["quantization"] is not None and out["dtype"] != np.float32
-    predictions = np.empty(len(val), dtype=np.int64)
-    for i, batch in enumerate(val.batches(spec, size=1)):
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
         if integer_in:
             scale, zero_point = inp["quantization"]
             batch = quantize(batch, scale=scale, zero_point=zero_point, dtype=inp["dtype"])
-        raw = engine.run([batch])[0]
-        if integer_out:
-            scale, zero_point = out["quantization"]
-            raw = dequantize(raw, scale=scale, zero_point=zero_point)
-        predictions[i] = int(np.argmax(raw[0]))
+        raw = engine.run([batch])
+        return [
+            dequantize(r, scale=o["quantization"][0], zero_point=o["quantization"][1])
+            if o["quantization"] is not None and o["dtype"] != np.float32 else r
+            for r, o in zip(raw, outs)
+        ]
+
+    return run
+
+
+def reference_predictions(source: SourceModel, val: ImageSet, spec: Preprocessing, *, decoder: Decoder | None = None):
+    """The float model's predictions: top-1 classes, or a detector's boxes per image."""
+    if isinstance(val, DetectionSet):
+        return detection_eval.predict_all(lambda batch: [source.predict(batch)], val, decoder=decoder.kind,
+                                          options=decoder.options)
+    return np.concatenate([np.argmax(source.predict(batch), axis=-1) for batch in val.batches(spec, size=64)])
+
+
+def engine_predictions(engine, val: ImageSet, spec: Preprocessing, *, decoder: Decoder | None = None,
+                       progress: ProgressFn | None = None):
+    """A compiled model's predictions in its runtime engine, one image at a time as on the device."""
+    run = _engine_runner(engine)
+    if isinstance(val, DetectionSet):
+        return detection_eval.predict_all(run, val, decoder=decoder.kind, options=decoder.options, progress=progress)
+    predictions = np.empty(len(val), dtype=np.int64)
+    for i, batch in enumerate(val.batches(spec, size=1)):
+        predictions[i] = int(np.argmax(run(batch)[0][0]))
         if progress is not None:
             progress("evaluate", i + 1, len(val))
     return predictions
+
+
+def score(val: ImageSet, predictions, classes: int) -> Metrics:
+    """Metrics of ``predictions`` on ``val``: classification or detection, by the kind of set."""
+    if isinstance(val, DetectionSet):
+        return detection_eval.detection_metrics(predictions, val.truth, classes)
+    return metrics(val.labels, predictions, classes)
+
+
+def agreement(val: ImageSet, reference, converted) -> float:
+    """How often the converted model says what the reference says (see ``Accuracy.agreement``)."""
+    if isinstance(val, DetectionSet):
+        return detection_eval.agreement(reference, converted)
+    return float(np.mean(reference == converted))
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:

@@ -26,6 +26,8 @@ class SourceModel:
     path: Path | None = None
     layout: str = "NHWC"
     parameter_count: int = 0  # for engine-backed sources (tflite, onnx), counted from their constants
+    task: str = "classification"  # or "detection": a YOLO head, [1, N, 5+C] (v5) or [1, 4+C, N] (v8)
+    head_layout: str | None = None  # "v5" or "v8" for detectors
     _signature: Any = field(default=None, repr=False)
     _batch_of_one: Any = field(default=None, repr=False)
 
@@ -93,7 +95,27 @@ def _layout(shape: tuple) -> str:
     return "NHWC"
 
 
-def _check_image_model(name: str, input_shape: Any, output_shape: Any) -> tuple[tuple[int, ...], int]:
+@dataclass(frozen=True)
+class _Shape:
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    task: str = "classification"
+    head_layout: str | None = None
+
+
+def _head(name: str, out: tuple) -> _Shape | None:
+    """A YOLO head's task, layout and class count; None when ``out`` is not one."""
+    if len(out) != 3 or out[0] not in (1, None) or None in out[1:]:
+        return None
+    rows, cols = out[1], out[2]
+    layout = "v5" if cols < rows else "v8"
+    classes = cols - 5 if layout == "v5" else rows - 4
+    if classes < 1:
+        raise ModelError(f"model {name} outputs shape {out}: a YOLO head needs [1, N, 5+C] or [1, 4+C, N] with C >= 1")
+    return _Shape((0, 0, 0), classes, "detection", layout)
+
+
+def _check_image_model(name: str, input_shape: Any, output_shape: Any) -> _Shape:
     shape = tuple(None if d is None or d == -1 else int(d) for d in input_shape)
     if len(shape) != 4:
         raise ModelError(f"model {name} takes input of shape {shape}, not an image batch (N, H, W, C)")
@@ -105,19 +127,25 @@ def _check_image_model(name: str, input_shape: Any, output_shape: Any) -> tuple[
         raise ModelError(f"model {name} has a dynamic input size {shape}; give it a fixed height and width")
     if channels not in (1, 3):
         raise ModelError(f"model {name} input has {channels} channels; image models take 1 or 3")
+    image = (int(height), int(width), int(channels))
     out = tuple(None if d is None or d == -1 else int(d) for d in output_shape)
+    head = _head(name, out)
+    if head is not None:
+        return _Shape(image, head.num_classes, head.task, head.head_layout)
     if len(out) != 2 or out[-1] is None or out[-1] < 2:
         raise ModelError(
-            f"model {name} outputs shape {out}; classification conversion needs (N, classes) with 2+ classes"
+            f"model {name} outputs shape {out}; conversion needs a classifier (N, classes) with 2+ classes "
+            "or a YOLO detection head [1, N, 5+C] / [1, 4+C, N]"
         )
-    return (int(height), int(width), int(channels)), int(out[-1])
+    return _Shape(image, int(out[-1]))
 
 
 def _from_keras(name: str, kind: str, model: Any, path: Path | None) -> SourceModel:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"model {name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected 1 and 1")
-    shape, classes = _check_image_model(name, model.inputs[0].shape, model.outputs[0].shape)
-    return SourceModel(name=name, kind=kind, model=model, input_shape=shape, num_classes=classes, path=path)
+    found = _check_image_model(name, model.inputs[0].shape, model.outputs[0].shape)
+    return SourceModel(name=name, kind=kind, model=model, input_shape=found.input_shape, num_classes=found.num_classes,
+                       path=path, task=found.task, head_layout=found.head_layout)
 
 
 def from_keras_object(model: Any, *, name: str = "model") -> SourceModel:
@@ -178,10 +206,10 @@ def _load_saved_model(path: Path, name: str) -> SourceModel:
     outputs = list(signature.structured_outputs.values())
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"model {path} signature has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
-    shape, classes = _check_image_model(name, inputs[0].shape.as_list(), outputs[0].shape.as_list())
+    found = _check_image_model(name, inputs[0].shape.as_list(), outputs[0].shape.as_list())
     return SourceModel(
-        name=name, kind="savedmodel", model=loaded, input_shape=shape, num_classes=classes, path=path,
-        _signature=(signature, input_names[0]),
+        name=name, kind="savedmodel", model=loaded, input_shape=found.input_shape, num_classes=found.num_classes,
+        path=path, task=found.task, head_layout=found.head_layout, _signature=(signature, input_names[0]),
     )
 
 
@@ -189,12 +217,13 @@ def _engine_model(name: str, kind: str, engine: Any, path: Path, parameters: int
     inputs, outputs = engine.input_specs(), engine.output_specs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"model {path} has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
-    shape, classes = _check_image_model(name, inputs[0]["shape"], outputs[0]["shape"])
+    found = _check_image_model(name, inputs[0]["shape"], outputs[0]["shape"])
     if inputs[0]["dtype"] != np.float32:
         raise ModelError(f"model {path} is already quantized ({inputs[0]['dtype']} input); give the float model")
     return SourceModel(
-        name=name, kind=kind, model=engine, input_shape=shape, num_classes=classes, path=path,
-        layout=_layout(tuple(inputs[0]["shape"])), parameter_count=parameters,
+        name=name, kind=kind, model=engine, input_shape=found.input_shape, num_classes=found.num_classes, path=path,
+        layout=_layout(tuple(inputs[0]["shape"])), parameter_count=parameters, task=found.task,
+        head_layout=found.head_layout,
     )
 
 

@@ -199,12 +199,15 @@ class OpenVINOTarget:
         else:
             attempt = self._run(job, "larger-calibration", larger, OVSettings(), f"{len(larger)} calibration images instead of {len(calib)}")
             yield attempt
-            if attempt.metrics and first.metrics and attempt.metrics.top1 >= first.metrics.top1:
+            if attempt.metrics and first.metrics and attempt.metrics.score >= first.metrics.score:
                 calib = larger
         scope = first_and_last_layers(_read(job))
         yield self._run(job, "ignored-scope", calib, OVSettings(ignored_scope=tuple(scope)),
                         f"NNCF ignored scope, first and last weighted layers kept float: {', '.join(scope)}")
-        if job.val_set is not None:
+        if job.val_set is not None and job.val_set.labels is None:
+            # NNCF's accuracy control needs a per-item validation function; ours is top-1 only.
+            yield Attempt("accuracy-control", None, first.settings, "skipped: scores only classifiers", len(calib))
+        elif job.val_set is not None:
             yield self._run(job, "accuracy-control", calib, OVSettings(accuracy_control=True),
                             "nncf.quantize_with_accuracy_control reverted the most damaging ops to float")
 

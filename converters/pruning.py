@@ -1,5 +1,8 @@
 """Magnitude pruning with a polynomial schedule, fine-tuned on the user's training images.
 
+Classifiers fine-tune on their labels; detectors (and any model given images without labels)
+fine-tune towards the unpruned model's own outputs (distillation).
+
 tf-keras models go through tensorflow-model-optimization. tfmot cannot wrap Keras 3 models, and
 tf-keras cannot load Keras 3 files, so Keras 3 models go through a small implementation of the same
 schedule here: every ``frequency`` steps between ``begin_step`` and ``end_step`` the smallest-magnitude
@@ -89,7 +92,9 @@ def polynomial_sparsity(step: int, *, final: float, begin: int, end: int, power:
     return final + (initial - final) * (1.0 - progress) ** power
 
 
-def _training_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int, seed: int) -> Iterator:
+def _training_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int, seed: int,
+                      teacher: SourceModel | None = None) -> Iterator:
+    """Batches of (images, labels), or with a ``teacher``, (images, the teacher's outputs on them)."""
     rng = np.random.default_rng(seed)
     from edge_sdk.preprocess import normalize
 
@@ -97,7 +102,8 @@ def _training_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int, 
         order = rng.permutation(len(train))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[start : start + batch_size]
-            yield normalize(train.images[idx], spec), train.labels[idx]
+            x = normalize(train.images[idx], spec)
+            yield x, (teacher.predict(x) if teacher is not None else train.labels[idx])
 
 
 def _outputs_are_probabilities(source: SourceModel, train: ImageSet, spec: Preprocessing) -> bool:
@@ -127,19 +133,40 @@ def prune(
         raise ConversionError(f"--train has {len(train)} images; pruning needs at least {settings.batch_size}")
     if not prunable_kernels(source.model):
         raise ConversionError(f"model {source.name} has no Dense or convolution kernels to prune")
-    from_logits = not _outputs_are_probabilities(source, train, spec)
+    if train.labels is None:
+        # Without class labels (a detector), the pruned copy learns to reproduce the unpruned
+        # model's outputs on the training images: distillation needs no annotations at all.
+        objective = _Objective(teacher=source)
+    else:
+        objective = _Objective(from_logits=not _outputs_are_probabilities(source, train, spec))
     if source.kind == "tf-keras":
-        model = _prune_tfmot(source, train, spec, settings, from_logits, progress)
+        model = _prune_tfmot(source, train, spec, settings, objective, progress)
         method = "tfmot"
     else:
-        model = _prune_keras3(source, train, spec, settings, from_logits, progress)
+        model = _prune_keras3(source, train, spec, settings, objective, progress)
         method = "edge-sdk"
     report = measure_sparsity(model, target=settings.sparsity, method=method, epochs=settings.epochs)
     pruned = SourceModel(
         name=source.name, kind=source.kind, model=model, input_shape=source.input_shape,
-        num_classes=source.num_classes, path=None,
+        num_classes=source.num_classes, path=None, task=source.task, head_layout=source.head_layout,
     )
     return pruned, report
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """What fine-tuning minimises: cross-entropy on labels, or squared distance to a teacher's outputs."""
+
+    from_logits: bool = False
+    teacher: SourceModel | None = None
+
+    def loss(self, losses):
+        if self.teacher is not None:
+            return losses.MeanSquaredError()
+        return losses.SparseCategoricalCrossentropy(from_logits=self.from_logits)
+
+    def batches(self, train: ImageSet, spec: Preprocessing, settings: PruneSettings) -> Iterator:
+        return _training_batches(train, spec, batch_size=settings.batch_size, seed=settings.seed, teacher=self.teacher)
 
 
 def _progress_callback(base, total: int, progress: ProgressFn | None):
@@ -156,7 +183,7 @@ def _progress_callback(base, total: int, progress: ProgressFn | None):
     return _Progress()
 
 
-def _prune_tfmot(source, train, spec, settings, from_logits, progress):
+def _prune_tfmot(source, train, spec, settings, objective, progress):
     tfk = _tf.tf_keras()
     tfmot = _tf.tfmot()
     tfk.utils.set_random_seed(settings.seed)
@@ -173,14 +200,14 @@ def _prune_tfmot(source, train, spec, settings, from_logits, progress):
         raise ConversionError(f"tfmot cannot prune model {source.name}: {str(exc).splitlines()[0]}") from exc
     wrapped.compile(
         optimizer=tfk.optimizers.Adam(settings.learning_rate),
-        loss=tfk.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss=objective.loss(tfk.losses),
     )
     callbacks = [
         tfmot.sparsity.keras.UpdatePruningStep(),
         _progress_callback(tfk.callbacks.Callback, steps_per_epoch * settings.epochs, progress),
     ]
     wrapped.fit(
-        _training_batches(train, spec, batch_size=settings.batch_size, seed=settings.seed),
+        objective.batches(train, spec, settings),
         steps_per_epoch=steps_per_epoch, epochs=settings.epochs, callbacks=callbacks, verbose=0,
     )
     return tfmot.sparsity.keras.strip_pruning(wrapped)
@@ -197,7 +224,7 @@ def _magnitude_mask(values: np.ndarray, sparsity: float) -> np.ndarray:
     return mask
 
 
-def _prune_keras3(source, train, spec, settings, from_logits, progress):
+def _prune_keras3(source, train, spec, settings, objective, progress):
     keras = _tf.keras3()
     keras.utils.set_random_seed(settings.seed)
     steps_per_epoch, end, frequency = _schedule(train, settings)
@@ -226,10 +253,10 @@ def _prune_keras3(source, train, spec, settings, from_logits, progress):
 
     model.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss=objective.loss(keras.losses),
     )
     model.fit(
-        _training_batches(train, spec, batch_size=settings.batch_size, seed=settings.seed),
+        objective.batches(train, spec, settings),
         steps_per_epoch=steps_per_epoch, epochs=settings.epochs, verbose=0,
         callbacks=[MagnitudePruning(), _progress_callback(keras.callbacks.Callback, steps_per_epoch * settings.epochs, progress)],
     )

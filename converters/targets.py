@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_sdk.bundle import Quant, TensorSpec
+from edge_sdk.bundle import Decoder, Quant, TensorSpec
 from edge_sdk.converters import evaluate
 from edge_sdk.converters.data import ImageSet, load_calibration
 from edge_sdk.converters.models import SourceModel
@@ -51,16 +51,17 @@ class Job:
     calib_limit: int
     min_calib: int
     val_set: ImageSet | None
-    reference_top1: float | None
+    reference_score: float | None  # top-1, or mAP@0.5 for a detector
     max_drop: float
     per_channel: bool
     options: TargetOptions
     progress: ProgressFn | None = None
+    decoder: Decoder | None = None  # how a detector's head is decoded when it is scored
 
     def within_budget(self, attempt: Attempt) -> bool:
-        if self.reference_top1 is None:
+        if self.reference_score is None:
             return True
-        return attempt.metrics is not None and 100.0 * (self.reference_top1 - attempt.metrics.top1) <= self.max_drop + 1e-9
+        return attempt.metrics is not None and 100.0 * (self.reference_score - attempt.metrics.score) <= self.max_drop + 1e-9
 
     def larger_calibration(self) -> ImageSet | None:
         """A bigger calibration sample (5x the first, at least 1,000), or None when --calib has no more."""
@@ -81,7 +82,7 @@ class Attempt:
     settings: Any = None
     note: str = ""
     calibration_images: int = 0
-    predictions: np.ndarray | None = None
+    predictions: Any = None  # top-1 classes, or per-image detections
     metrics: Metrics | None = None
 
     @property
@@ -132,18 +133,19 @@ def get(name: str) -> Target:
 
 
 def score(job: Job, attempt: Attempt, engine: Any) -> Attempt:
-    """Top-1 predictions of ``engine`` on the validation images, and their metrics."""
+    """Predictions of ``engine`` on the validation images, and their metrics."""
     if job.val_set is not None and not attempt.failed:
-        attempt.predictions = evaluate.engine_predictions(engine, job.val_set, job.spec, progress=job.progress)
-        attempt.metrics = evaluate.metrics(job.val_set.labels, attempt.predictions, job.source.num_classes)
+        attempt.predictions = evaluate.engine_predictions(engine, job.val_set, job.spec, decoder=job.decoder,
+                                                          progress=job.progress)
+        attempt.metrics = evaluate.score(job.val_set, attempt.predictions, job.source.num_classes)
     return attempt
 
 
 def best(attempts: list[Attempt]) -> Attempt:
-    """The scored attempt with the highest top-1, or the first that converted when none was scored."""
+    """The scored attempt with the best score, or the first that converted when none was scored."""
     scored = [a for a in attempts if a.metrics is not None]
     if scored:
-        return max(scored, key=lambda a: a.metrics.top1)
+        return max(scored, key=lambda a: a.metrics.score)
     usable = [a for a in attempts if not a.failed]
     if not usable:
         raise ConversionError("; ".join(f"{a.name}: {a.note}" for a in attempts))

@@ -284,7 +284,7 @@ class TFLiteTarget:
             attempt = self._run(job, "per-channel", replace(quant, per_channel=True), calib, "per-channel weight scales")
             tried.append(attempt)
             yield attempt
-            if attempt.metrics and attempt.metrics.top1 >= first.metrics.top1:
+            if attempt.metrics and attempt.metrics.score >= first.metrics.score:
                 quant = attempt.settings
         larger = job.larger_calibration()
         if larger is None:
@@ -293,7 +293,7 @@ class TFLiteTarget:
             attempt = self._run(job, "larger-calibration", quant, larger, f"{len(larger)} calibration images instead of {len(calib)}")
             tried.append(attempt)
             yield attempt
-            if attempt.metrics and attempt.metrics.top1 >= max(a.metrics.top1 for a in tried[:-1] if a.metrics):
+            if attempt.metrics and attempt.metrics.score >= max(a.metrics.score for a in tried[:-1] if a.metrics):
                 calib = larger
         yield self._float_fallback(job, tried, quant, calib)
 

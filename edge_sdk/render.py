@@ -103,11 +103,15 @@ def report_tables(report: ConversionReport) -> Group:
         columns += [("pruned" if a.original is not None else "reference", a.reference), ("converted", a.converted)]
         for title, _ in columns:
             acc.add_column(title, justify="right")
-        for label, key in (("top-1", "top1"), ("macro precision", "macro_precision"),
-                           ("macro recall", "macro_recall"), ("macro F1", "macro_f1")):
+        detector = a.reference.top1 is None
+        rows = (("mAP@0.5", "map50"), ("mAP@0.5:0.95", "map50_95"), ("precision @0.25", "precision"),
+                ("recall @0.25", "recall")) if detector else (
+                ("top-1", "top1"), ("macro precision", "macro_precision"), ("macro recall", "macro_recall"),
+                ("macro F1", "macro_f1"))
+        for label, key in rows:
             acc.add_row(label, *(_pct(getattr(m, key)) for _, m in columns))
         pad = [""] * (len(columns) - 1)
-        acc.add_row("top-1 agreement", *pad, _pct(a.agreement))
+        acc.add_row("box agreement" if detector else "top-1 agreement", *pad, _pct(a.agreement))
         if a.pruning_drop_points is not None:
             acc.add_row("pruning drop", *[""] * (len(columns) - 2), f"{a.pruning_drop_points:.2f} pts", "")
         verdict = "within" if a.within_budget else "OVER"
@@ -116,7 +120,7 @@ def report_tables(report: ConversionReport) -> Group:
         if len(a.remedies) > 1 or not a.within_budget:
             rem = Table(title="Remedies tried")
             rem.add_column("attempt")
-            rem.add_column("top-1", justify="right")
+            rem.add_column(a.reference.score_name, justify="right")
             rem.add_column("note")
             for r in a.remedies:
                 marker = " (used)" if r.name == a.remedy_used else ""

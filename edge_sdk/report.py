@@ -25,19 +25,32 @@ class Sparsity(_Data):
 
 
 class Metrics(_Data):
-    """Classification quality of one model on the validation images."""
+    """Quality of one model on the validation images: classification or detection fields, by task."""
 
-    top1: float = Field(description="Top-1 accuracy, 0-1.")
-    macro_precision: float = Field(description="Unweighted mean of per-class precision, 0-1.")
-    macro_recall: float = Field(description="Unweighted mean of per-class recall, 0-1.")
-    macro_f1: float = Field(description="Unweighted mean of per-class F1, 0-1.")
+    top1: float | None = Field(default=None, description="Classification: top-1 accuracy, 0-1.")
+    macro_precision: float | None = Field(default=None, description="Classification: unweighted mean of per-class precision, 0-1.")
+    macro_recall: float | None = Field(default=None, description="Classification: unweighted mean of per-class recall, 0-1.")
+    macro_f1: float | None = Field(default=None, description="Classification: unweighted mean of per-class F1, 0-1.")
+    map50: float | None = Field(default=None, description="Detection: mean average precision at IoU 0.5 (COCO 101-point), 0-1.")
+    map50_95: float | None = Field(default=None, description="Detection: mAP averaged over IoU 0.5 to 0.95 in steps of 0.05, 0-1.")
+    precision: float | None = Field(default=None, description="Detection: precision of boxes scoring at least 0.25, matched at IoU 0.5.")
+    recall: float | None = Field(default=None, description="Detection: recall of boxes scoring at least 0.25, matched at IoU 0.5.")
+
+    @property
+    def score(self) -> float:
+        """The headline number the accuracy budget is kept on: top-1, or mAP@0.5 for a detector."""
+        return self.top1 if self.top1 is not None else (self.map50 or 0.0)
+
+    @property
+    def score_name(self) -> str:
+        return "top-1" if self.top1 is not None else "mAP@0.5"
 
 
 class Remedy(_Data):
     """One attempt at bringing the converted model within the accuracy budget."""
 
     name: str = Field(description="Which remedy: baseline, per-channel, larger-calibration, float-fallback.")
-    top1: float | None = Field(description="Converted top-1 accuracy with this attempt, if it converted.")
+    top1: float | None = Field(description="Converted headline score with this attempt (top-1, or mAP@0.5 for a detector), if it converted.")
     note: str = Field(default="", description="What the attempt changed, or why it could not run.")
 
 
@@ -50,12 +63,16 @@ class Accuracy(_Data):
     )
     reference: Metrics = Field(description="The float model that was quantized (after pruning, if pruned).")
     converted: Metrics = Field(description="The model in this bundle, run through LiteRT/OpenVINO.")
-    agreement: float = Field(description="Fraction of images on which both models give the same top-1 class.")
+    agreement: float = Field(
+        description="Classification: fraction of images on which both models give the same top-1 class. Detection: "
+        "fraction of the reference's boxes scoring at least 0.25 that the converted model also finds (same class, IoU 0.5)."
+    )
     drop_points: float = Field(
-        description="Reference top-1 minus converted top-1, in percentage points: the cost of conversion."
+        description="Reference score minus converted score (top-1, or mAP@0.5 for a detector), in percentage points: "
+        "the cost of conversion."
     )
     pruning_drop_points: float | None = Field(
-        default=None, description="Original top-1 minus pruned top-1, in percentage points: the cost of pruning."
+        default=None, description="Original score minus pruned score, in percentage points: the cost of pruning."
     )
     max_drop: float = Field(description="The budget, in percentage points.")
     within_budget: bool = Field(description="drop_points <= max_drop.")

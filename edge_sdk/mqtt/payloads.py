@@ -39,6 +39,7 @@ def info_body(bundle: Bundle, *, source: str | None = None) -> dict:
         acc = report.accuracy
         accuracy = {
             "images": acc.images, "reference_top1": acc.reference.top1, "converted_top1": acc.converted.top1,
+            "reference_map50": acc.reference.map50, "converted_map50": acc.converted.map50,
             "drop_points": acc.drop_points, "agreement": acc.agreement,
         }
     return {

@@ -1,0 +1,221 @@
+"""Detection datasets in YOLO format, and their scores: mAP@0.5, mAP@0.5:0.95, precision and recall.
+
+Predictions are made the way the device makes them: the model's raw head goes through the
+runtime's own decoder (``edge_sdk.decoders``), so the score measures what a user gets. Average
+precision is COCO's: per class, detections sorted by score are matched greedily to unmatched
+ground truth at an IoU threshold, and precision is interpolated at 101 recall points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.converters.data import ImageSet
+from edge_sdk.decoders import DecodeContext, get_decoder
+from edge_sdk.errors import DatasetError
+from edge_sdk.imagefolder import list_images, read_image
+from edge_sdk.preprocess import Placement, Preprocessing, fit
+from edge_sdk.report import Metrics
+
+IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
+EVAL_SCORE_THRESHOLD = 0.001  # mAP needs the whole ranking, not just the confident boxes
+OPERATING_THRESHOLD = 0.25  # precision and recall are reported where a run's default threshold cuts
+
+
+@dataclass(frozen=True)
+class DetectionSet(ImageSet):
+    """Images fitted to the model, with their ground truth boxes in source pixels."""
+
+    truth: tuple[np.ndarray, ...] = ()  # per image: k x 5 (class, x1, y1, x2, y2)
+    placements: tuple[Placement, ...] = ()
+    paths: tuple[Path, ...] = field(default=(), repr=False)
+    spec: Preprocessing | None = None  # how the images were fitted, for mapping boxes back
+
+
+def is_yolo_dataset(folder: str | Path) -> bool:
+    """A YOLO-format dataset: ``images/`` and ``labels/`` side by side."""
+    folder = Path(folder)
+    return (folder / "images").is_dir() and (folder / "labels").is_dir()
+
+
+def class_names_of(folder: str | Path) -> list[str] | None:
+    """Class names from ``classes.txt`` or the ``names`` of ``data.yaml``, if the dataset has them."""
+    folder = Path(folder)
+    if (folder / "classes.txt").is_file():
+        return [line.strip() for line in (folder / "classes.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    for name in ("data.yaml", "dataset.yaml"):
+        if (folder / name).is_file():
+            import yaml
+
+            try:
+                names = (yaml.safe_load((folder / name).read_text(encoding="utf-8")) or {}).get("names")
+            except yaml.YAMLError as exc:
+                raise DatasetError(f"{folder / name} is not valid YAML: {exc.__class__.__name__}") from exc
+            if isinstance(names, dict):
+                return [str(names[k]) for k in sorted(names)]
+            if isinstance(names, list):
+                return [str(n) for n in names]
+    return None
+
+
+def _label_path(folder: Path, image: Path) -> Path:
+    relative = image.relative_to(folder / "images")
+    return (folder / "labels" / relative).with_suffix(".txt")
+
+
+def _read_labels(path: Path, *, width: int, height: int, num_classes: int) -> np.ndarray:
+    if not path.is_file():
+        return np.zeros((0, 5))  # YOLO's convention: no label file means no objects
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            class_id, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
+        except (ValueError, TypeError) as exc:
+            raise DatasetError(f"{path}:{number}: expected 'class cx cy w h', got '{line.strip()}'") from exc
+        if len(parts) != 5 or not 0 <= class_id < num_classes or not all(0 <= v <= 1 for v in (cx, cy, w, h)):
+            raise DatasetError(f"{path}:{number}: expected 'class cx cy w h' with a class below {num_classes} and 0-1 box, got '{line.strip()}'")
+        rows.append((class_id, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def load_yolo(folder: str | Path, spec: Preprocessing, *, what: str, class_names: list[str] | None = None,
+              limit: int | None = None) -> DetectionSet:
+    """A YOLO-format dataset fitted to the model; ``class_names`` default to the dataset's own."""
+    folder = Path(folder)
+    if not is_yolo_dataset(folder):
+        raise DatasetError(f"{what} {folder} is not a YOLO dataset (images/ and labels/ folders)")
+    names = class_names or class_names_of(folder)
+    if not names:
+        raise DatasetError(f"{what} {folder} names no classes: add classes.txt or data.yaml, or pass --labels")
+    paths = list_images(folder / "images", what=f"{what} images folder")
+    if limit is not None:
+        paths = paths[:limit]
+    images, truth, placements = [], [], []
+    for path in paths:
+        frame = read_image(path)
+        fitted, placement = fit(frame, spec)
+        images.append(fitted[:, :, None] if fitted.ndim == 2 else fitted)
+        placements.append(placement)
+        truth.append(_read_labels(_label_path(folder, path), width=frame.shape[1], height=frame.shape[0], num_classes=len(names)))
+    return DetectionSet(np.stack(images), None, tuple(names), truth=tuple(truth), placements=tuple(placements),
+                        paths=tuple(paths), spec=spec)
+
+
+def decode_head(outputs: list[np.ndarray], dataset: DetectionSet, index: int, *, decoder: str, options: dict,
+                threshold: float = EVAL_SCORE_THRESHOLD) -> np.ndarray:
+    """One image's detections through the runtime's decoder: k x 6 (class, x1, y1, x2, y2, score) in source pixels."""
+    placement = dataset.placements[index]
+    context = DecodeContext(labels=dataset.class_names, placement=placement, preprocessing=dataset.spec,
+                            score_threshold=threshold, options=options)
+    rows = []
+    for d in get_decoder(decoder)(outputs, context):
+        x1, y1, x2, y2 = d.box.x1 * placement.source_width, d.box.y1 * placement.source_height, \
+            d.box.x2 * placement.source_width, d.box.y2 * placement.source_height
+        rows.append((d.class_id, x1, y1, x2, y2, d.score))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+
+
+def predict_all(run: Callable[[np.ndarray], list[np.ndarray]], dataset: DetectionSet, *,
+                decoder: str, options: dict, progress: Callable[[str, int, int], None] | None = None) -> list[np.ndarray]:
+    """Detections for every image; ``run`` maps one normalised float batch of one to the model's outputs."""
+    found = []
+    for i, batch in enumerate(dataset.batches(dataset.spec, size=1)):
+        found.append(decode_head(run(batch), dataset, i, decoder=decoder, options=options))
+        if progress is not None:
+            progress("evaluate", i + 1, len(dataset))
+    return found
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (k x 4 x1 y1 x2 y2) with every box in ``b``."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def _matches(found: np.ndarray, truth: np.ndarray, class_id: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and true-positive flags of one image's detections of one class, matched greedily by score."""
+    mine = found[found[:, 0] == class_id]
+    mine = mine[np.argsort(-mine[:, 5], kind="stable")]
+    gt = truth[truth[:, 0] == class_id][:, 1:5]
+    ious = iou_matrix(mine[:, 1:5], gt)
+    taken = np.zeros(len(gt), dtype=bool)
+    hits = np.zeros(len(mine), dtype=bool)
+    for i in range(len(mine)):
+        if len(gt) == 0:
+            break
+        candidates = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= threshold:
+            taken[j] = hits[i] = True
+    return mine[:, 5], hits
+
+
+def average_precision(found: Sequence[np.ndarray], truth: Sequence[np.ndarray], class_id: int, threshold: float) -> float | None:
+    """COCO 101-point AP of one class at one IoU threshold; None when the class has no ground truth."""
+    positives = sum(int(np.sum(t[:, 0] == class_id)) for t in truth)
+    if positives == 0:
+        return None
+    scores, hits = [], []
+    for f, t in zip(found, truth):
+        s, h = _matches(f, t, class_id, threshold)
+        scores.append(s)
+        hits.append(h)
+    scores, hits = np.concatenate(scores), np.concatenate(hits)
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(hits[order])
+    fp = np.cumsum(~hits[order])
+    recall = tp / positives
+    precision = tp / np.maximum(tp + fp, 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    points = np.linspace(0, 1, 101)
+    index = np.searchsorted(recall, points, side="left")
+    sampled = np.array([envelope[i] if i < len(envelope) else 0.0 for i in index])
+    return float(sampled.mean())
+
+
+def precision_recall(found: Sequence[np.ndarray], truth: Sequence[np.ndarray], *, score: float = OPERATING_THRESHOLD,
+                     iou: float = 0.5) -> tuple[float, float]:
+    """Micro precision and recall of detections scoring at least ``score``, matched at ``iou`` within their class."""
+    tp = fp = positives = 0
+    for f, t in zip(found, truth):
+        kept = f[f[:, 5] >= score]
+        positives += len(t)
+        for class_id in np.unique(np.concatenate([kept[:, 0], t[:, 0]])).astype(int):
+            _, hits = _matches(kept, t, class_id, iou)
+            tp += int(hits.sum())
+            fp += int((~hits).sum())
+    return tp / max(1, tp + fp), tp / max(1, positives)
+
+
+def detection_metrics(found: Sequence[np.ndarray], truth: Sequence[np.ndarray], num_classes: int) -> Metrics:
+    """mAP@0.5, mAP@0.5:0.95 (mean over classes present in the ground truth), precision and recall at 0.25."""
+    per_threshold = []
+    for threshold in IOU_THRESHOLDS:
+        aps = [average_precision(found, truth, c, float(threshold)) for c in range(num_classes)]
+        aps = [ap for ap in aps if ap is not None]
+        per_threshold.append(float(np.mean(aps)) if aps else 0.0)
+    precision, recall = precision_recall(found, truth)
+    return Metrics(map50=per_threshold[0], map50_95=float(np.mean(per_threshold)), precision=precision, recall=recall)
+
+
+def agreement(reference: Sequence[np.ndarray], converted: Sequence[np.ndarray], *, score: float = OPERATING_THRESHOLD) -> float:
+    """Share of the reference model's confident detections that the converted model also makes (same class, IoU ≥ 0.5)."""
+    as_truth = [r[r[:, 5] >= score][:, :5] for r in reference]
+    total = sum(len(t) for t in as_truth)
+    if total == 0:
+        return 1.0
+    _, recall = precision_recall(converted, as_truth, score=score)
+    return recall

@@ -1,0 +1,239 @@
+"""Generated detection data: coloured shapes on photographs, with exact boxes (no downloads).
+
+The shipped detector is trained on these scenes, the demo's video is made of them, and the tests
+measure mAP on them. Backgrounds are crops of the sample photographs scikit-image ships; a few
+photographs are kept out of training so the held-out set, and the demo, show the detector scenes it
+never saw. Boxes are the tight bounds of the drawn pixels, so ground truth is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_sdk.errors import DatasetError
+
+CLASSES = ("circle", "square", "triangle", "star")
+# Photographs (scikit-image sample names) split once: training never sees the held-out ones.
+TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "coins",
+                "horse", "moon", "grass", "gravel", "clock", "page", "text", "colorwheel")
+HELD_OUT_PHOTOS = ("coffee", "chelsea", "brick")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A ground-truth box in pixels of its image."""
+
+    class_id: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass
+class Shape:
+    """One object in a scene: what it is, where, how big, turned how far, and its colour (BGR)."""
+
+    class_id: int
+    cx: float
+    cy: float
+    size: float
+    angle: float
+    colour: tuple[int, int, int]
+    aspect: float = 1.0  # width / height stretch, so the detector also meets squashed frames
+
+
+def photographs(names: tuple[str, ...]) -> list[np.ndarray]:
+    """scikit-image's sample photographs as BGR images."""
+    try:
+        import skimage.data
+    except ImportError as exc:
+        raise DatasetError('generated scenes need scikit-image for their backgrounds: pip install "edge-sdk[examples]"') from exc
+    images = []
+    for name in names:
+        image = np.asarray(getattr(skimage.data, name)())
+        if image.dtype != np.uint8:
+            image = (255 * (image.astype(np.float64) / max(1.0, float(image.max())))).astype(np.uint8)
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR)
+        else:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        images.append(image)
+    return images
+
+
+def background(rng: np.random.Generator, photos: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    """A random crop of a random photograph, flipped, tinted and brightened at random."""
+    photo = photos[int(rng.integers(len(photos)))]
+    ph, pw = photo.shape[:2]
+    scale = rng.uniform(0.3, 1.0)
+    cw, ch = max(16, int(pw * scale)), max(16, int(ph * scale))
+    x, y = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
+    crop = cv2.resize(photo[y : y + ch, x : x + cw], (width, height), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    gain = rng.uniform(0.6, 1.3)
+    tint = rng.uniform(-25, 25, size=3)
+    return np.clip(crop.astype(np.float32) * gain + tint, 0, 255).astype(np.uint8)
+
+
+def _polygon(shape: Shape) -> np.ndarray | None:
+    """The outline of a square, triangle or star; None for a circle (drawn as an ellipse)."""
+    kind = CLASSES[shape.class_id]
+    if kind == "circle":
+        return None
+    if kind == "square":
+        angles, radii = np.arange(4) * math.pi / 2 + math.pi / 4, np.full(4, shape.size / 2 * math.sqrt(2) * 0.8)
+    elif kind == "triangle":
+        angles, radii = np.arange(3) * 2 * math.pi / 3 - math.pi / 2, np.full(3, shape.size / 2)
+    else:
+        angles = np.arange(10) * math.pi / 5 - math.pi / 2
+        radii = np.where(np.arange(10) % 2 == 0, shape.size / 2, shape.size / 5)
+    angles = angles + shape.angle
+    xs = shape.cx + radii * np.cos(angles) * shape.aspect
+    ys = shape.cy + radii * np.sin(angles)
+    return np.stack([xs, ys], axis=1)
+
+
+def draw(image: np.ndarray, shape: Shape) -> Box:
+    """Draw ``shape`` on ``image`` (in place) and return its tight box, clipped to the image."""
+    height, width = image.shape[:2]
+    mask = np.zeros((height, width), dtype=np.uint8)
+    outline = _polygon(shape)
+    if outline is None:
+        axes = (max(1, int(round(shape.size / 2 * shape.aspect))), max(1, int(round(shape.size / 2))))
+        cv2.ellipse(mask, (int(round(shape.cx)), int(round(shape.cy))), axes, 0, 0, 360, 255, -1, cv2.LINE_AA)
+    else:
+        cv2.fillPoly(mask, [np.round(outline * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    alpha = mask.astype(np.float32)[:, :, None] / 255.0
+    colour = np.array(shape.colour, dtype=np.float32)
+    image[:] = (image.astype(np.float32) * (1 - alpha) + colour * alpha).astype(np.uint8)
+    ys, xs = np.nonzero(mask > 127)
+    if xs.size == 0:
+        return Box(shape.class_id, shape.cx, shape.cy, shape.cx, shape.cy)
+    return Box(shape.class_id, float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+
+def _colour(rng: np.random.Generator, image: np.ndarray, cx: float, cy: float, size: float) -> tuple[int, int, int]:
+    """A saturated colour that stands out from the background around the shape."""
+    height, width = image.shape[:2]
+    r = int(size / 2)
+    patch = image[max(0, int(cy) - r) : int(cy) + r + 1, max(0, int(cx) - r) : int(cx) + r + 1]
+    local = patch.reshape(-1, 3).mean(axis=0) if patch.size else np.full(3, 128.0)
+    for _ in range(20):
+        hsv = np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(150, 256)]]])
+        colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
+        if np.abs(colour - local).mean() > 70:
+            break
+    return tuple(int(c) for c in colour)
+
+
+def random_shapes(rng: np.random.Generator, image: np.ndarray, *, count: int, min_size: float, max_size: float) -> list[Shape]:
+    """Up to ``count`` shapes placed inside the image, their boxes overlapping little."""
+    height, width = image.shape[:2]
+    shapes: list[Shape] = []
+    for _ in range(count * 10):
+        if len(shapes) == count:
+            break
+        size = rng.uniform(min_size, max_size)
+        aspect = rng.uniform(0.75, 1.33)
+        half_w, half_h = size / 2 * aspect + 1, size / 2 + 1
+        cx, cy = rng.uniform(half_w, width - half_w), rng.uniform(half_h, height - half_h)
+        if any(abs(cx - s.cx) < (half_w + s.size / 2 * s.aspect) * 0.8 and abs(cy - s.cy) < (half_h + s.size / 2) * 0.8 for s in shapes):
+            continue
+        shapes.append(Shape(int(rng.integers(len(CLASSES))), cx, cy, size, rng.uniform(0, 2 * math.pi),
+                            _colour(rng, image, cx, cy, size), aspect))
+    return shapes
+
+
+def scene(rng: np.random.Generator, photos: list[np.ndarray], *, width: int = 160, height: int = 160,
+          max_objects: int = 4) -> tuple[np.ndarray, list[Box]]:
+    """One BGR image with 0 to ``max_objects`` shapes and their boxes."""
+    image = background(rng, photos, width, height)
+    short = min(width, height)
+    count = int(rng.integers(0, max_objects + 1)) if rng.random() < 0.9 else 0
+    shapes = random_shapes(rng, image, count=count, min_size=0.1 * short, max_size=0.4 * short)
+    boxes = [draw(image, shape) for shape in shapes]
+    if rng.random() < 0.3:
+        image = cv2.GaussianBlur(image, (3, 3), 0)
+    noise = rng.normal(0, rng.uniform(0, 6), image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8), boxes
+
+
+def write_yolo(root: str | Path, count: int, *, seed: int, photos: tuple[str, ...], width: int = 160, height: int = 160) -> Path:
+    """A YOLO-format dataset: ``images/*.png``, ``labels/*.txt`` (class cx cy w h, 0-1) and ``classes.txt``."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    loaded = photographs(photos)
+    for i in range(count):
+        image, boxes = scene(rng, loaded, width=width, height=height)
+        cv2.imwrite(str(root / "images" / f"{i:05d}.png"), image)
+        lines = [
+            f"{b.class_id} {(b.x1 + b.x2) / 2 / width:.6f} {(b.y1 + b.y2) / 2 / height:.6f} "
+            f"{(b.x2 - b.x1) / width:.6f} {(b.y2 - b.y1) / height:.6f}"
+            for b in boxes
+        ]
+        (root / "labels" / f"{i:05d}.txt").write_text("".join(line + "\n" for line in lines))
+    (root / "classes.txt").write_text("".join(name + "\n" for name in CLASSES))
+    return root
+
+
+@dataclass
+class _Mover:
+    shape: Shape
+    vx: float
+    vy: float
+    spin: float
+
+
+def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 640, height: int = 480,
+                 fps: float = 15.0, objects: int = 3) -> list[list[Box]]:
+    """A video of shapes gliding over a held-out photograph; returns each frame's true boxes.
+
+    Written as MJPG in an .avi, which every OpenCV build reads.
+    """
+    rng = np.random.default_rng(seed)
+    base = background(rng, photographs(HELD_OUT_PHOTOS), width, height)
+    short = min(width, height)
+    movers = [
+        _Mover(shape, rng.uniform(-1, 1) * width / 60, rng.uniform(-1, 1) * height / 60, rng.uniform(-0.05, 0.05))
+        for shape in random_shapes(rng, base, count=objects, min_size=0.15 * short, max_size=0.3 * short)
+    ]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise DatasetError(f"cannot write the demo video {path}")
+    truth = []
+    try:
+        for _ in range(frames):
+            image = base.copy()
+            truth.append([draw(image, mover.shape) for mover in movers])
+            writer.write(image)
+            for mover in movers:
+                _advance(mover, width, height)
+    finally:
+        writer.release()
+    return truth
+
+
+def _advance(mover: _Mover, width: int, height: int) -> None:
+    """Move one step, bouncing off the frame's edges."""
+    s = mover.shape
+    half_w, half_h = s.size / 2 * s.aspect + 2, s.size / 2 + 2
+    s.cx += mover.vx
+    s.cy += mover.vy
+    s.angle += mover.spin
+    if not half_w <= s.cx <= width - half_w:
+        mover.vx = -mover.vx
+        s.cx = min(max(s.cx, half_w), width - half_w)
+    if not half_h <= s.cy <= height - half_h:
+        mover.vy = -mover.vy
+        s.cy = min(max(s.cy, half_h), height - half_h)
