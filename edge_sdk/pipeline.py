@@ -298,6 +298,12 @@ class Pipeline:
                     break
         finally:
             stop.set()
+            # Once stop is set, the capture thread's final _DONE is never queued; without this one
+            # the inference thread, if waiting on an empty queue, would block the join below for 10 s.
+            try:
+                prepared.put_nowait(_DONE)
+            except queue.Full:
+                pass  # not empty: the inference thread is not waiting and stops at its next put
             source.close()
             for thread in threads:
                 thread.join(timeout=10)
