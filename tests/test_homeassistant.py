@@ -37,6 +37,8 @@ def test_discovery_configs_follow_the_documented_format():
         assert config["state_topic"].startswith("edge/porch.cam/")
         assert config["device"]["identifiers"] == ["edge-sdk-porch_cam"] and config["device"]["model"] == "ssd-shapes"
         assert config["availability"][0]["topic"] == "edge/porch.cam/status"
+        # Home Assistant 2025.10+ reads default_entity_id; older versions read object_id.
+        assert config["default_entity_id"] == f"{component}.porch_cam_{name}" == f"{component}.{config['object_id']}"
         ids.add(config["unique_id"])
     assert len(ids) == len(messages)  # 'traffic light' and 'traffic_light' stay two entities
     assert [t for t, _ in remove_messages(SETTINGS, labels=LABELS)] == [t for t, _ in messages]

@@ -72,8 +72,10 @@ def discovery_messages(settings: MQTTSettings, *, model_name: str, labels: list[
     }]
     messages = []
     for component, name, fields in _entities(settings, labels):
-        payload = {**fields, "unique_id": f"edge-sdk-{node}-{name}", "object_id": f"{node}_{name}",
-                   "device": device, "availability": availability}
+        # default_entity_id replaced object_id in Home Assistant 2025.10 (object_id stops working
+        # in 2026.4); both are sent so older installations name the entities the same way.
+        payload = {**fields, "unique_id": f"edge-sdk-{node}-{name}", "default_entity_id": f"{component}.{node}_{name}",
+                   "object_id": f"{node}_{name}", "device": device, "availability": availability}
         messages.append((_config_topic(settings, component, name), payload))
     return messages
 
