@@ -163,6 +163,10 @@ def run_command(
     cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
     broker: Optional[str] = typer.Option(None, help="Publish to this MQTT broker: mqtt://host[:port], mqtts://, ws://, wss://."),
     device_id: Optional[str] = typer.Option(None, "--device-id", help="Device id in MQTT topics (default: the host name)."),
+    http: Optional[str] = typer.Option(
+        None, "--http", metavar="[HOST]:PORT",
+        help="Serve the live view, /metrics and /healthz: ':8080' on every interface, '127.0.0.1:8080' on this machine only.",
+    ),
 ) -> None:
     """Run a bundle on a frame source; JSON lines per frame (stdout, or MQTT with --broker), a summary on stderr."""
     import json
@@ -175,7 +179,7 @@ def run_command(
     settings = load_config(
         config, source=source, max_frames=max_frames, fps=fps, threshold=threshold, jsonl=jsonl,
         labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None, loop=loop, stride=stride,
-        threads=threads, device=device, cpu_fallback=cpu_fallback, broker=broker, device_id=device_id,
+        threads=threads, device=device, cpu_fallback=cpu_fallback, broker=broker, device_id=device_id, http=http,
     )
     if settings.source is None:
         raise ConfigError("--source is required (or 'source:' in the --config file)")
@@ -194,11 +198,20 @@ def run_command(
             err.print(f"running the model update installed at {installed} (in place of {bundle})", highlight=False)
             bundle = installed
     pipeline = open_pipeline(bundle, config=settings)
+    # The live view binds its port before the fleet hears of this run, so a busy port fails fast.
+    view = _live_view(pipeline, settings.http, err) if settings.http is not None else None
     if settings.mqtt is not None:
         from edge_sdk.mqtt.link import FleetLink
 
-        link = FleetLink(pipeline, settings.mqtt, source=settings.source).start()
+        try:
+            link = FleetLink(pipeline, settings.mqtt, source=settings.source).start()
+        except BaseException:
+            if view is not None:
+                view.close()
+            raise
         err.print(f"publishing to {settings.mqtt.redacted_broker()} as {settings.mqtt.device_id}", highlight=False)
+        if view is not None:
+            view.link = link
 
     def event(e) -> None:
         err.print(f"[dim]source {getattr(e.state, 'value', e.state)}[/]: {e.detail}", highlight=False)
@@ -208,12 +221,22 @@ def run_command(
     sink = None
     try:
         frames = open_source(settings.source, fps=settings.fps, loop=settings.loop, on_event=event, retries=settings.retries)
+        if view is not None:
+            view.source = frames
         sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else (sys.stdout if link is None else None)
-        for result in pipeline.run(frames, on_result=link.on_result if link is not None else None):
+        listeners = [x.on_result for x in (link, view) if x is not None]
+
+        def notify(result) -> None:
+            for listener in listeners:
+                listener(result)
+
+        for result in pipeline.run(frames, on_result=notify):
             if sink is not None:
                 sink.write(json.dumps(result.to_json()) + "\n")
                 sink.flush()
     finally:
+        if view is not None:
+            view.close()
         if sink is not None and sink is not sys.stdout:
             sink.close()
         stats = pipeline.stats.snapshot()
@@ -228,6 +251,16 @@ def run_command(
             summary += (f"; mqtt: {sent.get('acked', 0)} acked, {sent.get('outbox_depth', 0)} kept in the outbox, "
                         f"{sent.get('outbox_dropped_overflow', 0)} dropped, {sent.get('refused', 0)} refused")
         err.print(summary, highlight=False)
+
+
+def _live_view(pipeline, address: str, err: Console):
+    from edge_sdk.liveview import LiveView, parse_address
+
+    host, port = parse_address(address)
+    view = LiveView(pipeline, host=host, port=port).start()
+    scope = "listening on every interface; " if host in ("0.0.0.0", "::") else ""
+    err.print(f"live view on {view.url} ({scope}also /metrics and /healthz)", highlight=False)
+    return view
 
 
 @app.command()
@@ -267,8 +300,12 @@ def bench(
 
 @app.command()
 def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that this bundle can run here.")) -> None:
-    """Report what this machine can run: Python, engines, OpenVINO devices, Edge TPU, OpenCV, cameras."""
+    """Report what this machine can run: Python, engines, OpenVINO devices, Edge TPU, OpenCV, cameras.
+
+    Every failed check names the README troubleshooting entry that explains it.
+    """
     from rich.table import Table
+    from rich.text import Text
 
     from edge_sdk.doctor import diagnose
 
@@ -276,9 +313,12 @@ def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that t
     table = Table(title="edge-sdk doctor")
     table.add_column("check")
     table.add_column("")
-    table.add_column("detail")
+    # fold, not ellipsis: a cut-off README anchor would point nowhere
+    table.add_column("detail", overflow="fold")
     for check in checks:
-        table.add_row(check.name, "ok" if check.ok else "-", check.detail)
+        # Text, not markup: error messages may hold brackets that rich would eat
+        detail = Text(f"{check.detail}\n{check.pointer}" if check.pointer else check.detail)
+        table.add_row(check.name, "ok" if check.ok else "-", detail)
     console.print(table)
     if bundle is not None and not all(c.ok for c in checks if c.name in ("bundle", "can run bundle")):
         raise typer.Exit(1)
@@ -294,7 +334,14 @@ def _register_fleet_commands() -> None:
     app.command("listen")(listen)
 
 
+def _register_demo_command() -> None:
+    from edge_sdk.cli_demo import demo
+
+    app.command("demo")(demo)
+
+
 _register_fleet_commands()
+_register_demo_command()
 
 
 # Typer has moved from depending on click to vendoring it; find click's base classes either way.
@@ -304,7 +351,8 @@ _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line on stderr and exit code 2 for every expected failure."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="edge-sdk")
+        # Without standalone mode, click returns a typer.Exit's code instead of raising it.
+        code = app(args=argv, standalone_mode=False, prog_name="edge-sdk")
     except EdgeSDKError as exc:
         print(f"edge-sdk: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -319,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

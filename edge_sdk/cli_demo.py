@@ -17,6 +17,7 @@ def demo(
     reconvert: bool = typer.Option(False, "--reconvert", help="Convert the detector again even if a cached bundle exists."),
     embedded_broker: bool = typer.Option(False, "--embedded-broker", help="Use the embedded pure-Python broker even if Mosquitto is installed."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print each message as it arrives."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON to this file."),
 ) -> None:
     """Convert the shipped detector, run it on a generated video, publish over MQTT, and score what arrives."""
     from rich.console import Console
@@ -29,3 +30,10 @@ def demo(
         realtime=not fast, reconvert=reconvert, embedded=embedded_broker, quiet=quiet,
     )
     console.print(summary_table(summary))
+    if json_out is not None:
+        import dataclasses
+        import json
+
+        data = dataclasses.asdict(summary)
+        data["pngs"] = [str(p) for p in summary.pngs]
+        json_out.write_text(json.dumps(data, indent=2) + "\n")

@@ -36,12 +36,26 @@ class RunConfig(BaseModel):
     cpu_fallback: bool = Field(default=False, description="Edge TPU bundles: run on the CPU when no Edge TPU is found.")
     retries: int | None = Field(default=None, ge=0, description="Source reconnect attempts before giving up (default: forever for live sources).")
     mqtt: MQTTSettings | None = Field(default=None, description="Publish results to an MQTT broker (see the README's MQTT section).")
+    http: str | None = Field(
+        default=None,
+        description="Serve the live view, /metrics and /healthz on [HOST]:PORT: ':8080' listens on every IPv4 "
+        "interface, '127.0.0.1:8080' on this machine only, port 0 on a free port.",
+    )
 
     @field_validator("source", mode="before")
     @classmethod
     def _source(cls, value):
         # YAML reads `source: 0` (the first camera) as an integer.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("http")
+    @classmethod
+    def _http(cls, value):
+        if value is not None:
+            from edge_sdk.liveview import parse_address  # http.server is loaded only for runs that serve
+
+            parse_address(value)
+        return value
 
     @field_validator("zones")
     @classmethod

@@ -1,0 +1,453 @@
+"""The live view of a running pipeline over HTTP: an annotated MJPEG stream, stats, /metrics, /healthz.
+
+Standard library only (``http.server``), so a device needs nothing more to be watched from a
+browser on another machine or scraped by Prometheus. Frames are drawn and encoded only while
+someone watches, at most ``MAX_STREAM_FPS`` a second, once per new frame for every viewer; each
+viewer has its own thread, so a slow or vanished one holds up nobody, least of all the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from edge_sdk import __version__
+from edge_sdk.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_sdk.mqtt.link import FleetLink
+    from edge_sdk.pipeline import Pipeline
+    from edge_sdk.results import FrameResult
+    from edge_sdk.sources import Source
+
+log = logging.getLogger("edge_sdk.liveview")
+
+MAX_STREAM_FPS = 15.0
+MAX_VIEWERS = 8
+VIEWER_TIMEOUT_S = 5.0  # a viewer that stops reading is let go after this long
+# Linux grows the send buffer of a reader that falls behind to megabytes: seconds of stale frames
+# queued for it. With a small fixed one, a slow viewer's write waits, and it then gets the newest frame.
+STREAM_SEND_BUFFER = 128 * 1024
+BOUNDARY = b"edge-sdk-frame"
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``[HOST]:PORT`` as ``(host, port)``; no host means every IPv4 interface, port 0 a free port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"expected [HOST]:PORT such as :8080 or 127.0.0.1:8080, not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host goes in brackets, e.g. [::1]:8080, not {text!r}")
+    if any(c.isspace() for c in host):
+        raise ValueError(f"the host in {text!r} contains a space")
+    return host or "0.0.0.0", int(port)
+
+
+class FrameFeed:
+    """The newest encoded frame and its sequence number, shared by every viewer."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._seq = 0
+        self._jpeg: bytes | None = None
+        self._closed = False
+
+    def publish(self, jpeg: bytes) -> None:
+        with self._changed:
+            self._seq += 1
+            self._jpeg = jpeg
+            self._changed.notify_all()
+
+    def next(self, seen: int, *, timeout: float) -> tuple[int, bytes | None]:
+        """The frame after number ``seen``, or ``(seen, None)`` after ``timeout`` or on close."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or (self._seq > seen and self._jpeg), timeout)
+            if self._closed or self._seq <= seen:
+                return seen, None
+            return self._seq, self._jpeg
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class LiveView:
+    """Serves a pipeline's live view on ``host:port`` (port 0: a free one) from ``start`` to ``close``.
+
+    Pass :meth:`on_result` to ``pipeline.run`` so /healthz and the current fps know when frames
+    arrive. ``link`` (a running MQTT ``FleetLink``) and ``source`` add their counters when set.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 0, link: FleetLink | None = None,
+        source: Source | None = None, stall_s: float = 5.0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port must be 0-65535, not {port}")
+        if stall_s <= 0:
+            raise ConfigError(f"stall_s must be positive, not {stall_s}")
+        self.pipeline, self.host, self.link, self.source, self.stall_s = pipeline, host, link, source, stall_s
+        self.port = port
+        self.feed = FrameFeed()
+        self._arrivals: deque[float] = deque(maxlen=256)  # monotonic times of the latest results
+        self._lock = threading.Lock()
+        self._viewers = 0
+        self._watched = threading.Event()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> LiveView:
+        try:
+            self._server = _Server((self.host, self.port), self)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"--http: cannot listen on {self.host}:{self.port}: {reason[:1].lower()}{reason[1:]}") from exc
+        self.port = self._server.server_address[1]
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="edge-sdk-http", daemon=True),
+            threading.Thread(target=self._encode_loop, name="edge-sdk-stream", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._watched.set()  # wakes the encoder so it sees the stop
+        self.feed.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for thread in self._threads:
+            thread.join(5)
+
+    def __enter__(self) -> LiveView:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
+
+    def on_result(self, result: FrameResult) -> None:
+        with self._lock:
+            self._arrivals.append(time.monotonic())
+
+    # -- viewers and the shared stream ------------------------------------------------------
+
+    def admit(self) -> bool:
+        with self._lock:
+            if self._viewers >= MAX_VIEWERS:
+                return False
+            self._viewers += 1
+            self._watched.set()
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._viewers -= 1
+            if self._viewers == 0 and not self._stopping.is_set():
+                self._watched.clear()
+
+    def _encode_loop(self) -> None:
+        from edge_sdk.annotate import annotate, jpeg
+
+        shown = None
+        while not self._stopping.is_set():
+            self._watched.wait()
+            # Two attributes, not read atomically: at worst a frame is drawn with its successor's
+            # detections, which a viewer cannot tell from the real thing at stream rates.
+            frame, detections = self.pipeline.latest_frame, self.pipeline.latest_detections
+            if frame is not None and frame is not shown:
+                shown = frame
+                data = jpeg(annotate(frame, detections))
+                if data is not None:
+                    self.feed.publish(data)
+            self._stopping.wait(1.0 / MAX_STREAM_FPS)
+
+    # -- what the endpoints report ----------------------------------------------------------
+
+    def _rate(self, now: float) -> tuple[float | None, float]:
+        """Age of the newest result (None before the first) and results per second over the last 5 s (256 at most)."""
+        with self._lock:
+            times = list(self._arrivals)
+        if not times:
+            return None, 0.0
+        recent = [t for t in times if now - t <= 5.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        return now - times[-1], fps
+
+    def health(self) -> tuple[bool, dict]:
+        """Healthy while results keep coming: the last one within max(stall_s, 3 frame intervals)."""
+        with self._lock:
+            times = list(self._arrivals)
+        if not times:
+            return False, {"status": "starting", "reason": "no frame processed yet"}
+        age = time.monotonic() - times[-1]
+        interval = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        limit = max(self.stall_s, 3 * interval)
+        body = {"frames": self.pipeline.stats.frames_done, "last_frame_age_s": round(age, 3)}
+        if age > limit:
+            return False, {"status": "stalled", "reason": f"no frame for {age:.1f} s (limit {limit:.1f} s)", **body}
+        return True, {"status": "ok", **body}
+
+    def snapshot(self) -> dict:
+        """Everything the page and /metrics show, as JSON-ready values."""
+        age, fps = self._rate(time.monotonic())
+        stats = self.pipeline.stats.snapshot()
+        source = self.source.stats() if self.source is not None else {}
+        return {
+            **stats, "fps_avg": stats["fps"], "fps": fps, "model": self.pipeline.bundle.manifest.name,
+            "version": __version__, "last_frame_age_s": age, "viewers": self._viewers,
+            "source_dropped": source.get("frames_dropped"), "source_reconnects": source.get("reconnects"),
+            "latest": [d.to_json() for d in self.pipeline.latest_detections], "mqtt": self._mqtt(stats),
+        }
+
+    def _mqtt(self, stats: dict) -> dict | None:
+        if self.link is None:
+            return None
+        from edge_sdk.mqtt.payloads import metrics_body
+
+        # The fleet's own metrics message defines published/dropped/reconnects; the page agrees with it.
+        publisher = self.link.publisher.stats()
+        publisher["rate_limited"] = self.link.gate.rate_limited
+        body = metrics_body(stats, publisher, rss_mb=None, cpu_temp_c=None, source_state=self.link.source_state)
+        keys = ("published", "acked", "dropped", "refused", "reconnects", "outbox_depth", "outbox_bytes")
+        return {**{k: body[k] for k in keys}, "connected": publisher.get("state") == "online"}
+
+
+# -- Prometheus text format 0.0.4 ---------------------------------------------------------------
+
+_STAGES = {"preprocess": "preprocess", "infer": "infer", "decode": "decode", "latency": "end_to_end"}
+_COUNTERS = (
+    ("frames_in", "frames_in_total", "Frames the source delivered to the pipeline."),
+    ("frames_done", "frames_processed_total", "Frames inferred, decoded and filtered."),
+    ("frames_skipped", "frames_skipped_total", "Frames skipped on purpose (stride or fps cap)."),
+    ("frame_errors", "frame_errors_total", "Frames that could not be preprocessed or inferred."),
+    ("detections", "detections_total", "Detections reported, after the filters."),
+    ("source_dropped", "source_frames_dropped_total", "Frames a live source dropped to stay on the newest one."),
+    ("source_reconnects", "source_reconnects_total", "Times the source reconnected."),
+)
+_MQTT = (
+    ("published", "counter", "mqtt_published_total", "Messages handed to the broker."),
+    ("acked", "counter", "mqtt_acked_total", "QoS 1 messages the broker acknowledged."),
+    ("dropped", "counter", "mqtt_dropped_total", "Messages dropped: outbox overflow or expiry, QoS 0 while offline, rate cap."),
+    ("refused", "counter", "mqtt_refused_total", "Messages the broker refused (dead-lettered)."),
+    ("reconnects", "counter", "mqtt_reconnects_total", "Reconnections to the broker after the first connection."),
+    ("outbox_depth", "gauge", "mqtt_outbox_depth", "Messages waiting in the outbox for an acknowledgement."),
+    ("outbox_bytes", "gauge", "mqtt_outbox_bytes", "Bytes waiting in the outbox."),
+    ("connected", "gauge", "mqtt_connected", "1 while connected to the broker."),
+)
+
+
+def _escape(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: dict[str, object]) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}" if labels else ""
+
+
+def _family(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> list[str]:
+    full = f"edge_sdk_{name}"
+    lines = [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}"]
+    return lines + [f"{full}{_labels(labels)} {float(value)!r}" for labels, value in samples]
+
+
+def metrics_text(snapshot: dict) -> str:
+    """A :meth:`LiveView.snapshot` in the Prometheus text exposition format, version 0.0.4."""
+    lines = _family("info", "gauge", "The model being run and the SDK version.",
+                    [({"model": snapshot["model"], "version": snapshot["version"]}, 1)])
+    for key, name, help_text in _COUNTERS:
+        if snapshot.get(key) is not None:
+            lines += _family(name, "counter", help_text, [({}, snapshot[key])])
+    lines += _family("fps", "gauge", "Frames processed per second, over the last 5 seconds or 256 frames.", [({}, snapshot["fps"])])
+    latency = [({"stage": stage, "quantile": q}, snapshot[f"{key}_ms_{p}"] / 1e3)
+               for key, stage in _STAGES.items() for q, p in (("0.5", "p50"), ("0.99", "p99")) if f"{key}_ms_{p}" in snapshot]
+    if latency:
+        lines += _family("latency_seconds", "gauge",
+                         "Per-stage time and end-to-end latency (capture to result) over the last 1000 frames, by quantile.", latency)
+    if snapshot["last_frame_age_s"] is not None:
+        lines += _family("last_frame_age_seconds", "gauge", "Seconds since the last frame was processed.",
+                         [({}, snapshot["last_frame_age_s"])])
+    lines += _family("stream_viewers", "gauge", "Browsers watching the live stream.", [({}, snapshot["viewers"])])
+    for key, kind, name, help_text in _MQTT if snapshot["mqtt"] is not None else ():
+        lines += _family(name, kind, help_text, [({}, snapshot["mqtt"][key])])
+    return "\n".join(lines) + "\n"
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], view: LiveView) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.view = view
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own server_bind asks DNS for this host's full name (getfqdn), which waits
+        # out resolver timeouts on an offline device before the first request is served.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # a browser that closed the connection or stopped reading
+        log.exception("live view request from %s failed", client_address[0])
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the other end closed the connection (readable with nothing to read)."""
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = f"edge-sdk/{__version__}"
+    timeout = VIEWER_TIMEOUT_S
+
+    def do_GET(self) -> None:
+        route = {"/": self._page, "/stream.mjpg": self._stream, "/stats.json": self._stats,
+                 "/metrics": self._metrics, "/healthz": self._health}.get(urlsplit(self.path).path)
+        if route is None:
+            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+            return
+        route()
+
+    def log_message(self, format: str, *args) -> None:
+        pass  # stderr carries the run's events and summary; a page polling every second would bury them
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, value: dict) -> None:
+        self._send(status, "application/json", json.dumps(value).encode())
+
+    def _page(self) -> None:
+        self._send(200, "text/html; charset=utf-8", PAGE.encode())
+
+    def _stats(self) -> None:
+        self._json(200, self.server.view.snapshot())
+
+    def _metrics(self) -> None:
+        self._send(200, PROMETHEUS_TYPE, metrics_text(self.server.view.snapshot()).encode())
+
+    def _health(self) -> None:
+        ok, body = self.server.view.health()
+        self._json(200 if ok else 503, body)
+
+    def _stream(self) -> None:
+        view = self.server.view
+        if not view.admit():
+            self._send(503, "text/plain; charset=utf-8", f"{MAX_VIEWERS} viewers already; try again later\n".encode())
+            return
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(b"--" + BOUNDARY + b"\r\n")
+            self._parts(view.feed)
+        finally:
+            view.leave()
+
+    def _parts(self, feed: FrameFeed) -> None:
+        seen = 0
+        while True:
+            seen, data = feed.next(seen, timeout=1.0)
+            if data is None:
+                if feed.closed or _peer_gone(self.connection):
+                    return
+                continue
+            # The closing boundary goes right after the image: browsers show a part only once
+            # they see where it ends.
+            head = b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+            self.wfile.write(head + data + b"\r\n--" + BOUNDARY + b"\r\n")
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>edge-sdk live view</title>
+<style>
+body{margin:0;font:14px system-ui,sans-serif;background:#111;color:#eee;display:flex;flex-wrap:wrap;gap:16px;padding:16px}
+img{max-width:100%;min-width:320px;background:#222;image-rendering:pixelated}
+table{border-collapse:collapse;min-width:260px}td{padding:3px 8px;border-bottom:1px solid #333}
+td:last-child{text-align:right;font-variant-numeric:tabular-nums}h1{font-size:16px;margin:0 0 8px}
+.bad{color:#f66}.mqtt{display:none}.has-mqtt .mqtt{display:table-row}
+</style></head>
+<body><main><img id="stream" src="stream.mjpg" alt="live stream"></main>
+<section id="panel"><h1 id="model">edge-sdk</h1><table>
+<tr><td>status</td><td id="status">…</td></tr>
+<tr><td>fps</td><td id="fps">–</td></tr>
+<tr><td>latency p50 / p99 (ms)</td><td id="latency">–</td></tr>
+<tr><td>frames</td><td id="frames">0</td></tr>
+<tr><td>detections</td><td id="detections">0</td></tr>
+<tr><td>dropped / skipped / bad</td><td id="drops">–</td></tr>
+<tr><td>latest</td><td id="latest">–</td></tr>
+<tr class="mqtt"><td>mqtt published / acked</td><td id="mqtt-sent">–</td></tr>
+<tr class="mqtt"><td>mqtt outbox / dropped / refused</td><td id="mqtt-kept">–</td></tr>
+</table></section>
+<script>
+const $ = (id) => document.getElementById(id);
+const ms = (v) => v === undefined ? "–" : v.toFixed(1);
+function show(s) {
+  $("model").textContent = s.model; $("status").textContent = "running"; $("status").className = "";
+  $("fps").textContent = s.fps.toFixed(1);
+  $("latency").textContent = ms(s.latency_ms_p50) + " / " + ms(s.latency_ms_p99);
+  $("frames").textContent = s.frames_done; $("detections").textContent = s.detections;
+  $("drops").textContent = (s.source_dropped ?? "–") + " / " + s.frames_skipped + " / " + s.frame_errors;
+  $("latest").textContent = s.latest.map((d) => d.label + " " + d.score.toFixed(2)).join(", ") || "–";
+  document.body.classList.toggle("has-mqtt", s.mqtt !== null);
+  if (s.mqtt) {
+    $("mqtt-sent").textContent = s.mqtt.published + " / " + s.mqtt.acked;
+    $("mqtt-kept").textContent = s.mqtt.outbox_depth + " / " + s.mqtt.dropped + " / " + s.mqtt.refused;
+  }
+}
+async function tick() {
+  try { show(await (await fetch("stats.json", {cache: "no-store"})).json()); }
+  catch (e) { $("status").textContent = "unreachable"; $("status").className = "bad"; }
+}
+// A stream that ended (restart, too many viewers) is retried rather than left frozen.
+$("stream").onerror = () => setTimeout(() => { $("stream").src = "stream.mjpg?" + Date.now(); }, 2000);
+tick(); setInterval(tick, 1000);
+</script></body></html>
+"""
