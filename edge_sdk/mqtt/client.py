@@ -35,6 +35,7 @@ log = logging.getLogger("edge_sdk.mqtt")
 
 STABLE_AFTER_S = 10.0  # a connection up this long resets the reconnect delay
 ACK_FLUSH_S = 0.25  # how often the outbox journal moves into SQLite, in one transaction
+DEAD_LINK_EARLY_S = 0.25  # a silent link is declared dead this long before 1.5 keep-alives (see _pump)
 QOS0_QUEUE = 256  # QoS 0 messages waiting for a connection; older ones are dropped and counted
 
 
@@ -361,7 +362,12 @@ class Publisher:
         closing_sent = False
         wait_until = time.monotonic() + 10.0  # CONNACK must come within this
         last_in = time.monotonic()
-        dead_after = 1.5 * self.settings.keepalive
+        # The promise is "noticed within 1.5 keep-alives" of the last byte. Checking only once that
+        # much silence has passed always lands after it (by the thread's wake-up, or by the whole
+        # 0.5 s select timeout on an idle link), so the check aims a little early and the select
+        # wakes up for it. A healthy broker, sent a PINGREQ after one keep-alive, still has well
+        # over a second (keep-alive >= 5 s) to answer.
+        dead_after = 1.5 * self.settings.keepalive - DEAD_LINK_EARLY_S
         while True:
             sock = client.socket()
             if sock is None:
@@ -372,9 +378,10 @@ class Publisher:
             self._idle = True
             busy = online and (self._qos0 or len(inflight) < conn.window and (outbox.fresh or outbox.fresh_lost and outbox.depth > len(inflight)))
             self._idle = not busy
-            readable, writable, _ = select.select(
-                [sock, self._wake_r], [sock] if client.want_write() else [], [], 0 if busy else 0.5,
-            )
+            timeout = 0 if busy else 0.5
+            if online:
+                timeout = min(timeout, max(0.0, last_in + dead_after - time.monotonic()))
+            readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
             self._idle = False
             now = time.monotonic()
             if sock in readable:
