@@ -26,10 +26,13 @@ from edge_sdk.errors import EdgeSDKError, PublishError
 DEMO_PROFILE = "x86-cpu"
 PRUNE = 0.5
 PRUNE_EPOCHS = 2
+PRUNE_LEARNING_RATE = 1e-3  # distillation from the unpruned detector tolerates a brisk rate
 MAX_DROP = 1.5
+RESIZE = "letterbox"  # a 4:3 camera frame keeps its shapes' proportions, as the detector saw them in training
 TRAIN_SCENES = 800
 VAL_SCENES = 200
 THRESHOLD = 0.4
+OBJECTS = 4
 DEVICE_ID = "demo-camera"
 
 
@@ -40,6 +43,7 @@ def default_workdir() -> Path:
 
 def _cache_key(model: Path, profile: str) -> str:
     settings = json.dumps({"sdk": __version__, "profile": profile, "prune": PRUNE, "epochs": PRUNE_EPOCHS,
+                           "learning_rate": PRUNE_LEARNING_RATE, "resize": RESIZE,
                            "max_drop": MAX_DROP, "train": TRAIN_SCENES, "val": VAL_SCENES}, sort_keys=True)
     return hashlib.sha256(model.read_bytes() + settings.encode()).hexdigest()[:12]
 
@@ -71,7 +75,7 @@ def _convert(workdir: Path, out: Path, console, *, profile: str) -> Path:
     from edge_sdk.render import report_tables
 
     console.print(f"[bold]1. Conversion[/]: the shipped shapes detector for [bold]{profile}[/], pruned {PRUNE:.0%} "
-                  f"and int8 (first run only, about a minute)")
+                  f"and int8 (first run only, about two minutes)")
     data = workdir / "data"
     shutil.rmtree(data, ignore_errors=True)
     train = shapes.write_yolo(data / "train", TRAIN_SCENES, seed=1, photos=shapes.TRAIN_PHOTOS)
@@ -86,7 +90,8 @@ def _convert(workdir: Path, out: Path, console, *, profile: str) -> Path:
             bar.update(tasks[phase], completed=done, total=total)
 
         result = convert(DETECTOR, profile=profile, out=out, calib=train, val=val, train=train, prune=PRUNE,
-                         epochs=PRUNE_EPOCHS, max_drop=MAX_DROP, name="shapes-detector", progress=progress)
+                         epochs=PRUNE_EPOCHS, learning_rate=PRUNE_LEARNING_RATE, max_drop=MAX_DROP, resize=RESIZE,
+                         name="shapes-detector", progress=progress)
     console.print(report_tables(result.report))
     return out
 
@@ -95,7 +100,7 @@ def _print_accuracy_line(console, report) -> None:
     if report is not None and report.accuracy is not None:
         a = report.accuracy
         console.print(f"   held-out mAP@0.5: float {a.reference.map50:.3f}, converted {a.converted.map50:.3f} "
-                      f"({a.drop_points:+.2f} points, budget {a.max_drop:g}); sparsity "
+                      f"(drop {a.drop_points:.2f} points, budget {a.max_drop:g}); sparsity "
                       f"{report.sparsity.prunable:.0%}" if report.sparsity else "")
 
 
@@ -207,8 +212,8 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     video = run_dir / "shapes.avi"
-    truth = shapes.moving_video(video, frames=frames, fps=fps)
-    console.print(f"[bold]2. Video[/]: {video} ({frames} frames of 640x480 at {fps:g} fps; three shapes with known boxes)")
+    truth = shapes.moving_video(video, frames=frames, fps=fps, objects=OBJECTS)
+    console.print(f"[bold]2. Video[/]: {video} ({frames} frames of 640x480 at {fps:g} fps; {OBJECTS} shapes with known boxes)")
     with demo_broker(broker_url, folder=run_dir / "broker", embedded=embedded) as broker:
         console.print(f"[bold]3. Broker[/]: {broker.kind} at {broker.url} (MQTT {broker.protocol})")
         console.print(f"[bold]4. Run[/]: edge-sdk runtime on the video, publishing to {broker.url}; "

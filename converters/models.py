@@ -246,7 +246,7 @@ def _load_tflite(path: Path, name: str) -> SourceModel:
 
 
 def _load_onnx(path: Path, name: str) -> SourceModel:
-    from edge_sdk.backends.openvino import OpenVINOEngine
+    from edge_sdk.backends.openvino import OpenVINOEngine, error_reason
     from edge_sdk.errors import EngineError
 
     try:
@@ -258,8 +258,10 @@ def _load_onnx(path: Path, name: str) -> SourceModel:
             if node.get_type_name() == "Constant" and node.get_output_element_type(0).is_real()
         )
         engine = OpenVINOEngine(path, device="CPU")
-    except (EngineError, RuntimeError) as exc:
-        raise ModelError(f"model {path} is not a readable ONNX model: {str(exc).splitlines()[0][:200]}") from exc
+    except EngineError as exc:
+        raise ModelError(f"model {path} is not a readable ONNX model: {exc}") from exc
+    except RuntimeError as exc:
+        raise ModelError(f"model {path} is not a readable ONNX model: {error_reason(exc)}") from exc
     return _engine_model(name, "onnx", engine, path, parameters)
 
 

@@ -65,7 +65,9 @@ def _read(job: Job):
         shape[0] = 1
         model.reshape({model.inputs[0]: ov.PartialShape(shape)})
     except Exception as exc:  # OpenVINO raises plain RuntimeErrors/OpConversionFailure
-        raise ConversionError(f"OpenVINO cannot read the model: {str(exc).strip().splitlines()[0][:300]}") from exc
+        from edge_sdk.backends.openvino import error_reason  # the reason is OpenVINO's last line, not its first
+
+        raise ConversionError(f"OpenVINO cannot read the model: {error_reason(exc)}") from exc
     return model
 
 

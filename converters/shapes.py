@@ -102,9 +102,8 @@ def _polygon(shape: Shape) -> np.ndarray | None:
     return np.stack([xs, ys], axis=1)
 
 
-def draw(image: np.ndarray, shape: Shape) -> Box:
-    """Draw ``shape`` on ``image`` (in place) and return its tight box, clipped to the image."""
-    height, width = image.shape[:2]
+def _mask(shape: Shape, height: int, width: int) -> np.ndarray:
+    """The shape's anti-aliased coverage, 0-255."""
     mask = np.zeros((height, width), dtype=np.uint8)
     outline = _polygon(shape)
     if outline is None:
@@ -112,13 +111,46 @@ def draw(image: np.ndarray, shape: Shape) -> Box:
         cv2.ellipse(mask, (int(round(shape.cx)), int(round(shape.cy))), axes, 0, 0, 360, 255, -1, cv2.LINE_AA)
     else:
         cv2.fillPoly(mask, [np.round(outline * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-    alpha = mask.astype(np.float32)[:, :, None] / 255.0
-    colour = np.array(shape.colour, dtype=np.float32)
-    image[:] = (image.astype(np.float32) * (1 - alpha) + colour * alpha).astype(np.uint8)
-    ys, xs = np.nonzero(mask > 127)
+    return mask
+
+
+def _box(class_id: int, visible: np.ndarray) -> Box | None:
+    ys, xs = np.nonzero(visible)
     if xs.size == 0:
-        return Box(shape.class_id, shape.cx, shape.cy, shape.cx, shape.cy)
-    return Box(shape.class_id, float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        return None
+    return Box(class_id, float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+
+def _paint(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
+    alpha = mask.astype(np.float32)[:, :, None] / 255.0
+    image[:] = (image.astype(np.float32) * (1 - alpha) + np.array(colour, dtype=np.float32) * alpha).astype(np.uint8)
+
+
+def draw(image: np.ndarray, shape: Shape) -> Box:
+    """Draw ``shape`` on ``image`` (in place) and return its tight box, clipped to the image."""
+    mask = _mask(shape, *image.shape[:2])
+    _paint(image, mask, shape.colour)
+    return _box(shape.class_id, mask > 127) or Box(shape.class_id, shape.cx, shape.cy, shape.cx, shape.cy)
+
+
+def draw_all(image: np.ndarray, shapes: list[Shape], *, min_visible: float = 0.5) -> list[Box]:
+    """Draw ``shapes`` in order (later ones on top) and box what stays visible of each.
+
+    A shape mostly hidden behind later ones (less than ``min_visible`` of it showing) is not in the
+    truth: no detector can be asked to find it.
+    """
+    masks = [_mask(shape, *image.shape[:2]) for shape in shapes]
+    for shape, mask in zip(shapes, masks):
+        _paint(image, mask, shape.colour)
+    boxes = []
+    covered = np.zeros(image.shape[:2], dtype=bool)
+    for shape, mask in reversed(list(zip(shapes, masks))):
+        solid = mask > 127
+        visible = solid & ~covered
+        covered |= solid
+        if solid.any() and visible.sum() >= min_visible * solid.sum():
+            boxes.append(_box(shape.class_id, visible))
+    return boxes[::-1]
 
 
 def _colour(rng: np.random.Generator, image: np.ndarray, cx: float, cy: float, size: float) -> tuple[int, int, int]:
@@ -215,7 +247,7 @@ def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 6
     try:
         for _ in range(frames):
             image = base.copy()
-            truth.append([draw(image, mover.shape) for mover in movers])
+            truth.append(draw_all(image, [mover.shape for mover in movers]))
             writer.write(image)
             for mover in movers:
                 _advance(mover, width, height)
