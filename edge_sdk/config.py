@@ -72,6 +72,8 @@ def field_error(exc: ValidationError, *, noun: str = "field") -> str:
     """The first error of a pydantic validation as one line: "field 'a.b': what is wrong"."""
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "payload"
+    # Keys come from the user: a newline or control character would break the one-line error.
+    field = "".join(c if c.isprintable() else repr(c)[1:-1] for c in field[:64]) + ("..." if len(field) > 64 else "")
     message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     return f"{noun} '{field}': {message}"
 
@@ -80,19 +82,67 @@ def _describe(exc: ValidationError, source: str) -> str:
     return f"{source}: {field_error(exc)}"
 
 
+# A run config is a few hundred bytes. Aliases cost nothing to parse but are expanded by validation:
+# 26 KB of `zones: [*polygon, *polygon, ...]` took 2.3 s and 300 MB, and it grows quadratically.
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_CONFIG_VALUES = 100_000
+
+
+def _read_yaml(path: Path):
+    """The YAML document in ``path``, refused before construction when it is too big or its aliases
+    expand to more than MAX_CONFIG_VALUES values."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size:,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
+    loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config file {path} holds more than {MAX_CONFIG_VALUES:,} values (aliases expanded)")
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's first line is the context ("while parsing a flow sequence"); the problem says what is wrong.
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(exc).strip().splitlines()[0]
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (each shared node counted
+    once per reference, computed once)."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = 1  # a node that contains itself counts once
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(child, seen) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(key, seen) + _expanded_size(value, seen) for key, value in node.value)
+    else:
+        total = 1
+    seen[id(node)] = total
+    return total
+
+
 def load_config(path: str | Path | None, **overrides) -> RunConfig:
     """The YAML file's settings (if any) with every override that is not None applied on top."""
     data: dict = {}
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = _read_yaml(path)
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path} does not exist") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from exc
+        except RecursionError:  # PyYAML composes nested collections recursively
+            raise ConfigError(f"config file {path} is nested too deeply") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of settings")
         data = dict(loaded or {})

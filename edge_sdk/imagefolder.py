@@ -9,8 +9,11 @@ import cv2
 import numpy as np
 
 from edge_sdk.errors import DatasetError
+from edge_sdk.imagesize import FORMATS, declared_size, is_supported
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
+# 8192 x 8192: larger than any camera frame, and 200 MB as BGR; a decompression bomb stops here.
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 def list_images(folder: str | Path, *, what: str = "image folder") -> list[Path]:
@@ -28,15 +31,39 @@ def list_images(folder: str | Path, *, what: str = "image folder") -> list[Path]
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as a BGR (or grayscale) uint8 array, the way a camera frame arrives."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
+    """An image file as a BGR (or grayscale) uint8 array, the way a camera frame arrives.
+
+    The size in the header is checked before decoding: OpenCV allocates whatever a header declares
+    (up to 2^30 pixels), so a few hundred bytes could otherwise cost gigabytes.
+    """
+    if Path(path).exists() and not Path(path).is_file():
+        raise DatasetError(f"{path} is not a regular file")  # a FIFO or a device would block or never end
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    if not is_supported(data):
+        raise DatasetError(f"{path} is not a readable image ({FORMATS})")
+    size = declared_size(data)
+    if size is None:
+        raise DatasetError(f"{path} is not a readable image: its header is damaged")
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"{path} declares {width}x{height} pixels, more than the limit of {MAX_IMAGE_PIXELS:,}")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise DatasetError(f"{path} is not a readable image: {str(exc).strip().splitlines()[-1][:200]}") from exc
+    if image is None or image.size == 0:
         raise DatasetError(f"{path} is not a readable image")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise DatasetError(f"{path} has {image.dtype} pixels; 8- and 16-bit images are supported")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
+        raise DatasetError(f"{path} has {image.shape[2]} channels; 1, 3 or 4 are supported")
     return image
 
 

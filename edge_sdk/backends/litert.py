@@ -98,6 +98,9 @@ class LiteRTEngine:
             raise EngineError(f"LiteRT cannot load the model: {str(exc).splitlines()[0]}") from exc
         self._inputs = self._interpreter.get_input_details()
         self._outputs = self._interpreter.get_output_details()
+        if not self._inputs or not self._outputs:
+            # LiteRT loads a graph without inputs or outputs; the pipeline needs one of each.
+            raise EngineError(f"the model has {len(self._inputs)} inputs and {len(self._outputs)} outputs; it needs at least one of each")
 
     def input_specs(self) -> list[dict]:
         return [_spec(d) for d in self._inputs]
@@ -115,12 +118,17 @@ class LiteRTEngine:
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self._inputs):
             raise EngineError(f"model takes {len(self._inputs)} inputs, got {len(inputs)}")
-        for detail, value in zip(self._inputs, inputs):
-            if tuple(value.shape) != tuple(detail["shape"]):
-                self._interpreter.resize_tensor_input(detail["index"], value.shape)
-                self._interpreter.allocate_tensors()
-                self._inputs = self._interpreter.get_input_details()
-                self._outputs = self._interpreter.get_output_details()
-            self._interpreter.set_tensor(detail["index"], value)
-        self._interpreter.invoke()
+        try:
+            for detail, value in zip(self._inputs, inputs):
+                if tuple(value.shape) != tuple(detail["shape"]):
+                    self._interpreter.resize_tensor_input(detail["index"], value.shape)
+                    self._interpreter.allocate_tensors()
+                    self._inputs = self._interpreter.get_input_details()
+                    self._outputs = self._interpreter.get_output_details()
+                self._interpreter.set_tensor(detail["index"], value)
+            self._interpreter.invoke()
+        except (ValueError, RuntimeError) as exc:
+            # A model can load and still fail here (a constant without data, a shape no kernel takes).
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"LiteRT cannot run the model: {first}") from exc
         return [self._interpreter.get_tensor(d["index"]) for d in self._outputs]

@@ -20,6 +20,30 @@ def _core():
     return ov
 
 
+def error_reason(exc: BaseException) -> str:
+    """The line of an OpenVINO error that says what is wrong.
+
+    OpenVINO puts the C++ source location first ("Exception from src/inference/...") and the
+    reason last, so the first line alone tells a user nothing.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = lines[-1]
+    if len(last) < 16 and len(lines) > 1:  # e.g. "Converting input model" / "stoll"
+        last = f"{lines[-2]}: {last}"
+    return last[:300]
+
+
+def _refuse_dtd(xml: bytes, name: str) -> None:
+    # An IR never declares a DOCTYPE. pugixml does not expand entities today, but an entity bomb or
+    # an external entity (file:///etc/passwd) in a model file is an attack, not a model.
+    root = xml.find(b"<net")
+    prolog = (xml if root < 0 else xml[:root]).upper()
+    if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+        raise EngineError(f"{name} declares a DOCTYPE or XML entities, which an OpenVINO IR never does; refused")
+
+
 class OpenVINOEngine:
     """An OpenVINO compiled model with one synchronous infer request."""
 
@@ -34,14 +58,21 @@ class OpenVINOEngine:
         try:
             if isinstance(model, tuple):
                 xml, weights = model
+                _refuse_dtd(xml, "the IR")
                 network = core.read_model(model=xml.decode("utf-8"), weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
             else:
+                if str(model).endswith(".xml"):
+                    _refuse_dtd(Path(model).read_bytes(), str(model))
                 network = core.read_model(str(model))
+        except (RuntimeError, UnicodeDecodeError, OSError) as exc:
+            raise EngineError(f"OpenVINO cannot read the model: {error_reason(exc)}") from exc
+        if not network.inputs or not network.outputs:
+            raise EngineError(f"the model has {len(network.inputs)} inputs and {len(network.outputs)} outputs; it needs at least one of each")
+        try:
             self._compiled = core.compile_model(network, device, config)
         except RuntimeError as exc:
             available = ", ".join(core.available_devices) or "none"
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise EngineError(f"OpenVINO cannot compile the model for {device} (available: {available}): {first}") from exc
+            raise EngineError(f"OpenVINO cannot compile the model for {device} (available: {available}): {error_reason(exc)}") from exc
         self._request = self._compiled.create_infer_request()
 
     @staticmethod
@@ -61,5 +92,8 @@ class OpenVINOEngine:
         return [self._spec(p) for p in self._compiled.outputs]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        results = self._request.infer(inputs)
+        try:
+            results = self._request.infer(inputs)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise EngineError(f"OpenVINO cannot run the model: {error_reason(exc)}") from exc
         return [np.asarray(results[port]) for port in self._compiled.outputs]

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 class ConfigChange(BaseModel):
     """What ``cmd/config`` may change while the runtime runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    # json.loads reads NaN, Infinity and 1e999; echoed back they would make the answer invalid JSON.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     threshold: float | None = Field(default=None, ge=0, le=1, description="Minimum score.")
     fps: float | None = Field(default=None, gt=0, description="Most frames per second processed.")
@@ -102,6 +103,9 @@ def model(link: FleetLink, command: Command) -> dict:
         if request.url is not None:
             from edge_sdk.ota.archive import fetch_archive
 
+            if not link.settings.update_keys:  # a device that refuses updates downloads nothing for anyone
+                raise CommandError("model updates are off: no update_keys are configured on this device")
+
             archive = fetch_archive(request.url, max_bytes=link.settings.update_max_bytes, ca_file=link.settings.update_ca_file)
         else:
             try:
@@ -118,7 +122,8 @@ def handle(link: FleetLink, command: Command) -> dict:
     """The result body for ``command``; errors become ``{"ok": false, "error": ...}``."""
     handler = ALLOWED.get(command.name)
     if handler is None:
-        return {"ok": False, "error": f"unknown command '{command.name[:64]}'; allowed: {', '.join(sorted(ALLOWED))}"}
+        # repr: a topic level may hold a newline or control characters, and the error is one line.
+        return {"ok": False, "error": f"unknown command {command.name[:64]!r}; allowed: {', '.join(sorted(ALLOWED))}"}
     try:
         return handler(link, command)
     except EdgeSDKError as exc:

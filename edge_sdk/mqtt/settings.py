@@ -181,10 +181,14 @@ class MQTTSettings(_Section):
             return username, unquote(parts.password)
         if self.password_file is not None:
             try:
-                lines = self.password_file.read_text(encoding="utf-8").splitlines()
+                # One line is read, at most 4 KB: the file may be /dev/zero or a binary key by mistake.
+                with open(self.password_file, "rb") as handle:
+                    first = handle.readline(4096).decode("utf-8").rstrip("\r\n")
             except OSError as exc:
                 raise ConfigError(f"password file {self.password_file} cannot be read: {exc.strerror or exc}") from exc
-            return username, lines[0] if lines else ""
+            except UnicodeDecodeError:
+                raise ConfigError(f"password file {self.password_file} is not UTF-8 text") from None
+            return username, first
         env = os.environ.get(self.password_env)
         return username, env
 

@@ -38,7 +38,8 @@ def pack_bundle(folder: Path) -> bytes:
 
 def _safe_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if not name or path.is_absolute() or name.startswith(("/", "\\")) or ":" in path.parts[0]:
+    # "." (tar -C bundle .) has no parts at all; it names the bundle folder itself.
+    if not name or path.is_absolute() or name.startswith(("/", "\\")) or (path.parts and ":" in path.parts[0]):
         raise UpdateError(f"archive member {name[:80]!r} has an absolute path")
     if any(part == ".." for part in path.parts) or "\\" in name or "\x00" in name:
         raise UpdateError(f"archive member {name[:80]!r} points outside the bundle")
