@@ -310,3 +310,27 @@ def test_a_broker_that_cannot_start_fails_fast_with_its_log(tmp_path, pki):
         broker.start(timeout=10)
     assert time.monotonic() - started < 3
     assert not broker.running
+
+
+def test_no_password_reaches_a_log_an_error_or_the_stats(password_mosquitto, tmp_path, caplog, monkeypatch):
+    """A refused password (so errors get logged), one in the URL and one from the environment."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-but-still-secret-7f3a"
+    url_secret = "url-secret-91c2"
+    monkeypatch.setenv("EDGE_SDK_MQTT_PASSWORD", wrong)
+    settings = MQTTSettings(broker=f"mqtt://{HOST}:{password_mosquitto.port}", device_id="cam-1", username="cam-1",
+                            outbox={"path": tmp_path / "outbox.sqlite3"}, reconnect_min_s=0.1, reconnect_max_s=0.2)
+    publisher = Publisher(settings)
+    publisher.start()
+    try:
+        assert wait(lambda: publisher.stats().get("connect_attempts", 0) >= 3, timeout=10)
+        seen = [caplog.text, repr(publisher.stats()), str(publisher.last_error), repr(settings)]
+    finally:
+        publisher.close()
+    in_url = MQTTSettings(broker=f"mqtt://cam-1:{url_secret}@{HOST}:{password_mosquitto.port}", device_id="cam-1")
+    seen += [in_url.redacted_broker(), repr(in_url)]
+    assert publisher.last_error  # the refusal was reported...
+    for text in seen:  # ...without the secret
+        assert wrong not in text and url_secret not in text and "cam-1-secret" not in text

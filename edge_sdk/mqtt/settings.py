@@ -195,6 +195,11 @@ class MQTTSettings(_Section):
     def redacted_broker(self) -> str:
         return _redact(self.broker)
 
+    def __repr_args__(self):
+        # A password in the broker URL must not reach a log line or a traceback through repr().
+        for name, value in super().__repr_args__():
+            yield name, (self.redacted_broker() if name == "broker" else value)
+
 
 def _redact(url: str) -> str:
     parts = urlsplit(url)
