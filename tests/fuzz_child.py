@@ -130,9 +130,21 @@ def _child() -> None:
         except BaseException as exc:  # noqa: BLE001 - reported: any other exception is a finding
             result = {"outcome": "exception", "type": type(exc).__name__, "message": str(exc)[:500],
                       "traceback": traceback.format_exc()[-3000:]}
-        result.update(i=i, seconds=time.monotonic() - t0,
-                      rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        result.update(i=i, seconds=time.monotonic() - t0, rss_mb=_peak_rss_mb())
         report.write(json.dumps(result, default=str) + "\n")
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM).
+
+    Not getrusage's ru_maxrss: Linux carries the pre-exec high-water mark over execve, so a child
+    forked from a big pytest process would report the parent's size.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- parent side ------------------------------------------------------------------------------------
