@@ -14,6 +14,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from edge_sdk.converters.samples import digits as digits_arrays, split, write_class_folders, write_flat  # noqa: E402
 
+LONG_ENV = "EDGE_SDK_LONG"
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--long", action="store_true", help=f"run the long reliability tier (tests marked long; or {LONG_ENV}=1)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``long`` (an hour and more) are skipped unless asked for: --long, EDGE_SDK_LONG=1 or -m long."""
+    if config.getoption("--long") or os.environ.get(LONG_ENV) == "1" or config.getoption("markexpr", "").strip() == "long":
+        return
+    skip = pytest.mark.skip(reason=f"long reliability tier: pass --long or set {LONG_ENV}=1")
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> dict:

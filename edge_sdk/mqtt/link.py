@@ -122,7 +122,17 @@ class FleetLink:
             self.publish_snapshot()
 
     def on_source_event(self, event) -> None:
-        self.source_state = getattr(event.state, "value", str(event.state))
+        state = getattr(event.state, "value", str(event.state))
+        changed, self.source_state = state != self.source_state, state
+        if not changed:
+            return
+        # Metrics go out every 10 s by default: a camera that stalls and recovers in between would
+        # never be seen by the fleet, and a lost one only seconds late. A change of state is
+        # published at once (called from the source's thread; publish never waits on the network).
+        try:
+            self.publish_metrics()
+        except EdgeSDKError:
+            pass  # a full disk: the source must keep running; the next metrics say what failed
 
     def publish_metrics(self) -> None:
         stats = self.pipeline.stats.snapshot()
