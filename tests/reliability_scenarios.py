@@ -572,9 +572,11 @@ class Soak:
                   len(window) >= 3 and slope <= size.slope_bound_mb_h,
                   f"{slope:+.2f} MB/h over {len(window)} samples ({t[-1] - t[0] if t else 0:.0f} s); "
                   f"RSS {rss[0] if rss else float('nan'):.1f} → {rss[-1] if rss else float('nan'):.1f} MB"),
-            Check("descriptors flat after warm-up (lowest count, first vs last quarter)", fds[0] == fds[1],
+            # "Flat" means no growth: a leak only ever adds. Native pools (FFmpeg's decoder threads,
+            # XNNPACK's) may shed a thread after warm-up, as a CI run showed (14 -> 13).
+            Check("descriptors flat after warm-up (lowest count, first vs last quarter)", fds[1] <= fds[0],
                   f"{fds[0]} → {fds[1]}, max {max((s[2] for s in window), default=-1)}"),
-            Check("threads flat after warm-up (lowest count, first vs last quarter)", threads[0] == threads[1],
+            Check("threads flat after warm-up (lowest count, first vs last quarter)", threads[1] <= threads[0],
                   f"{threads[0]} → {threads[1]}, max {max((s[3] for s in window), default=-1)}"),
         ]
         t_all = [s[0] - first for s in samples]
