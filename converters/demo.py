@@ -97,11 +97,14 @@ def _convert(workdir: Path, out: Path, console, *, profile: str) -> Path:
 
 
 def _print_accuracy_line(console, report) -> None:
-    if report is not None and report.accuracy is not None:
-        a = report.accuracy
-        console.print(f"   held-out mAP@0.5: float {a.reference.map50:.3f}, converted {a.converted.map50:.3f} "
-                      f"(drop {a.drop_points:.2f} points, budget {a.max_drop:g}); sparsity "
-                      f"{report.sparsity.prunable:.0%}" if report.sparsity else "")
+    if report is None or report.accuracy is None:
+        return
+    a = report.accuracy
+    line = (f"   held-out mAP@0.5: float {a.reference.map50:.3f}, converted {a.converted.map50:.3f} "
+            f"(drop {a.drop_points:.2f} points, budget {a.max_drop:g})")
+    if report.sparsity is not None:
+        line += f"; sparsity {report.sparsity.prunable:.0%}"
+    console.print(line)
 
 
 @dataclass
