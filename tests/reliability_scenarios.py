@@ -299,7 +299,7 @@ def camera_gate(bundle: Path, broker, folder: Path, size: CameraSize, *, device_
                 # The engine's thread pool lives as long as the interpreter that owns it.
                 device = None
                 gc.collect()
-            wait(lambda: _counts() == counts["before the run"], 10, step=0.1)
+            wait(lambda: all(c <= b for c, b in zip(_counts(), counts["before the run"])), 10, step=0.1)
             counts["after close"] = _counts()
         finally:
             watcher.close()
@@ -333,7 +333,10 @@ def _camera_section(size: CameraSize, outages: list[Outage], counts: dict, error
         checks.append(Check(f"{name} back to the running baseline after the outages", same,
                             f"{base[i] if base else '—'} → {after[i] if after else '—'}"))
     before = counts.get("before the run")
-    checks.append(Check("threads and descriptors as before the run once it is closed", before is not None and closed == before,
+    # No more than before: a leak only adds, while threads and sockets of earlier tests in the same
+    # process may finish during the run (a full-suite CI run saw 23 -> 19 native threads, 50 -> 35 fds).
+    grew = before is None or closed is None or any(c > b for c, b in zip(closed, before))
+    checks.append(Check("threads and descriptors no more than before the run once it is closed", not grew,
                         f"{dict(zip(names, before or ()))} → {dict(zip(names, closed or ()))}"))
     rows = [[i, o.kind, o.held_s, o.stall_s, o.status_down_s, o.recovery_s, o.status_up_s, len(o.attempts)]
             for i, o in enumerate(outages)]
