@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -113,32 +114,34 @@ def test_sequence_numbers_never_repeat_after_a_kill(tmp_path):
     assert last < after <= last + SEQ_BLOCK + 1
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_a_damaged_file_is_quarantined_and_replaced(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "zero-length"])
+def test_a_damaged_file_is_quarantined_and_replaced_and_seq_keeps_growing(tmp_path, damage):
     path = tmp_path / "o.sqlite3"
+    used = 0
     if damage == "garbage":
         path.write_bytes(os.urandom(8192))
     else:
         outbox = Outbox(path)
         for i in range(300):
+            used = outbox.next_seq()
             outbox.add("t", os.urandom(200))
         outbox.close()
         data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 3])
+        path.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"")
+        for suffix in ("-wal", "-shm"):  # a power loss takes the write-ahead log with it
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    before = time.time()
     outbox = Outbox(path)
     assert outbox.quarantined is not None and outbox.quarantined.exists()
     assert outbox.depth == 0
+    # The old numbers are lost with the file; new ones must not repeat them, or a consumer that
+    # de-duplicates on (device_id, seq) would drop new messages as old ones.
+    seq = outbox.next_seq()
+    assert seq > used and seq >= int(before * 1000)
     outbox.add("t", b"after")
     assert drain(outbox) == [b"after"]
-
-
-def test_an_empty_file_is_a_new_outbox(tmp_path):
-    path = tmp_path / "o.sqlite3"
-    path.write_bytes(b"")
-    outbox = Outbox(path)
-    assert outbox.quarantined is None
-    outbox.add("t", b"x")
-    assert outbox.depth == 1
+    outbox.close()
+    assert Outbox(path).next_seq() > seq  # and the replacement keeps counting from there
 
 
 def test_outbox_files_are_private(tmp_path):

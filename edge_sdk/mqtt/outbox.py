@@ -149,6 +149,12 @@ class Outbox:
             self._counters.setdefault(key, 0)
         self._seq_reserved = self._counters.pop("seq_reserved", 0)
         self._counters["seq"] = max(self._counters["seq"], self._seq_reserved)
+        if self.quarantined is not None and self._counters["seq"] == 0:
+            # The numbers the damaged file had given out are lost with it, and consumers drop a
+            # (device_id, seq) they have seen: starting again at 1 would make new messages look like
+            # old ones. Milliseconds since 1970 are above any seq a device has used, unless it
+            # sustained over 1,000 messages a second for its whole life.
+            self._counters["seq"] = int(time.time() * 1000)
         self._count, self._bytes, last = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), COALESCE(MAX(id), 0) FROM messages"
         ).fetchone()
@@ -162,6 +168,10 @@ class Outbox:
         except OSError as exc:
             raise PublishError(f"outbox folder {self.path.parent} cannot be created: {exc.strerror or exc}") from exc
         try:
+            if self.path.exists() and self.path.stat().st_size == 0:
+                # SQLite writes its header as the outbox opens, so an empty file was cut short
+                # (a power loss before the file system flushed it), not made by us.
+                raise sqlite3.DatabaseError("the file is empty")
             return self._connect(durable)
         except sqlite3.DatabaseError as exc:
             # A truncated or overwritten file must not stop the device from publishing: move it
