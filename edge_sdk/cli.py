@@ -167,6 +167,10 @@ def run_command(
         None, "--http", metavar="[HOST]:PORT",
         help="Serve the live view, /metrics and /healthz: ':8080' on every interface, '127.0.0.1:8080' on this machine only.",
     ),
+    isolate_engine: Optional[bool] = typer.Option(
+        None, "--isolate-engine/--no-isolate-engine",
+        help="Run the engine in a child process, so a hang is killed and a crash survived (watchdog.isolate).",
+    ),
 ) -> None:
     """Run a bundle on a frame source; JSON lines per frame (stdout, or MQTT with --broker), a summary on stderr."""
     import json
@@ -180,6 +184,7 @@ def run_command(
         config, source=source, max_frames=max_frames, fps=fps, threshold=threshold, jsonl=jsonl,
         labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None, loop=loop, stride=stride,
         threads=threads, device=device, cpu_fallback=cpu_fallback, broker=broker, device_id=device_id, http=http,
+        isolate_engine=isolate_engine,
     )
     if settings.source is None:
         raise ConfigError("--source is required (or 'source:' in the --config file)")
@@ -239,12 +244,15 @@ def run_command(
             view.close()
         if sink is not None and sink is not sys.stdout:
             sink.close()
+        pipeline.close()
         stats = pipeline.stats.snapshot()
         summary = (
             f"frames {stats['frames_done']} ({stats['frames_skipped']} skipped, {stats['frame_errors']} bad), "
             f"{stats['fps']:.1f} fps, latency p50 {stats.get('latency_ms_p50', 0):.1f} ms "
             f"p99 {stats.get('latency_ms_p99', 0):.1f} ms, {stats['detections']} detections"
         )
+        if stats["engine_restarts"] or stats["engine_state"] != "ok":
+            summary += f"; engine {stats['engine_state']}, {stats['engine_restarts']} restarts ({stats['engine_hangs']} hangs)"
         if link is not None:
             link.close()
             sent = link.publisher.stats()

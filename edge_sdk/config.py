@@ -11,6 +11,28 @@ from edge_sdk.errors import ConfigError
 from edge_sdk.mqtt.settings import MQTTSettings
 
 
+class WatchdogSettings(BaseModel):
+    """How a hung or failed inference engine is noticed, restarted, and given up on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    isolate: bool = Field(
+        default=False,
+        description="Run the engine in a child process: a hang is ended by killing it, and a crash (a segfault in a "
+        "delegate) is survived. Costs a copy of each input and output; advised for USB accelerators.",
+    )
+    hang_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="An inference (engine and decoder) running longer than this is a hang: the engine is restarted.",
+    )
+    max_restarts: int = Field(
+        default=5, ge=0, le=1000,
+        description="Restarts allowed within window_s; one more failure stops the run with an error, for the service manager to restart.",
+    )
+    window_s: float = Field(default=600.0, gt=0, description="The restart limiter's window in seconds.")
+    start_s: float = Field(default=120.0, gt=0, description="Time allowed to open a fresh engine (an NPU compiles the model first).")
+
+
 class RunConfig(BaseModel):
     """How ``edge-sdk run`` turns a source into results."""
 
@@ -36,6 +58,7 @@ class RunConfig(BaseModel):
     cpu_fallback: bool = Field(default=False, description="Edge TPU bundles: run on the CPU when no Edge TPU is found.")
     retries: int | None = Field(default=None, ge=0, description="Source reconnect attempts before giving up (default: forever for live sources).")
     mqtt: MQTTSettings | None = Field(default=None, description="Publish results to an MQTT broker (see the README's MQTT section).")
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings, description="Inference watchdog: hang detection, restarts, isolation.")
     http: str | None = Field(
         default=None,
         description="Serve the live view, /metrics and /healthz on [HOST]:PORT: ':8080' listens on every IPv4 "
@@ -146,6 +169,10 @@ def load_config(path: str | Path | None, **overrides) -> RunConfig:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of settings")
         data = dict(loaded or {})
+    isolate = overrides.pop("isolate_engine", None)
+    if isolate is not None:
+        section = data.get("watchdog")
+        data["watchdog"] = {**(section if isinstance(section, dict) else {}), "isolate": isolate}
     mqtt = {k: overrides.pop(k) for k in ("broker", "device_id") if overrides.get(k) is not None}
     overrides.pop("broker", None), overrides.pop("device_id", None)
     data.update({k: v for k, v in overrides.items() if v is not None})

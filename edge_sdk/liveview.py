@@ -206,6 +206,9 @@ class LiveView:
         """Healthy while results keep coming: the last one within max(stall_s, 3 frame intervals)."""
         with self._lock:
             times = list(self._arrivals)
+        engine = self.pipeline.health
+        if engine.state != "ok":  # restarting after a hang or a failure, or given up on
+            return False, {"status": f"engine {engine.state}", "reason": engine.detail or "", "frames": self.pipeline.stats.frames_done}
         if not times:
             return False, {"status": "starting", "reason": "no frame processed yet"}
         age = time.monotonic() - times[-1]
@@ -252,6 +255,9 @@ _COUNTERS = (
     ("detections", "detections_total", "Detections reported, after the filters."),
     ("source_dropped", "source_frames_dropped_total", "Frames a live source dropped to stay on the newest one."),
     ("source_reconnects", "source_reconnects_total", "Times the source reconnected."),
+    ("engine_restarts", "engine_restarts_total", "Fresh inference engines opened by the watchdog after a hang or a failure."),
+    ("engine_hangs", "engine_hangs_total", "Inferences that ran past watchdog.hang_s."),
+    ("engine_lost_frames", "engine_lost_frames_total", "Frames that were inside a hung or failed inference."),
 )
 _MQTT = (
     ("published", "counter", "mqtt_published_total", "Messages handed to the broker."),
@@ -295,6 +301,9 @@ def metrics_text(snapshot: dict) -> str:
     if snapshot["last_frame_age_s"] is not None:
         lines += _family("last_frame_age_seconds", "gauge", "Seconds since the last frame was processed.",
                          [({}, snapshot["last_frame_age_s"])])
+    if "engine_state" in snapshot:
+        lines += _family("engine_healthy", "gauge", "1 while the inference engine is healthy, 0 while the watchdog restarts it or has given up.",
+                         [({}, int(snapshot["engine_state"] == "ok"))])
     lines += _family("stream_viewers", "gauge", "Browsers watching the live stream.", [({}, snapshot["viewers"])])
     for key, kind, name, help_text in _MQTT if snapshot["mqtt"] is not None else ():
         lines += _family(name, kind, help_text, [({}, snapshot["mqtt"][key])])

@@ -154,6 +154,40 @@ def test_run_cli_publishes_info_detections_metrics_and_status_that_match_their_s
     collector.close()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "zero-length", "garbage"])
+def test_a_damaged_outbox_at_start_is_set_aside_the_fleet_is_alerted_and_the_run_goes_on(classifier, video, broker, tmp_path, damage):
+    import os
+
+    outbox = tmp_path / "outbox.sqlite3"
+    if damage == "garbage":
+        outbox.write_bytes(os.urandom(4096))
+    else:
+        from edge_sdk.mqtt.outbox import Outbox
+
+        previous = Outbox(outbox)
+        for _ in range(200):
+            previous.add("edge/cam-1/detections", os.urandom(300))
+        previous.close()
+        data = outbox.read_bytes()
+        outbox.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / f"outbox.sqlite3{suffix}").unlink(missing_ok=True)
+    collector = Collector(broker.port)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"mqtt:\n  broker: {broker.url}\n  device_id: cam-1\n  publish: every_frame\n  outbox: {{path: {outbox}}}\n")
+    assert main(["run", str(classifier), "--source", str(video), "--config", str(config), "--threshold", "0"]) == 0
+    assert collector.wait_for(lambda c: len(c.payloads("/detections")) == 40 and c.payloads("/status")[-1]["state"] == "offline")
+    (alert,) = collector.payloads("/alert")
+    jsonschema.validate(alert, payloads.schema("alert"))
+    assert alert["kind"] == "outbox-quarantined" and "was damaged and moved aside" in alert["detail"]
+    aside = tmp_path / alert["path"].rsplit("/", 1)[-1]
+    assert aside.exists() and aside.name.startswith("outbox.sqlite3.corrupt-")
+    assert outbox.exists() and outbox.stat().st_size > 0  # a fresh outbox took its place
+    # Numbers after the damage are new ones, above every seq the lost file could have used.
+    assert min(d["seq"] for d in collector.payloads("/detections")) > 10**12
+    collector.close()
+
+
 def test_config_command_changes_the_run_live_and_echoes_what_it_applied(classifier, video, broker, tmp_path):
     collector = Collector(broker.port, "edge/cam-1/detections")
     device = Device(classifier, device_settings(broker, tmp_path, publish="every_frame"), video)

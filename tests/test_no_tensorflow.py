@@ -23,6 +23,8 @@ SCRIPT = textwrap.dedent(
     import edge_sdk.bundle
     import edge_sdk.backends
     import edge_sdk.backends.litert
+    import edge_sdk.backends.worker  # what the engine's child process runs under watchdog.isolate
+    import edge_sdk.pipeline
     import edge_sdk.converters  # lazy: must not pull TensorFlow in until a conversion starts
 
     forbidden = json.loads(sys.argv[2])

@@ -144,6 +144,7 @@ class Publisher:
         self.counters = collections.Counter()  # written by the network thread only
         self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._online_since: float | None = None
+        self._health: tuple[str, str | None] = ("online", None)  # what 'online' status says: online, or degraded and why
         self._idle = True
         self._send_lock = threading.Lock()  # never taken inside a paho callback
         self._live: _Connection | None = None
@@ -294,7 +295,18 @@ class Publisher:
         return client
 
     def _status_body(self, state: str) -> dict:
-        return {"schema": "edge-sdk/status@1", "device_id": self.device_id, "state": state, "ts": round(time.time(), 6)}
+        detail = None
+        if state == "online":
+            state, detail = self._health
+        body = {"schema": "edge-sdk/status@1", "device_id": self.device_id, "state": state, "ts": round(time.time(), 6)}
+        return body if detail is None else {**body, "detail": detail}
+
+    def set_health(self, degraded: str | None) -> None:
+        """While connected, the retained status says 'degraded' and why (``degraded``), or 'online'
+        (None). Sent now if online and on every connect; the Last Will still says 'offline'."""
+        self._health = ("degraded", degraded) if degraded else ("online", None)
+        self._events.append(("status",))
+        self._wake()
 
     def _network(self) -> None:
         while not self._closing.is_set():
@@ -429,6 +441,9 @@ class Publisher:
                     return self._lost(client, f"disconnected: {event[1]}")
                 elif kind == "message":
                     self._on_message(event[1])
+                elif kind == "status" and online:
+                    status = json.dumps(self._status_body("online"), separators=(",", ":")).encode()
+                    client.publish(self.topic(topics.STATUS), status, qos=self.settings.qos.status, retain=True)
                 elif kind == "retained" and online:
                     data, qos = self._retained.get(event[1], (None, 0))
                     if data is not None:

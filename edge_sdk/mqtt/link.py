@@ -86,6 +86,13 @@ class FleetLink:
 
     def start(self) -> FleetLink:
         self._announce()
+        self.pipeline.health_listeners.append(self.on_health)
+        quarantined = self.publisher.outbox.quarantined
+        if quarantined is not None:
+            detail = (f"the outbox {self.publisher.outbox.path} was damaged and moved aside to {quarantined}; "
+                      "a new one was started, and what the old one held was not sent")
+            log.warning(detail)
+            self.alert("outbox-quarantined", detail, path=str(quarantined))
         self.publisher.start()
         self._metrics_thread = threading.Thread(target=self._metrics_loop, name="edge-sdk-metrics", daemon=True)
         self._metrics_thread.start()
@@ -94,6 +101,8 @@ class FleetLink:
     def close(self, *, flush_timeout: float = 5.0) -> None:
         """Publish final metrics, give the outbox ``flush_timeout`` to drain, then disconnect."""
         self._stop.set()
+        if self.on_health in self.pipeline.health_listeners:
+            self.pipeline.health_listeners.remove(self.on_health)
         if self._metrics_thread is not None:
             self._metrics_thread.join(5)
         self.publish_metrics()
@@ -133,6 +142,29 @@ class FleetLink:
             self.publish_metrics()
         except EdgeSDKError:
             pass  # a full disk: the source must keep running; the next metrics say what failed
+
+    def alert(self, kind: str, detail: str, **extra: str) -> None:
+        """One event on ``alert`` (QoS 1 through the outbox, like detections); never raises."""
+        try:
+            body = payloads.alert_body(kind, detail, **extra)
+            self.publisher.publish(topics.ALERT, self.publisher.envelope(payloads.ALERT, body), qos=1)
+        except EdgeSDKError:
+            log.warning("could not queue the %s alert", kind)  # a full disk; the log line above says what happened
+
+    def on_health(self, health) -> None:
+        """The inference watchdog's news: the retained status says 'degraded' (and why) while the engine
+        is being restarted or has been given up on, 'online' once a fresh one runs; an alert and the
+        metrics go out at once."""
+        if health.state == "ok":
+            self.publisher.set_health(None)
+        else:
+            self.publisher.set_health(f"inference engine {health.state}: {health.detail}")
+            log.warning("inference engine %s: %s", health.state, health.detail)
+            self.alert("engine-failed" if health.state == "failed" else "engine-restarted", health.detail or health.state)
+        try:
+            self.publish_metrics()
+        except EdgeSDKError:
+            pass  # a full disk: the next metrics say what failed
 
     def publish_metrics(self) -> None:
         stats = self.pipeline.stats.snapshot()
@@ -201,7 +233,6 @@ class FleetLink:
 
     def install_model(self, archive: bytes) -> dict:
         """Verify, install, trial-run and swap in a signed bundle archive; the old one stays for rollback."""
-        from edge_sdk.backends import open_engine
         from edge_sdk.bundle import open_bundle
         from edge_sdk.ota.keys import load_public_keys
         from edge_sdk.ota.store import BundleStore
@@ -209,24 +240,29 @@ class FleetLink:
         if not self.settings.update_keys:
             raise UpdateError("model updates are off: no update_keys are configured on this device")
         keys = load_public_keys(self.settings.update_keys)
-        config = self.pipeline.config
 
         def trial(folder: Path) -> None:
             bundle = open_bundle(folder)
-            engine = open_engine(bundle, device=config.device, threads=config.threads, cpu_fallback=config.cpu_fallback)
+            engine = self.pipeline.open_engine(bundle)
             candidate = Model.build(bundle, engine)
             frame = self.pipeline.latest_frame
             if frame is None:
                 raise UpdateError("no live frame to try the new model on yet")
-            for _ in range(TRIAL_FRAMES):
-                self.pipeline.infer(frame, model=candidate)
+            try:
+                for _ in range(TRIAL_FRAMES):
+                    self.pipeline.infer(frame, model=candidate)
+            finally:
+                close = getattr(engine, "close", None)
+                if close is not None:
+                    close()  # an engine in a child process: the installed copy gets its own below
 
         store = BundleStore(self.settings.store_path)
         old_sha = self._model_sha()
         result = store.install(archive, public_keys=keys, check=trial, max_bytes=self.settings.update_max_bytes)
         # The trial ran from the staging folder; load the installed copy so the files in use are the kept ones.
         installed = open_bundle(result.path)
-        engine = open_engine(installed, device=config.device, threads=config.threads, cpu_fallback=config.cpu_fallback)
+        engine = self.pipeline.open_engine(installed)
+
         def on_failure(exc: BaseException) -> None:
             # Runs in the inference thread, which has already put the old model back.
             log.warning("model update %s failed on a live frame (%s); rolled back", result.new_sha256[:12], exc)

@@ -15,10 +15,16 @@ from edge_sdk import __version__
 from edge_sdk.bundle import Bundle
 from edge_sdk.results import FrameResult
 
-STATUS, INFO, DETECTIONS, METRICS, COMMAND_RESULT = (
+STATUS, INFO, DETECTIONS, METRICS, COMMAND_RESULT, ALERT = (
     "edge-sdk/status@1", "edge-sdk/info@1", "edge-sdk/detections@1", "edge-sdk/metrics@1", "edge-sdk/command-result@1",
+    "edge-sdk/alert@1",
 )
-KINDS = {STATUS: "status", INFO: "info", DETECTIONS: "detections", METRICS: "metrics", COMMAND_RESULT: "command-result"}
+KINDS = {STATUS: "status", INFO: "info", DETECTIONS: "detections", METRICS: "metrics", COMMAND_RESULT: "command-result", ALERT: "alert"}
+
+
+def alert_body(kind: str, detail: str, **extra: str) -> dict:
+    """An event the fleet should hear of once: a quarantined outbox, an engine restarted or given up on."""
+    return {"kind": kind, "detail": detail, **extra}
 
 
 def detections_body(result: FrameResult) -> dict:
@@ -76,6 +82,10 @@ def metrics_body(pipeline_stats: dict, publisher_stats: dict, *, rss_mb: float |
         "rss_mb": None if rss_mb is None else round(rss_mb, 1),
         "cpu_temp_c": cpu_temp_c,
         "source_state": source_state,
+        "engine_state": pipeline_stats.get("engine_state", "ok"),
+        "engine_restarts": pipeline_stats.get("engine_restarts", 0),
+        "engine_hangs": pipeline_stats.get("engine_hangs", 0),
+        "engine_lost_frames": pipeline_stats.get("engine_lost_frames", 0),
     }
 
 

@@ -9,7 +9,7 @@ from edge_sdk.errors import ConfigError
 DEFAULT_PREFIX = "edge/{device_id}/"
 
 # Names a device publishes under its prefix; commands arrive on cmd/{name} and answer on cmd/{name}/result.
-STATUS, INFO, DETECTIONS, METRICS, SNAPSHOT = "status", "info", "detections", "metrics", "snapshot"
+STATUS, INFO, DETECTIONS, METRICS, SNAPSHOT, ALERT = "status", "info", "detections", "metrics", "snapshot", "alert"
 
 # A wildcard or separator in a device id would widen every ACL pattern written with %c or %u
 # (edge/%c/# for "a/b" covers another device's tree); control characters break log lines and URLs.
