@@ -78,7 +78,10 @@ def test_the_fleet_view_folds_messages_per_device_and_counts_garbage():
         view.feed(topic, json.dumps(body).encode())
     view.feed("edge/cam-2/detections", b"{broken")
     view.feed("other/x/status", b"{}")
+    alert = {"schema": "edge-sdk/alert@1", "device_id": "cam-2", "seq": 9, "ts": 1.0, "kind": "engine-restarted", "detail": "hung"}
+    view.feed("edge/cam-2/alert", json.dumps(alert).encode())
     cam1, cam2 = view.devices["cam-1"], view.devices["cam-2"]
+    assert (cam1.alert, cam2.alert) == ("", "engine-restarted: hung")
     assert (cam1.status, cam1.model, cam1.detections, cam1.last_labels) == ("online", "shapes", 1, "circle 0.90")
     assert (cam2.fps, cam2.latency_p99, cam2.outbox) == (14.5, 80.0, 3)
     assert view.unreadable == 1 and set(view.devices) == {"cam-1", "cam-2"}
@@ -87,7 +90,7 @@ def test_the_fleet_view_folds_messages_per_device_and_counts_garbage():
     console = Console(record=True, width=160)
     console.print(view.table())
     text = console.export_text()
-    assert "cam-1" in text and "shapes" in text and "14.5" in text
+    assert "cam-1" in text and "shapes" in text and "14.5" in text and "engine-restarted: hung" in text
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a+b", "#"])

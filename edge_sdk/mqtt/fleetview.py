@@ -18,6 +18,7 @@ class DeviceView:
     outbox: int | None = None
     detections: int = 0
     last_labels: str = ""
+    alert: str = ""  # the newest alert: kind and reason
     messages: int = 0
     last_seen: float = field(default_factory=time.time)
 
@@ -53,6 +54,8 @@ class FleetView:
             return None
         if kind == "status":
             view.status = str(body.get("state", "?"))
+        elif kind == "alert":
+            view.alert = f"{body.get('kind', '?')}: {body.get('detail', '')}"
         elif kind == "info":
             model = body.get("model") or {}
             view.model, view.sha256 = str(model.get("name", "?")), str(model.get("sha256") or "")
@@ -68,8 +71,8 @@ class FleetView:
         from rich.table import Table
 
         table = Table(title=f"edge-sdk fleet: {len(self.devices)} device(s)" + (f", {self.unreadable} unreadable" if self.unreadable else ""))
-        for column in ("device", "status", "model", "sha256", "fps", "p99 ms", "outbox", "detections", "last", "seen"):
-            table.add_column(column)
+        for column in ("device", "status", "model", "sha256", "fps", "p99 ms", "outbox", "detections", "last", "alert", "seen"):
+            table.add_column(column, max_width=48 if column == "alert" else None)
         now = time.time()
         for view in sorted(self.devices.values(), key=lambda v: v.device_id):
             style = {"online": "green", "offline": "red", "degraded": "yellow"}.get(view.status, "")
@@ -77,6 +80,6 @@ class FleetView:
                 view.device_id, f"[{style}]{view.status}[/]" if style else view.status, view.model, view.sha256[:12],
                 "" if view.fps is None else f"{view.fps:.1f}", "" if view.latency_p99 is None else f"{view.latency_p99:.0f}",
                 "" if view.outbox is None else str(view.outbox), str(view.detections), view.last_labels,
-                f"{now - view.last_seen:.0f} s ago",
+                view.alert, f"{now - view.last_seen:.0f} s ago",
             )
         return table
