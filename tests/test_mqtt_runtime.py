@@ -188,6 +188,26 @@ def test_a_damaged_outbox_at_start_is_set_aside_the_fleet_is_alerted_and_the_run
     collector.close()
 
 
+def test_a_closed_fleet_link_lets_go_of_its_pipeline_without_waiting_for_the_garbage_collector(classifier, broker, tmp_path):
+    """A process that stops and starts runs must not keep each old engine (and its native threads)
+    until a garbage collection happens to run: closing breaks every cycle through the link."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        pipeline = open_pipeline(classifier, config=RunConfig())
+        link = FleetLink(pipeline, device_settings(broker, tmp_path), source="test").start()
+        assert link.publisher.wait_online(10)
+        link.close()
+        gone = weakref.ref(pipeline)
+        del pipeline, link
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
 def test_config_command_changes_the_run_live_and_echoes_what_it_applied(classifier, video, broker, tmp_path):
     collector = Collector(broker.port, "edge/cam-1/detections")
     device = Device(classifier, device_settings(broker, tmp_path, publish="every_frame"), video)

@@ -244,6 +244,9 @@ class Publisher:
             pass
         for thread in self._threads:
             thread.join(timeout)
+        # The callbacks are usually bound methods of our owner (FleetLink), which owns us: dropping
+        # them breaks the cycle, so the pipeline and its engine's threads go now, not at the next GC.
+        self._on_command = self._on_state = None
         self.state = "stopped"
         self.outbox.close()
         self._wake_r.close()
