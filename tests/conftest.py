@@ -107,3 +107,26 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_soak(request, tmp_path_factory):
+    """Gate C's CI soak: 5 minutes of ``edge-sdk run`` in its own process with its own broker,
+    started with the session when a test marked ``background_soak`` is selected, so it runs beside
+    the other tests instead of adding 5 minutes to the run (and sees a busy machine, as a device
+    does). That test calls ``finish()``, which waits for the end if it comes first. None when no
+    such test is selected."""
+    if not any(item.get_closest_marker("background_soak") for item in request.session.items):
+        yield None
+        return
+    from mosquitto import Mosquitto
+    from reliability_scenarios import CI_SOAK, Soak, small_bundle
+
+    folder = tmp_path_factory.mktemp("background-soak")
+    bundle = small_bundle(request.getfixturevalue("digits"), folder)
+    with Mosquitto(folder / "mosquitto") as broker:
+        run = Soak(bundle, broker, folder, CI_SOAK)
+        try:
+            yield run
+        finally:
+            run.kill()
