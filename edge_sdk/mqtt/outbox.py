@@ -397,8 +397,8 @@ class Outbox:
     def checkpoint(self, *, force: bool = False) -> None:
         """Move the journal into SQLite and forget acknowledged rows, in one transaction.
 
-        Unless ``force``d, it waits while the journal is young and small: by then most of its
-        messages are acknowledged and need no row at all.
+        Unless ``force``d, it waits while nothing is acknowledged and the journal is young and
+        small. A message still in flight gets a row, deleted at the next checkpoint.
         """
         with self._lock:
             self._checkpoint(force=force)
@@ -408,8 +408,11 @@ class Outbox:
             acked = set(self._acked)
         if not self._unsaved and not acked:
             return
-        if (not force and self._journal_bytes < JOURNAL_MAX_BYTES and time.monotonic() - self._last_checkpoint < JOURNAL_MAX_AGE_S
-                and not all(m.id in acked for m in self._unsaved)):
+        # Waiting for every journal message to be acknowledged never ends at a steady rate (the
+        # newest PUBACK is always a millisecond away), and a process killed meanwhile resends every
+        # acknowledged message still in the journal: 5 s of traffic, 4-7 % duplicates in the
+        # combined fault gate. So any acknowledgement is worth a checkpoint now.
+        if not force and not acked and self._journal_bytes < JOURNAL_MAX_BYTES and time.monotonic() - self._last_checkpoint < JOURNAL_MAX_AGE_S:
             return
         unsaved, self._unsaved = self._unsaved, []
         rows = [_row(m) for m in unsaved if m.id not in acked]
