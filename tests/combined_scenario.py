@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from combined_runtime import EXIT_STATS, FRAME_LOG, OUTBOX
 from dedup_subscriber import DedupSubscriber
 from faultproxy import FaultProxy
 from reliability_report import Check, Plot, Section, Series
+from reliability_scenarios import wait
 
 RUNTIME = Path(__file__).with_name("combined_runtime.py")
 KEEPALIVE = 5  # the settings' minimum: a blackhole is noticed within 1.5 x this
@@ -58,15 +58,6 @@ class CombinedSize:
         return (f"{self.events} detections at {self.rate:g}/s; {self.cuts} cuts, {self.blackholes} blackholes, "
                 f"{self.restarts} graceful broker restarts, {self.kills} SIGKILLs of the runtime during broker outages "
                 f"(held ≥ {self.outage_s:g} s); fault order shuffled with seed {self.seed}")
-
-
-def wait(predicate: Callable[[], object], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
 
 
 class FrameLog:
