@@ -60,6 +60,9 @@ class Device:
     def __init__(self, bundle, settings: MQTTSettings, video, *, config: RunConfig | None = None) -> None:
         self.pipeline = open_pipeline(bundle, config=config or RunConfig(threshold=0))
         self.link = FleetLink(self.pipeline, settings, source=str(video)).start()
+        # Commands are not kept for a device that has not subscribed yet: a test's first command
+        # must not race the connection (a busy CI machine lost that race once).
+        assert self.link.publisher.wait_online(30), "the device did not connect to the broker"
         self.source = open_source(str(video), loop=True, fps=25)
         self.error: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
