@@ -1,4 +1,4 @@
-"""``convert``: a Keras, SavedModel, TFLite or ONNX classifier or YOLO-head detector in, a verified bundle out."""
+"""``convert``: a Keras, SavedModel, ONNX or TFLite model in, a verified bundle out."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.bundle import Bundle, Decoder, Task, check_destination, write_bundle
-from edge_sdk.converters import evaluate, models, targets
+from edge_sdk.bundle import Bundle, Decoder, InferencePrecision, Task, check_destination, write_bundle
+from edge_sdk.converters import evaluate, heads, models, targets
 from edge_sdk.converters.data import ImageSet, load_calibration, load_labelled
 from edge_sdk.converters.detection_eval import class_names_of, is_yolo_dataset, load_yolo
 from edge_sdk.converters.pruning import PruneSettings, prune as prune_model
-from edge_sdk.errors import AccuracyBudgetError, ConfigError, DatasetError
+from edge_sdk.decoders import get_decoder
+from edge_sdk.errors import AccuracyBudgetError, ConfigError, DatasetError, ModelError
 from edge_sdk.preprocess import ColorOrder, Normalization, Preprocessing, ResizeMode
 from edge_sdk.profiles import DeviceProfile, Precision, Target, load_profile
 from edge_sdk.report import Accuracy, ConversionReport, Metrics, Remedy, Sparsity
@@ -88,23 +89,97 @@ def _preprocessing(source, *, resize, color, normalization, mean, std) -> Prepro
         raise ConfigError(f"preprocessing options: {message.removeprefix('Value error, ')}") from exc
 
 
-def _decoder(source, spec: Preprocessing, sample: str | Path | None) -> Decoder:
-    """The manifest's decoder: top-k for a classifier; for a YOLO head its layout and box units.
+def _probe(spec: Preprocessing, sample: str | Path | None) -> list[np.ndarray]:
+    """A few real images (or one grey one) as float batches of one, to read the model's outputs on."""
+    if sample is None:
+        return [np.full((1, spec.height, spec.width, spec.channels), 0.5, dtype=np.float32)]
+    from edge_sdk.preprocess import normalize
 
-    Whether boxes come out in pixels or 0-1 is read off the model once, here, from a few real
-    images (or a grey one), so the device never has to guess per frame.
+    images = load_calibration(_images_of(sample), spec, limit=8, minimum=1)
+    return [normalize(images.images[i : i + 1], spec) for i in range(len(images))]
+
+
+def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | None, task: Task | None,
+              labels: int | None) -> Decoder:
+    """The manifest's decoder, and the source's head and class count, from its outputs or the user's word.
+
+    A recognised head is settled on real images (pixel or 0-1 boxes, e2e or one-class v5), so the
+    device never has to guess per frame.
     """
-    if source.task != "detection":
-        return Decoder(kind="classification", options={"top_k": min(5, source.num_classes)})
-    if sample is not None:
-        images = load_calibration(_images_of(sample), spec, limit=8, minimum=1)
-        batch = next(images.batches(spec, size=8))
-    else:
-        batch = np.full((1, spec.height, spec.width, spec.channels), 0.5, dtype=np.float32)
-    head = np.asarray(source.predict(batch), dtype=np.float64)
-    boxes = head[:, :, :4] if source.head_layout == "v5" else head[:, :4, :]
-    normalized = bool(np.nanmax(np.abs(boxes)) <= 1.5)
-    return Decoder(kind="yolo", options={"layout": source.head_layout, "normalized": normalized})
+    found = heads.recognise(source.output_shapes)
+    if decoder is not None:
+        if not decoder.startswith("plugin:"):
+            raise ConfigError(f"--decoder must be plugin:module:function, not '{decoder}'")
+        get_decoder(decoder)  # fail now, with one line, when the plugin cannot be imported
+        source.head = None
+        source.num_classes = labels or (found.num_classes if found and found.num_classes else 1)
+        return Decoder(kind=decoder, options={})
+    if found is None:
+        raise ModelError(
+            f"model {source.name} outputs {heads.describe_shapes(source.output_shapes)}, which match no known head "
+            "(classifier [1, C]; YOLO v5 [1, N, 5+C], v8 [1, 4+C, N], end-to-end [1, K, 6], boxes [1, N, 4] + scores "
+            "[1, N, C]; SSD post-processing); name a decoder with --decoder plugin:module:function"
+        )
+    if task is not None and task is not Task.CUSTOM and task is not found.task:
+        raise ConfigError(f"--task {task.value} contradicts the model's outputs, which form a {found.describe()} head")
+    stacked = [np.concatenate([outs[k] for outs in probe_outputs]) for k in range(len(source.output_shapes))]
+    head = heads.settle(found, stacked, labels=labels)
+    if head.num_classes is None:
+        raise ModelError(f"model {source.name} ends in a {head.describe()} head whose class count its outputs do not "
+                         "give; name the classes with --labels")
+    source.head, source.num_classes = head, head.num_classes
+    if head.decoder == "classification":
+        return Decoder(kind="classification", options={"top_k": min(5, head.num_classes)})
+    return Decoder(kind=head.decoder, options=dict(head.options))
+
+
+def _precision(source, device: DeviceProfile, precision: str | Precision | None) -> Precision:
+    """The precision to convert at; a .tflite keeps its own, which cannot be changed here."""
+    chosen = _enum(Precision, precision, "--precision") if precision is not None else None
+    if source.kind == "tflite" and device.target is not Target.OPENVINO:
+        own = Precision.INT8 if source.quantized else Precision.FP32
+        if chosen not in (None, own) or (device.require_full_integer and own is not Precision.INT8):
+            wanted = (chosen or Precision.INT8).value
+            raise ConfigError(
+                f"model {source.name} is a {'full-integer' if source.quantized else 'float'} .tflite and cannot be "
+                f"re-quantized to {wanted} for {device.name}; bring its Keras, SavedModel or ONNX source, or a "
+                f"full-integer .tflite" if device.require_full_integer else
+                f"model {source.name} is a {own.value} .tflite and cannot be re-quantized to {wanted}; bring its "
+                "Keras, SavedModel or ONNX source"
+            )
+        return own
+    chosen = chosen or device.precision
+    if device.require_full_integer and chosen is not Precision.INT8:
+        raise ConfigError(f"profile {device.name} runs only full-integer models; --precision must be int8")
+    return chosen
+
+
+def _imgsz(value: int | tuple[int, int] | str | None) -> tuple[int, int] | None:
+    """``640``, ``(480, 640)`` or ``"480x640"`` as (height, width)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            parts = [int(p) for p in value.lower().replace(",", "x").split("x")]
+        elif isinstance(value, int):
+            parts = [value]
+        else:
+            parts = [int(p) for p in value]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--imgsz must be a size like 640 or 480x640, not '{value}'") from exc
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 8 or max(parts) > 8192:
+        raise ConfigError(f"--imgsz must be a size like 640 or 480x640 between 8 and 8192, not '{value}'")
+    return parts[0], parts[1]
+
+
+def _inference_precision(device: DeviceProfile) -> InferencePrecision | None:
+    """What the device's engine must compute float parts in: f32, as the accuracy was measured, where a
+    hint applies (OpenVINO's CPU; its GPU runs f16 natively, its NPU ignores the hint)."""
+    if device.target is not Target.OPENVINO:
+        return None
+    return InferencePrecision.F16 if (device.device or "CPU").startswith("GPU") else InferencePrecision.F32
 
 
 def _images_of(folder: str | Path) -> Path:
@@ -112,13 +187,16 @@ def _images_of(folder: str | Path) -> Path:
     return Path(folder) / "images" if is_yolo_dataset(folder) else Path(folder)
 
 
-def _load_val(val, spec: Preprocessing, *, detector: bool, class_names: list[str] | None) -> ImageSet:
+def _load_val(val, spec: Preprocessing, *, detector: bool, custom: bool, class_names: list[str] | None) -> ImageSet:
     if detector:
         if not is_yolo_dataset(val):
             raise DatasetError(f"--val {val}: a detector is scored on a YOLO dataset (images/ and labels/ folders)")
         return load_yolo(val, spec, what="--val", class_names=class_names)
     if is_yolo_dataset(val):
         raise DatasetError(f"--val {val} is a YOLO detection dataset but the model is a classifier")
+    if custom:  # no metric of ours applies: the report gives per-output fidelity on these images
+        images = load_calibration(val, spec, limit=200, minimum=1)
+        return ImageSet(images.images, None, tuple(class_names or ()))
     return load_labelled(val, spec, what="--val", class_names=class_names)
 
 
@@ -157,12 +235,18 @@ def convert(
     compile: bool = True,
     min_tpu_ops: float = 1.0,
     name: str | None = None,
+    imgsz: int | tuple[int, int] | str | None = None,
+    task: str | Task | None = None,
+    decoder: str | None = None,
     progress: ProgressFn | None = None,
 ) -> ConversionResult:
     """Convert a classifier for a device profile and write a verified bundle to ``out``.
 
-    ``model`` is a ``.keras``/``.h5`` path, a SavedModel folder, a ``.tflite`` or ``.onnx`` file
-    (the last two for the openvino target), or an in-memory Keras model. Raises an
+    ``model`` is a ``.keras``/``.h5`` path, a SavedModel folder, an ``.onnx`` file (NCHW, as
+    PyTorch and Ultralytics export it; ``imgsz`` fixes a dynamic size), a ``.tflite`` file (packaged
+    at its own precision, or quantized by NNCF for OpenVINO), or an in-memory Keras model. The
+    outputs' head is recognised (``task`` may confirm it); ``decoder`` names a
+    ``plugin:module:function`` for anything else, used for the accuracy check too. Raises an
     :class:`~edge_sdk.errors.EdgeSDKError` for bad input and
     :class:`~edge_sdk.errors.AccuracyBudgetError` when the accuracy drop stays over ``max_drop``
     after every remedy (the report is attached); ``out`` is left untouched in both cases.
@@ -171,34 +255,45 @@ def convert(
     _check_options(prune=prune, epochs=epochs, max_drop=max_drop, calib_limit=calib_limit, min_calib=min_calib,
                    min_tpu_ops=min_tpu_ops)
     device = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    chosen = _enum(Precision, precision, "--precision") if precision is not None else device.precision
-    if device.require_full_integer and chosen is not Precision.INT8:
-        raise ConfigError(f"profile {device.name} runs only full-integer models; --precision must be int8")
     resize, color = _enum(ResizeMode, resize, "--resize"), _enum(ColorOrder, color, "--color")
     normalization = _enum(Normalization, normalization, "--norm")
-    if prune and train is None:
-        raise ConfigError("--prune needs --train: pruning fine-tunes the model on labelled images")
-    if chosen is Precision.INT8 and calib is None:
-        raise ConfigError("int8 needs --calib: a folder of representative images for calibration")
+    task = _enum(Task, task, "--task") if task is not None else None
+    size = _imgsz(imgsz)
     out = check_destination(out)
     label_names = _read_labels(labels) if labels is not None else None
     target = targets.get(device.target.value)
     options = targets.TargetOptions(edgetpu_compiler=edgetpu_compiler, compile=compile, min_tpu_fraction=min_tpu_ops)
 
-    source = models.load_model(model) if isinstance(model, (str, Path)) else models.from_keras_object(model)
-    if source.kind in ("onnx", "tflite") and device.target is not Target.OPENVINO:
-        raise ConfigError(f"{source.kind} models convert only for openvino profiles; {device.name} targets {device.target.value}")
+    for_tflite = device.target is not Target.OPENVINO
+    if isinstance(model, (str, Path)):
+        source = models.load_model(model, imgsz=size, for_tflite=for_tflite)
+    else:
+        source = models.from_keras_object(model, imgsz=size)
+    chosen = _precision(source, device, precision)
+    if prune and train is None:
+        raise ConfigError("--prune needs --train: pruning fine-tunes the model on labelled images")
+    if chosen is Precision.INT8 and calib is None and not source.quantized:
+        raise ConfigError("int8 needs --calib: a folder of representative images for calibration")
     spec = _preprocessing(source, resize=resize, color=color, normalization=normalization, mean=mean, std=std)
 
-    detector = source.task == "detection"
-    decoder = _decoder(source, spec, calib if calib is not None else val)
-    val_set = _load_val(val, spec, detector=detector, class_names=label_names) if val is not None else None
-    class_names = label_names or (list(val_set.class_names) if val_set else None)
+    probe = _probe(spec, calib if calib is not None else val)
+    probe_outputs = [source.predict(x) for x in probe]
+    label_count = len(label_names) if label_names else None
+    if label_count is None and val is not None and is_yolo_dataset(val):
+        label_count = len(class_names_of(val) or []) or None
+    decoder = _identify(source, probe_outputs, decoder=decoder, task=task, labels=label_count)
+    custom = decoder.kind.startswith("plugin:")
+    detector = source.task == "detection" or (custom and val is not None and is_yolo_dataset(val))
+    val_set = _load_val(val, spec, detector=detector, custom=custom, class_names=label_names) if val is not None else None
+    class_names = label_names or (list(val_set.class_names) if val_set and val_set.class_names else None)
     train_set = _load_train(train, spec, detector=detector, class_names=class_names) if prune else None
     class_names = class_names or (list(train_set.class_names) if train_set and train_set.class_names else None)
+    if custom and class_names:
+        source.num_classes = len(class_names)
     if class_names is not None and len(class_names) != source.num_classes:
         raise DatasetError(f"model {source.name} predicts {source.num_classes} classes but the labels name {len(class_names)}")
-    calib_set = load_calibration(_images_of(calib), spec, limit=calib_limit, minimum=min_calib) if chosen is Precision.INT8 else None
+    needs_calib = chosen is Precision.INT8 and not source.quantized
+    calib_set = load_calibration(_images_of(calib), spec, limit=calib_limit, minimum=min_calib) if needs_calib else None
 
     warnings = []
     if max(spec.width, spec.height) > device.max_input_size:
@@ -227,6 +322,7 @@ def convert(
         calib_set=calib_set, calib_path=Path(calib) if calib is not None else None, calib_limit=calib_limit,
         min_calib=min_calib, val_set=val_set, reference_score=ref_metrics.score if ref_metrics else None,
         max_drop=max_drop, per_channel=per_channel, options=options, progress=progress, decoder=decoder,
+        probe=probe, probe_outputs=probe_outputs, measure_fidelity=custom and not detector,
     )
     target.preflight(job)
     attempts = []
@@ -236,11 +332,13 @@ def convert(
             break
     final = targets.best(attempts)
     packaged = target.package(job, final)
+    if final.output_order is not None:  # the bundle lists outputs in the source's order
+        packaged.outputs = [packaged.outputs[i] for i in final.output_order]
     float_model = target.float_model(job)
     seconds["convert"] = time.perf_counter() - t0
 
     accuracy: Accuracy | None = None
-    if val_set is not None:
+    if val_set is not None and ref_metrics is not None and final.metrics is not None:
         drop = 100.0 * (ref_metrics.score - final.metrics.score)
         accuracy = Accuracy(
             images=len(val_set),
@@ -262,6 +360,7 @@ def convert(
     report = ConversionReport(
         source_model=Path(str(model)).name if isinstance(model, (str, Path)) else (name or source.name),
         source_format=source.kind,
+        head=decoder.kind if custom else source.head.describe(),
         parameters=source.parameters(),
         float_bytes=len(float_model),
         float_gzip_bytes=_gzip_size(float_model),
@@ -272,6 +371,7 @@ def convert(
         accuracy=accuracy,
         edgetpu=packaged.edgetpu,
         openvino=packaged.openvino,
+        fidelity=final.fidelity,
         seconds={k: round(v, 3) for k, v in seconds.items()},
         warnings=warnings,
     )
@@ -305,8 +405,9 @@ def convert(
             model_file=packaged.model_file,
             labels_file="labels.txt" if class_names is not None else None,
             num_classes=source.num_classes,
-            task=Task.DETECTION if detector else Task.CLASSIFICATION,
+            task=Task.CUSTOM if custom else source.head.task,
             decoder=decoder,
+            inference_precision=_inference_precision(device),
             preprocessing=spec,
             inputs=packaged.inputs,
             outputs=packaged.outputs,

@@ -12,14 +12,18 @@ from edge_sdk.converters import detection_eval
 from edge_sdk.converters.data import ImageSet
 from edge_sdk.converters.detection_eval import DetectionSet
 from edge_sdk.converters.models import SourceModel
+from edge_sdk.errors import ConversionError
 from edge_sdk.preprocess import Preprocessing, dequantize, quantize
-from edge_sdk.report import Metrics
+from edge_sdk.report import Metrics, OutputFidelity
 
 ProgressFn = Callable[[str, int, int], None]
 
 
-def _engine_runner(engine) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """A float batch of one -> the engine's float outputs, quantizing and dequantizing as the device does."""
+def engine_runner(engine, order: list[int] | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A float batch of one -> the engine's float outputs, quantizing and dequantizing as the device does.
+
+    ``order`` lists, for each of the source model's outputs, which engine output holds it.
+    """
     (inp,) = engine.input_specs()
     outs = engine.output_specs()
     integer_in = inp["quantization"] is not None and inp["dtype"] != np.float32
@@ -29,29 +33,52 @@ def _engine_runner(engine) -> Callable[[np.ndarray], list[np.ndarray]]:
             scale, zero_point = inp["quantization"]
             batch = quantize(batch, scale=scale, zero_point=zero_point, dtype=inp["dtype"])
         raw = engine.run([batch])
-        return [
+        floats = [
             dequantize(r, scale=o["quantization"][0], zero_point=o["quantization"][1])
             if o["quantization"] is not None and o["dtype"] != np.float32 else r
             for r, o in zip(raw, outs)
         ]
+        return floats if order is None else [floats[i] for i in order]
 
     return run
 
 
+def match_outputs(reference: list[np.ndarray], converted: list[np.ndarray]) -> list[int]:
+    """For each reference output, the index of the converted output that holds it.
+
+    Compilers reorder outputs (TFLite sorts a SavedModel's signature keys, OpenVINO keeps the
+    graph's order); shapes settle most cases, and values settle outputs of equal shape.
+    """
+    if len(reference) != len(converted):
+        raise ConversionError(f"the converted model has {len(converted)} outputs, the source {len(reference)}")
+    order: list[int] = []
+    for ref in reference:
+        candidates = [j for j, out in enumerate(converted) if j not in order and out.size == ref.size]
+        if not candidates:
+            raise ConversionError(f"no output of the converted model has the source output's shape {list(ref.shape)}")
+        scale = float(np.std(ref)) or 1.0
+        errors = [float(np.mean(np.abs(converted[j].reshape(ref.shape) - ref))) / scale for j in candidates]
+        order.append(candidates[int(np.argmin(errors))])
+    return order
+
+
 def reference_predictions(source: SourceModel, val: ImageSet, spec: Preprocessing, *, decoder: Decoder | None = None):
-    """The float model's predictions: top-1 classes, or a detector's boxes per image."""
+    """The float model's predictions: top-1 classes, or a detector's boxes per image (None for a custom model)."""
     if isinstance(val, DetectionSet):
-        return detection_eval.predict_all(lambda batch: [source.predict(batch)], val, decoder=decoder.kind,
-                                          options=decoder.options)
-    return np.concatenate([np.argmax(source.predict(batch), axis=-1) for batch in val.batches(spec, size=64)])
+        return detection_eval.predict_all(source.predict, val, decoder=decoder.kind, options=decoder.options)
+    if val.labels is None:
+        return None
+    return np.concatenate([np.argmax(source.predict(batch)[0], axis=-1) for batch in val.batches(spec, size=64)])
 
 
 def engine_predictions(engine, val: ImageSet, spec: Preprocessing, *, decoder: Decoder | None = None,
-                       progress: ProgressFn | None = None):
+                       progress: ProgressFn | None = None, order: list[int] | None = None):
     """A compiled model's predictions in its runtime engine, one image at a time as on the device."""
-    run = _engine_runner(engine)
+    run = engine_runner(engine, order)
     if isinstance(val, DetectionSet):
         return detection_eval.predict_all(run, val, decoder=decoder.kind, options=decoder.options, progress=progress)
+    if val.labels is None:
+        return None
     predictions = np.empty(len(val), dtype=np.int64)
     for i, batch in enumerate(val.batches(spec, size=1)):
         predictions[i] = int(np.argmax(run(batch)[0][0]))
@@ -60,10 +87,30 @@ def engine_predictions(engine, val: ImageSet, spec: Preprocessing, *, decoder: D
     return predictions
 
 
-def score(val: ImageSet, predictions, classes: int) -> Metrics:
+def fidelity(reference: list[list[np.ndarray]], converted: list[list[np.ndarray]], names: list[str]) -> list[OutputFidelity]:
+    """Per output, over a set of images: SQNR in dB and cosine similarity of converted against reference.
+
+    What a user sees of int8's cost when no task metric applies (a custom model with a plugin decoder).
+    """
+    found = []
+    for k, name in enumerate(names):
+        ref = np.concatenate([np.ravel(outs[k]) for outs in reference]).astype(np.float64)
+        got = np.concatenate([np.ravel(outs[k]) for outs in converted]).astype(np.float64)
+        noise = float(np.sum((got - ref) ** 2))
+        signal = float(np.sum(ref**2))
+        sqnr = float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
+        norms = float(np.linalg.norm(ref) * np.linalg.norm(got))
+        cosine = float(np.dot(ref, got) / norms) if norms > 0 else float(np.array_equal(ref, got))
+        found.append(OutputFidelity(name=name, sqnr_db=round(min(sqnr, 999.0), 2), cosine=round(cosine, 6)))
+    return found
+
+
+def score(val: ImageSet, predictions, classes: int) -> Metrics | None:
     """Metrics of ``predictions`` on ``val``: classification or detection, by the kind of set."""
     if isinstance(val, DetectionSet):
         return detection_eval.detection_metrics(predictions, val.truth, classes)
+    if predictions is None:
+        return None
     return metrics(val.labels, predictions, classes)
 
 

@@ -12,6 +12,8 @@ mask is re-applied after every training step.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -103,12 +105,12 @@ def _training_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int, 
         for start in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[start : start + batch_size]
             x = normalize(train.images[idx], spec)
-            yield x, (teacher.predict(x) if teacher is not None else train.labels[idx])
+            yield x, (teacher.predict(x)[0] if teacher is not None else train.labels[idx])
 
 
 def _outputs_are_probabilities(source: SourceModel, train: ImageSet, spec: Preprocessing) -> bool:
     sample = next(train.batches(spec, size=32))
-    out = source.predict(sample)
+    out = source.predict(sample)[0]
     return bool(np.all(out >= 0) and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
 
 
@@ -126,9 +128,11 @@ def prune(
     """Prune a copy of ``source`` to ``settings.sparsity`` while fine-tuning on ``train``."""
     if not source.is_keras:
         raise ConversionError(
-            f"model {source.name} is a plain SavedModel without Keras metadata and cannot be fine-tuned; "
-            "prune the Keras model (.keras or .h5) instead"
+            f"model {source.name} is {'a plain SavedModel without Keras metadata' if source.kind == 'savedmodel' else 'an ' + source.kind + ' model'} "
+            "and cannot be fine-tuned; prune the Keras model (.keras or .h5) instead"
         )
+    if len(source.output_shapes) != 1:
+        raise ConversionError(f"model {source.name} has {len(source.output_shapes)} outputs; pruning fine-tunes single-output models")
     if len(train) < settings.batch_size:
         raise ConversionError(f"--train has {len(train)} images; pruning needs at least {settings.batch_size}")
     if not prunable_kernels(source.model):
@@ -146,10 +150,7 @@ def prune(
         model = _prune_keras3(source, train, spec, settings, objective, progress)
         method = "edge-sdk"
     report = measure_sparsity(model, target=settings.sparsity, method=method, epochs=settings.epochs)
-    pruned = SourceModel(
-        name=source.name, kind=source.kind, model=model, input_shape=source.input_shape,
-        num_classes=source.num_classes, path=None, task=source.task, head_layout=source.head_layout,
-    )
+    pruned = dataclasses.replace(source, model=model, path=None, _batch_of_one=None)
     return pruned, report
 
 

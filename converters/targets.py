@@ -23,7 +23,7 @@ from edge_sdk.errors import ConversionError
 from edge_sdk.registry import resolve
 from edge_sdk.preprocess import Preprocessing
 from edge_sdk.profiles import DeviceProfile, IODtype, Precision
-from edge_sdk.report import EdgeTPUReport, Metrics, OpenVINOReport, Quantization
+from edge_sdk.report import EdgeTPUReport, Metrics, OpenVINOReport, OutputFidelity, Quantization
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -57,6 +57,11 @@ class Job:
     options: TargetOptions
     progress: ProgressFn | None = None
     decoder: Decoder | None = None  # how a detector's head is decoded when it is scored
+    # A few float inputs (batches of one) and the source's outputs on them: they pair each converted
+    # output with the source's, and measure fidelity where no task metric applies.
+    probe: list[np.ndarray] = field(default_factory=list)
+    probe_outputs: list[list[np.ndarray]] = field(default_factory=list)
+    measure_fidelity: bool = False
 
     def within_budget(self, attempt: Attempt) -> bool:
         if self.reference_score is None:
@@ -84,6 +89,8 @@ class Attempt:
     calibration_images: int = 0
     predictions: Any = None  # top-1 classes, or per-image detections
     metrics: Metrics | None = None
+    output_order: list[int] | None = None  # for each source output, the converted model's output holding it
+    fidelity: list[OutputFidelity] | None = None
 
     @property
     def failed(self) -> bool:
@@ -133,10 +140,19 @@ def get(name: str) -> Target:
 
 
 def score(job: Job, attempt: Attempt, engine: Any) -> Attempt:
-    """Predictions of ``engine`` on the validation images, and their metrics."""
-    if job.val_set is not None and not attempt.failed:
+    """Pair the engine's outputs with the source's; then predictions on the validation images, and their metrics."""
+    if attempt.failed:
+        return attempt
+    if job.probe:
+        run = evaluate.engine_runner(engine)
+        converted = [run(x) for x in job.probe]
+        attempt.output_order = evaluate.match_outputs(job.probe_outputs[0], converted[0])
+        if job.measure_fidelity:
+            ordered = [[outs[i] for i in attempt.output_order] for outs in converted]
+            attempt.fidelity = evaluate.fidelity(job.probe_outputs, ordered, list(job.source.output_names))
+    if job.val_set is not None:
         attempt.predictions = evaluate.engine_predictions(engine, job.val_set, job.spec, decoder=job.decoder,
-                                                          progress=job.progress)
+                                                          progress=job.progress, order=attempt.output_order)
         attempt.metrics = evaluate.score(job.val_set, attempt.predictions, job.source.num_classes)
     return attempt
 

@@ -272,8 +272,15 @@ class TFLiteTarget:
         return score(job, attempt, self.engine(job, model.content))
 
     def attempts(self, job) -> Iterator:
-        from edge_sdk.converters.targets import Attempt
+        from edge_sdk.converters.targets import Attempt, score
 
+        if job.source.kind == "tflite":  # a flatbuffer from elsewhere is packaged as it is
+            content = job.float_tflite
+            integer_io = np.dtype(LiteRTEngine(content).input_specs()[0]["dtype"]) != np.float32
+            model = TFLiteModel(content, float_ops(content, integer_io=integer_io) if job.source.quantized else [])
+            yield score(job, Attempt("as-given", model, self.quant_settings(job), "the .tflite as it was given"),
+                        self.engine(job, content))
+            return
         first = self._run(job, "baseline", self.quant_settings(job), job.calib_set)
         yield first
         if job.precision is not Precision.INT8:

@@ -34,6 +34,15 @@ class Task(str, enum.Enum):
 
     CLASSIFICATION = "classification"
     DETECTION = "detection"
+    CUSTOM = "custom"  # a plugin decoder's own results
+
+
+class InferencePrecision(str, enum.Enum):
+    """The arithmetic the device's engine must use for the model's float parts."""
+
+    F32 = "f32"
+    F16 = "f16"
+    BF16 = "bf16"
 
 
 class _Data(BaseModel):
@@ -81,10 +90,15 @@ class Manifest(_Data):
     sdk_version: str = Field(description="edge-sdk version that wrote the bundle.")
     target: Target = Field(description="tflite, edgetpu or openvino.")
     precision: Precision = Field(description="fp32, fp16, dynamic or int8.")
+    inference_precision: InferencePrecision | None = Field(
+        default=None,
+        description="Arithmetic the engine must use for float parts (OpenVINO's INFERENCE_PRECISION_HINT); the "
+        "converter measured accuracy with it. Unset: f32 where the engine takes a hint.",
+    )
     model_file: str = Field(description="Bundle-relative path of the model the runtime loads.")
     labels_file: str | None = Field(default=None, description="Bundle-relative path of labels.txt.")
     num_classes: int = Field(ge=1, description="Number of classes the model predicts.")
-    task: Task = Field(description="classification or detection.")
+    task: Task = Field(description="classification, detection, or custom (a plugin decoder's own results).")
     decoder: Decoder = Field(description="How outputs are decoded.")
     preprocessing: Preprocessing = Field(description="Frame -> float input, shared with the converter.")
     inputs: list[TensorSpec] = Field(min_length=1, description="Model inputs as compiled.")

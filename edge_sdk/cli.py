@@ -69,7 +69,7 @@ def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
 
 @app.command()
 def convert(
-    model: Path = typer.Argument(..., help=".keras or .h5 Keras file, or a SavedModel folder."),
+    model: Path = typer.Argument(..., help=".keras or .h5 Keras file, a SavedModel folder, an .onnx or a .tflite file."),
     profile: str = typer.Option(..., "--profile", "-p", help="Device profile name (see 'profiles list') or .yaml path."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (absent, empty, or an old bundle)."),
     calib: Optional[Path] = typer.Option(None, help="Folder of representative images for int8 calibration."),
@@ -99,8 +99,13 @@ def convert(
         1.0, "--min-tpu-ops", help="Edge TPU: share of ops that must run on the TPU, 0-1."
     ),
     name: Optional[str] = typer.Option(None, help="Model name in the manifest (default: file name)."),
+    imgsz: Optional[str] = typer.Option(None, help="Input size for a model with dynamic sizes: 640 or 480x640 (HxW)."),
+    task: Optional[str] = typer.Option(None, help="classification, detection or custom (default: read off the outputs)."),
+    decoder: Optional[str] = typer.Option(
+        None, help="plugin:module:function decoding outputs that match no known head (used for the accuracy check too)."
+    ),
 ) -> None:
-    """Prune, quantize and compile MODEL (.keras, .h5, SavedModel; .tflite or .onnx for OpenVINO) into a verified bundle."""
+    """Prune, quantize and compile MODEL (.keras, .h5, SavedModel, .onnx, .tflite) into a verified bundle."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edge_sdk.converters import convert as run_convert
@@ -136,7 +141,7 @@ def convert(
                 normalization=norm, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                 per_channel=not per_tensor, calib_limit=calib_limit, min_calib=min_calib,
                 learning_rate=learning_rate, edgetpu_compiler=edgetpu_compiler, compile=not no_compile,
-                min_tpu_ops=min_tpu_ops, name=name, progress=progress,
+                min_tpu_ops=min_tpu_ops, name=name, imgsz=imgsz, task=task, decoder=decoder, progress=progress,
             )
         except AccuracyBudgetError as exc:
             if exc.report is not None:

@@ -137,11 +137,20 @@ class OpenVINOReport(_Data):
     ignored_scope: list[str] = Field(default_factory=list, description="Ops NNCF left in float.")
 
 
+class OutputFidelity(_Data):
+    """How closely one output of the converted model follows the reference, where no task metric applies."""
+
+    name: str = Field(description="The output's name in the source model.")
+    sqnr_db: float = Field(description="Signal-to-quantization-noise ratio, 10·log10(Σref² / Σ(conv−ref)²), in dB (999 = identical).")
+    cosine: float = Field(description="Cosine similarity of the converted and reference values, flattened over the images.")
+
+
 class ConversionReport(_Data):
     """Numbers a user needs to judge a conversion."""
 
     source_model: str = Field(description="File or folder name of the input model.")
-    source_format: str = Field(description="keras3, tf-keras or savedmodel.")
+    source_format: str = Field(description="keras3, tf-keras, savedmodel, onnx or tflite.")
+    head: str | None = Field(default=None, description="The output head recognised (e.g. 'yolo v8'), or the plugin decoder named.")
     parameters: int = Field(description="Trainable and non-trainable parameters of the input model.")
     float_bytes: int = Field(description="Size of the float32 TFLite model.")
     float_gzip_bytes: int = Field(description="gzip -9 size of the float32 TFLite model.")
@@ -152,5 +161,9 @@ class ConversionReport(_Data):
     accuracy: Accuracy | None = Field(default=None, description="Present when --val was given.")
     edgetpu: EdgeTPUReport | None = Field(default=None, description="Present for the edgetpu target.")
     openvino: OpenVINOReport | None = Field(default=None, description="Present for the openvino target.")
+    fidelity: list[OutputFidelity] | None = Field(
+        default=None, description="Custom models (plugin decoder): per-output fidelity of the converted model on the "
+        "validation or calibration images.",
+    )
     seconds: dict[str, float] = Field(description="Wall time of each phase: prune, convert, evaluate, total.")
     warnings: list[str] = Field(default_factory=list, description="Things the user should know, e.g. limits of the profile.")

@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from edge_sdk.bundle import InferencePrecision
 from edge_sdk.errors import EngineError
 from edge_sdk.registry import resolve
 
@@ -41,6 +42,40 @@ def engine_class(target: str) -> type:
     return resolve(REGISTRY, target, error=EngineError, what="engine for target")
 
 
+class _InManifestOrder:
+    """An engine whose outputs come in the manifest's order: the source model's, which decoders expect.
+
+    Compilers list outputs in their own order (TFLite sorts a SavedModel's signature keys); the
+    manifest names each output, so the order is restored by name.
+    """
+
+    def __init__(self, engine: Engine, order: list[int]) -> None:
+        self._engine, self._order = engine, order
+
+    def input_specs(self) -> list[dict]:
+        return self._engine.input_specs()
+
+    def output_specs(self) -> list[dict]:
+        specs = self._engine.output_specs()
+        return [specs[i] for i in self._order]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        outputs = self._engine.run(inputs)
+        return [outputs[i] for i in self._order]
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+
+def in_manifest_order(engine: Engine, manifest) -> Engine:
+    """``engine`` with its outputs reordered as the manifest lists them (itself when they already are)."""
+    names = [spec["name"] for spec in engine.output_specs()]
+    wanted = [spec.name for spec in manifest.outputs]
+    if names == wanted or sorted(names) != sorted(wanted) or len(set(names)) != len(names):
+        return engine
+    return _InManifestOrder(engine, [names.index(name) for name in wanted])
+
+
 def open_engine(bundle, *, device: str | None = None, threads: int | None = None, cpu_fallback: bool = False) -> Engine:
     """The engine a verified bundle asks for, set up as its profile says.
 
@@ -52,7 +87,10 @@ def open_engine(bundle, *, device: str | None = None, threads: int | None = None
     engine = engine_class(target)
     threads = threads or manifest.profile.threads
     if target == "openvino":
-        return engine(bundle.model_path, device=device or manifest.profile.device or "CPU", threads=threads)
-    if target == "edgetpu":
-        return engine(bundle.model_path, threads=threads, cpu_fallback=cpu_fallback, cpu_model=bundle.path / "model.tflite")
-    return engine(bundle.model_path, threads=threads)
+        opened = engine(bundle.model_path, device=device or manifest.profile.device or "CPU", threads=threads,
+                        precision_hint=(manifest.inference_precision or InferencePrecision.F32).value)
+    elif target == "edgetpu":
+        opened = engine(bundle.model_path, threads=threads, cpu_fallback=cpu_fallback, cpu_model=bundle.path / "model.tflite")
+    else:
+        opened = engine(bundle.model_path, threads=threads)
+    return in_manifest_order(opened, manifest)

@@ -10,6 +10,11 @@ from edge_sdk.errors import EngineError
 
 NAME = "openvino"
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+# Element types INFERENCE_PRECISION_HINT takes. Left unset, the CPU plugin runs f32 models in bf16 on
+# CPUs with AVX512_BF16 or AMX, so the same bundle gives different numbers on different hosts.
+PRECISIONS = ("f32", "f16", "bf16")
+# Plugins that honour the hint; the NPU compiles to its own fixed precision.
+_HINTED = ("CPU", "GPU")
 
 
 def _core():
@@ -47,14 +52,27 @@ def _refuse_dtd(xml: bytes, name: str) -> None:
 class OpenVINOEngine:
     """An OpenVINO compiled model with one synchronous infer request."""
 
-    def __init__(self, model: str | Path | tuple[bytes, bytes], *, device: str = "CPU", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | tuple[bytes, bytes],
+        *,
+        device: str = "CPU",
+        threads: int | None = None,
+        precision_hint: str | None = "f32",
+    ) -> None:
         ov = _core()
         core = ov.Core()
-        if device.split(":")[0].split(".")[0] not in DEVICES and not device.startswith(("HETERO", "MULTI")):
+        plugin = device.split(":")[0].split(".")[0]
+        if plugin not in DEVICES and not device.startswith(("HETERO", "MULTI")):
             raise EngineError(f"OpenVINO device '{device}' is not one of {', '.join(DEVICES)}")
+        if precision_hint is not None and precision_hint not in PRECISIONS:
+            raise EngineError(f"OpenVINO inference precision '{precision_hint}' is not one of {', '.join(PRECISIONS)}")
         config = {}
         if threads and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if precision_hint is not None and plugin in _HINTED:
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        self.precision_hint = precision_hint if plugin in _HINTED else None
         try:
             if isinstance(model, tuple):
                 xml, weights = model

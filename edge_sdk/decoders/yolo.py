@@ -1,11 +1,15 @@
 """YOLO: a raw detection head -> score filter -> class-aware NMS -> detections.
 
-Two head layouts are understood (batch of one):
+Four head layouts are understood (batch of one):
     ``v8`` ``[1, 4+C, N]``: cx, cy, w, h, then one score per class (YOLOv8 and later, no objectness).
     ``v5`` ``[1, N, 5+C]``: cx, cy, w, h, objectness, then one probability per class; a candidate's
         score is objectness x class probability.
+    ``e2e`` ``[1, K, 6]``: x1, y1, x2, y2, score, class, with NMS done inside the model (NMS-free
+        YOLOv10 and YOLO26 exports); only the score threshold and ``max_detections`` apply.
+    ``split`` boxes ``[1, N, 4]`` and scores ``[1, N, C]`` as two outputs (``boxes_output`` says
+        which is first; ``transposed`` when both put N last), boxes as ``box_format``.
 Boxes are in model-input pixels, or normalised to 0-1 as some TFLite exports emit them. The first
-output is the head.
+output is the head, but for ``split``.
 
 Options:
     ``iou`` (float, default 0.45): boxes of one class overlapping a better one by more are dropped.
@@ -20,6 +24,7 @@ Options:
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +42,11 @@ class Layout(str, enum.Enum):
 
     V8 = "v8"
     V5 = "v5"
+    E2E = "e2e"
+    SPLIT = "split"
+
+
+BoxFormat = Literal["xyxy", "cxcywh"] | None
 
 
 class YoloOptions(BaseModel):
@@ -48,7 +58,10 @@ class YoloOptions(BaseModel):
     max_detections: int = Field(default=100, ge=1, description="Most detections kept per frame.")
     agnostic: bool = Field(default=False, description="Suppress across classes too.")
     normalized: bool | None = Field(default=None, description="Boxes are 0-1; unset = detected from the values.")
-    layout: Layout | None = Field(default=None, description="Head layout v8 or v5; unset = detected from the shape.")
+    layout: Layout | None = Field(default=None, description="Head layout v8, v5, e2e or split; unset = v8 or v5 from the shape.")
+    box_format: BoxFormat = Field(default=None, description="split: boxes as xyxy or cxcywh.")
+    boxes_output: int = Field(default=0, ge=0, le=1, description="split: which of the two outputs holds the boxes.")
+    transposed: bool = Field(default=False, description="split: boxes [1, 4, N] and scores [1, C, N].")
 
 
 def options_from(context: DecodeContext) -> YoloOptions:
@@ -80,17 +93,62 @@ def _candidates(head: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarra
     return rows[:, :4], scores
 
 
+def _unbatched(output: np.ndarray, what: str) -> np.ndarray:
+    head = np.asarray(output, dtype=np.float32)
+    if head.ndim == 3 and head.shape[0] == 1:
+        head = head[0]
+    if head.ndim != 2:
+        raise ModelError(f"yolo decoder: {what}, got {list(np.shape(output))}")
+    return head
+
+
+def _split_candidates(outputs: list[np.ndarray], options: YoloOptions) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, 4]`` cx, cy, w, h and ``[N, C]`` scores from a split head's two outputs."""
+    if len(outputs) < 2:
+        raise ModelError(f"yolo decoder: a split head needs boxes and scores outputs, got {len(outputs)} output(s)")
+    which = options.boxes_output
+    boxes = _unbatched(outputs[which], "split boxes must be [1, N, 4]")
+    scores = _unbatched(outputs[1 - which], "split scores must be [1, N, C]")
+    if options.transposed:
+        boxes, scores = boxes.T, scores.T
+    if boxes.shape[1] != 4 or boxes.shape[0] != scores.shape[0]:
+        raise ModelError(f"yolo decoder: split boxes {list(boxes.shape)} and scores {list(scores.shape)} do not pair up")
+    if options.box_format == "xyxy":
+        boxes = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], axis=1)
+    return boxes, scores
+
+
+def _end_to_end(head: np.ndarray, options: YoloOptions, context: DecodeContext) -> list[Detection]:
+    if head.shape[1] != 6:
+        raise ModelError(f"yolo decoder: an e2e head must be [1, K, 6], got {list(head.shape)}")
+    keep = (head[:, 4] >= context.score_threshold) & np.all(np.isfinite(head), axis=1)
+    rows = head[keep].astype(np.float64)
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")][: options.max_detections]
+    normalized = options.normalized
+    if normalized is None:
+        normalized = bool(rows.size) and float(np.max(np.abs(rows[:, :4]))) <= NORMALIZED_LIMIT
+    if normalized:
+        width, height = context.preprocessing.width, context.preprocessing.height
+        rows[:, :4] *= np.array([width, height, width, height], dtype=np.float64)
+    return [
+        Detection(class_id=int(r[5]), label=context.label(int(r[5])), score=float(r[4]),
+                  box=BBox.from_model_pixels(*r[:4], context.placement))
+        for r in rows
+    ]
+
+
 def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]:
     options = options_from(context)
     if not outputs:
         raise ModelError("yolo decoder: the model has no outputs")
-    head = np.asarray(outputs[0], dtype=np.float32)
-    if head.ndim == 3 and head.shape[0] == 1:
-        head = head[0]
-    if head.ndim != 2:
-        raise ModelError(f"yolo decoder: the head must be [1, 4+C, N] or [1, N, 5+C], got {list(np.shape(outputs[0]))}")
-    layout = options.layout or guess_layout(head.shape, len(context.labels))
-    xywh, class_scores = _candidates(head, layout)
+    if options.layout is Layout.SPLIT:
+        xywh, class_scores = _split_candidates(outputs, options)
+    else:
+        head = _unbatched(outputs[0], "the head must be [1, 4+C, N], [1, N, 5+C] or [1, K, 6]")
+        if options.layout is Layout.E2E:
+            return _end_to_end(head, options, context)
+        layout = options.layout or guess_layout(head.shape, len(context.labels))
+        xywh, class_scores = _candidates(head, layout)
     # fmax skips NaN, and filtering before the argmax keeps the full-size work to one reduction.
     best = np.fmax.reduce(class_scores, axis=1)
     valid = (best >= context.score_threshold) & np.all(np.isfinite(xywh), axis=1)

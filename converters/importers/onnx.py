@@ -1,0 +1,100 @@
+"""ONNX models as PyTorch (``torch.onnx.export``) and Ultralytics (``export(format="onnx")``) write them.
+
+The input is NCHW, opset 13 or newer, with static or dynamic sizes; a dynamic size is fixed from
+``--imgsz`` on a copy of the file before anything reads it. The float reference runs in OpenVINO
+at f32. OpenVINO targets read the ONNX file as it is; TFLite and Edge TPU targets reach it through
+onnx2tf's TensorFlow SavedModel, whose input is NHWC, made only when a TFLite conversion asks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.converters.models import Format, SourceModel, describe, image_size, static
+from edge_sdk.errors import ConversionError, ModelError
+
+MIN_OPSET = 13
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ConversionError('the onnx package is not installed: pip install "edge-sdk[convert]"') from exc
+    return onnx
+
+
+def _dims(value_info) -> tuple[int | None, ...]:
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in value_info.type.tensor_type.shape.dim)
+
+
+def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path) -> tuple[Path, tuple[int, int, int], int]:
+    """A copy of the model with batch 1 and a fixed image size; its (H, W, C) and float parameter count."""
+    onnx = _onnx()
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, OSError...
+        raise ModelError(f"model {path} is not a readable ONNX model: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from exc
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < MIN_OPSET:
+        raise ModelError(f"model {path} uses ONNX opset {opset}; export it with opset {MIN_OPSET} or newer (e.g. opset=17)")
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelError(f"model {path} has {len(inputs)} inputs; image models take one")
+    shape = _dims(inputs[0])
+    (height, width, channels), layout = image_size(name, shape, imgsz)
+    if layout != "NCHW":
+        raise ModelError(f"model {path} takes input {describe(shape)}; ONNX image models take NCHW (N, 3, H, W)")
+    for dim, value in zip(inputs[0].type.tensor_type.shape.dim, (1, channels, height, width)):
+        dim.Clear()
+        dim.dim_value = value
+    # Output shapes were written for the dynamic sizes; OpenVINO and onnx2tf infer them again.
+    for output in model.graph.output:
+        for dim in output.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.Clear()
+    parameters = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in (1, 10, 11, 16))
+    fixed = folder / f"{name}.onnx"
+    onnx.save(model, str(fixed))
+    return fixed, (height, width, channels), parameters
+
+
+def load(path: Path, *, name: str, imgsz: tuple[int, int] | None, for_tflite: bool) -> SourceModel:
+    from edge_sdk.backends.openvino import OpenVINOEngine
+    from edge_sdk.errors import EngineError
+
+    folder = tempfile.TemporaryDirectory(prefix="edge-sdk-onnx-")
+    fixed, input_shape, parameters = _fixed(path, name, imgsz, Path(folder.name))
+    try:
+        engine = OpenVINOEngine(fixed, device="CPU", precision_hint="f32")
+    except EngineError as exc:
+        raise ModelError(f"model {path} cannot be read: {exc}") from exc
+    outputs = engine.output_specs()
+    source = SourceModel(
+        name=name, kind=Format.ONNX.value, model=engine, input_shape=input_shape,
+        output_shapes=tuple(static(o["shape"]) for o in outputs), output_names=tuple(o["name"] for o in outputs),
+        path=fixed, layout="NHWC" if for_tflite else "NCHW", parameter_count=parameters, feed_nchw=for_tflite,
+        _keep=folder,
+    )
+    if for_tflite:
+        source.tensorflow_source = _saved_model_maker(fixed, input_shape, Path(folder.name))
+    return source
+
+
+def _saved_model_maker(fixed: Path, input_shape: tuple[int, int, int], folder: Path):
+    made: list[Path] = []
+
+    def saved_model() -> Path:
+        if not made:
+            from edge_sdk.converters.onnx_tf import to_saved_model
+
+            result = to_saved_model(fixed, folder / "saved_model", input_size=input_shape[:2])
+            made.append(Path(result.saved_model))
+        return made[0]
+
+    return saved_model
