@@ -3,6 +3,8 @@ the shipped detector: same numbers as the Keras model, same detections, same mAP
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,8 @@ from edge_sdk.decoders import DecodeContext
 from edge_sdk.decoders import yolo
 from edge_sdk.preprocess import Placement, Preprocessing
 
+# onnxruntime is the reference ONNX runtime; where it is not installed OpenVINO (f32) stands in.
+ENGINE = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "openvino"
 SPEC = Preprocessing(width=od.SIZE, height=od.SIZE, channels=3)
 EXPECTED = {  # layout -> (output name, shape) in graph order
     "v8": [("output0", [1, 8, 400])],
@@ -129,7 +133,7 @@ def test_the_yolo_decoder_reads_the_same_detections_from_the_v8_file_as_from_the
     images = _batch(scenes)[:8]
     total = 0
     for i in range(8):
-        ours = _decode(od.run_onnx(files["v8"], od.to_nchw(images[i : i + 1]))[0], {})  # layout and pixels guessed
+        ours = _decode(od.run_onnx(files["v8"], od.to_nchw(images[i : i + 1]), engine=ENGINE)[0], {})  # layout and pixels guessed
         theirs = _decode(keras_heads[i : i + 1], detector.DECODER_OPTIONS)
         assert [d.class_id for d in ours] == [d.class_id for d in theirs]
         for a, b in zip(ours, theirs):
@@ -153,7 +157,7 @@ def keras_map(scenes, keras_heads) -> float:
 
 
 def test_the_v8_file_scores_the_keras_models_map_on_50_scenes(files, scenes, keras_map):
-    heads = [od.run_onnx(files["v8"], od.to_nchw(image[None]))[0] for image in _batch(scenes)]
+    heads = [od.run_onnx(files["v8"], od.to_nchw(image[None]), engine=ENGINE)[0] for image in _batch(scenes)]
     score = _map50(_yolo_found(heads, scenes, {}), scenes)
     assert keras_map > 0.8  # the shipped detector, on scenes it never saw
     assert abs(score - keras_map) <= 0.01
@@ -174,7 +178,7 @@ def _as_v8(boxes_xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def test_every_detector_layout_detects_the_shapes_as_well_as_the_keras_model(files, scenes, keras_map):
     images = _batch(scenes)
-    runs = {name: [od.run_onnx(files[name], od.to_nchw(image[None])) for image in images]
+    runs = {name: [od.run_onnx(files[name], od.to_nchw(image[None]), engine=ENGINE) for image in images]
             for name in ("v8-normalized", "v5", "v5-normalized", "split", "end-to-end")}
     scores = {
         "v8-normalized": _map50(_yolo_found([o[0] for o in runs["v8-normalized"]], scenes, {"normalized": True}), scenes),
@@ -189,8 +193,8 @@ def test_every_detector_layout_detects_the_shapes_as_well_as_the_keras_model(fil
 
 
 def test_the_end_to_end_file_pads_with_zero_rows_sorted_by_score(files, scenes):
-    (blank,) = od.run_onnx(files["end-to-end"], np.zeros((1, 3, 160, 160), np.float32))
-    busy = od.run_onnx(files["end-to-end"], od.to_nchw(_batch(scenes)[:1]))[0][0]
+    (blank,) = od.run_onnx(files["end-to-end"], np.zeros((1, 3, 160, 160), np.float32), engine=ENGINE)
+    busy = od.run_onnx(files["end-to-end"], od.to_nchw(_batch(scenes)[:1]), engine=ENGINE)[0][0]
     kept = busy[busy[:, 4] > 0]
     assert np.all(np.diff(kept[:, 4]) <= 0) and np.all(busy[len(kept):] == 0)
     assert set(np.unique(kept[:, 5])) <= set(range(len(shapes.CLASSES)))
@@ -201,10 +205,10 @@ def test_the_end_to_end_file_pads_with_zero_rows_sorted_by_score(files, scenes):
 def test_classifier_and_custom_outputs_are_the_detector_maps_they_claim_to_be(files, scenes):
     images = od.to_nchw(_batch(scenes)[:4])
     for image in images:
-        (v8,) = od.run_onnx(files["v8"], image[None])
-        (presence,) = od.run_onnx(files["classifier"], image[None])
+        (v8,) = od.run_onnx(files["v8"], image[None], engine=ENGINE)
+        (presence,) = od.run_onnx(files["classifier"], image[None], engine=ENGINE)
         assert np.abs(presence[0] - v8[0, 4:].max(axis=1)).max() < 1e-6
-        (v5,) = od.run_onnx(files["v5"], image[None])
-        features, objectness = od.run_onnx(files["custom"], image[None])
+        (v5,) = od.run_onnx(files["v5"], image[None], engine=ENGINE)
+        features, objectness = od.run_onnx(files["custom"], image[None], engine=ENGINE)
         assert np.abs(objectness.reshape(-1) - v5[0, :, 4]).max() < 1e-6
         assert features.min() >= 0 and features.max() <= 6  # ReLU6 activations
