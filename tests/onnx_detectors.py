@@ -39,15 +39,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.converters import detector, shapes
+
 INPUT_NAME = "images"
 OPSET = 13
 IR_VERSION = 8  # what torch.onnx writes for opset 13..17; every runtime here reads it
-SIZE = 160  # the shipped detector's input side
-STRIDE = 8
-ANCHOR_PX = 0.2 * SIZE  # detector.ANCHOR as a share of the 160-pixel input
-CLASSES = ("circle", "square", "triangle", "star")
+SIZE = detector.INPUT_SIZE  # 160
+STRIDE = detector.STRIDE  # 8
+ANCHOR_PX = detector.ANCHOR * SIZE  # 32 px: the anchor is a share of the input in the Keras model
+CLASSES = shapes.CLASSES
 NUM_CLASSES = len(CLASSES)
-BN_EPSILON = 1e-3
 
 
 # -- the shipped Keras model ------------------------------------------------------------------------
@@ -352,15 +353,17 @@ def yolov5_onnx(path: str | Path, *, normalized: bool = False) -> Path:
     return _save(g, path, [(rows, "output0", [1, (SIZE // STRIDE) ** 2, 5 + NUM_CLASSES])], name="shapes_detector_v5")
 
 
-def end_to_end_onnx(path: str | Path, *, max_detections: int = 100, iou: float = 0.45,
+def end_to_end_onnx(path: str | Path, *, max_detections: int = 300, iou: float = 0.45,
                     score_threshold: float = 0.001) -> Path:
     """End-to-end (NMS inside): ``output0`` ``[1, K, 6]`` rows x1, y1, x2, y2 (input pixels), score, class.
 
-    As Ultralytics writes with ``nms=True`` and as YOLOv10 / YOLO26 NMS-free exports lay it out:
-    K = ``max_detections`` rows sorted by score, the class index as a float, unused rows all zero.
-    The suppression is ONNX's own ``NonMaxSuppression`` (per class, at ``iou``, dropping scores
-    below ``score_threshold``), because the shipped detector, unlike a one-to-one YOLOv10 head,
-    predicts each object from three cells.
+    As Ultralytics writes with ``nms=True`` and as YOLOv10 / YOLO26 NMS-free exports lay it out
+    (K = 300 there, Ultralytics' ``max_det``): K = ``max_detections`` rows sorted by score, the class
+    index as a float, unused rows all zero. The suppression is ONNX's own ``NonMaxSuppression``
+    (per class, at ``iou``, dropping scores below ``score_threshold``; Ultralytics' ``nms=True``
+    keeps scores above its ``conf``, 0.25 by default, the low default here keeps the whole ranking
+    for mAP), because the shipped detector, unlike a one-to-one YOLOv10 head, predicts each object
+    from three cells.
     """
     g = _Graph()
     head = _decoded_head(g, size=SIZE)

@@ -21,7 +21,7 @@ EXPECTED = {  # layout -> (output name, shape) in graph order
     "v8": [("output0", [1, 8, 400])],
     "v8-normalized": [("output0", [1, 8, 400])],
     "v5": [("output0", [1, 400, 9])],
-    "end-to-end": [("output0", [1, 100, 6])],
+    "end-to-end": [("output0", [1, 300, 6])],
     "split": [("boxes", [1, 400, 4]), ("scores", [1, 400, 4])],
     "classifier": [("output0", [1, 4])],
     "custom": [("features", [1, 64, 20, 20]), ("objectness", [1, 1, 20, 20])],
@@ -188,7 +188,7 @@ def test_every_detector_layout_detects_the_shapes_as_well_as_the_keras_model(fil
         "end-to-end": _map50([_end_to_end_found(o[0][0]) for o in runs["end-to-end"]], scenes),
     }
     for name, score in scores.items():
-        # the end-to-end file suppresses with onnxruntime's NMS and keeps 100 rows, not the decoder's: close, not equal
+        # the end-to-end file suppresses with the ONNX runtime's NMS and keeps 300 rows, not the decoder's: close, not equal
         assert abs(score - keras_map) <= (0.02 if name == "end-to-end" else 0.01), (name, score, keras_map)
 
 
@@ -199,7 +199,7 @@ def test_the_end_to_end_file_pads_with_zero_rows_sorted_by_score(files, scenes):
     assert np.all(np.diff(kept[:, 4]) <= 0) and np.all(busy[len(kept):] == 0)
     assert set(np.unique(kept[:, 5])) <= set(range(len(shapes.CLASSES)))
     assert np.all(kept[:, 2] > kept[:, 0]) and np.all(kept[:, 3] > kept[:, 1])
-    assert blank.shape == (1, 100, 6) and len(kept) > 0
+    assert blank.shape == (1, 300, 6) and len(kept) > 0
 
 
 def test_classifier_and_custom_outputs_are_the_detector_maps_they_claim_to_be(files, scenes):
