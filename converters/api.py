@@ -91,10 +91,10 @@ def _preprocessing(source, *, resize, color, normalization, mean, std) -> Prepro
 
 def _probe(spec: Preprocessing, sample: str | Path | None) -> list[np.ndarray]:
     """A few real images (or one grey one) as float batches of one, to read the model's outputs on."""
-    if sample is None:
-        return [np.full((1, spec.height, spec.width, spec.channels), 0.5, dtype=np.float32)]
     from edge_sdk.preprocess import normalize
 
+    if sample is None:
+        return [normalize(np.full((1, spec.height, spec.width, spec.channels), 128, dtype=np.uint8), spec)]
     images = load_calibration(_images_of(sample), spec, limit=8, minimum=1)
     return [normalize(images.images[i : i + 1], spec) for i in range(len(images))]
 
