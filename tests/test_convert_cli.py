@@ -46,7 +46,45 @@ CASES = {
     "val without class folders": lambda t, d, m: (["convert", str(m), "--val", str(d["calib"])], "no class sub-folders"),
     "bad precision": lambda t, d, m: (["convert", str(m), "--precision", "int4"], "--precision must be one of"),
     "labels count mismatch": lambda t, d, m: (["convert", str(m), "--labels", str(_write(t / "l.txt", b"a\nb\n")), "--precision", "fp32"], "labels name 2"),
+    "onnx op nothing converts": lambda t, d, m: (["convert", str(_onnx_with_op(t / "op.onnx")), "--profile", "intel-cpu"], "no conversion for op com.example.FancyOp at node 'fancy'"),
+    "dynamic onnx without --imgsz": lambda t, d, m: (["convert", str(_dynamic_onnx(t)), "--profile", "intel-cpu"], "dynamic input size [?, 3, ?, ?]; give its size with --imgsz"),
+    "bad --imgsz": lambda t, d, m: (["convert", str(m), "--imgsz", "big"], "--imgsz must be a size like 640"),
+    "outputs matching no head": lambda t, d, m: (["convert", str(_custom_onnx(t)), "--profile", "intel-cpu", "--precision", "fp16"], "match no known head"),
+    "unimportable plugin decoder": lambda t, d, m: (["convert", str(_custom_onnx(t)), "--profile", "intel-cpu", "--decoder", "plugin:nowhere:decode"], "plugin decoder nowhere:decode cannot be imported"),
 }
+
+
+def _onnx_with_op(path: Path, op: str = "FancyOp", domain: str = "com.example") -> Path:
+    """A small NCHW classifier with one node whose op no converter knows."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Conv", ["images", "w"], ["c"], pads=[1, 1, 1, 1], name="conv0"),
+        helper.make_node(op, ["c"], ["y"], name="fancy", domain=domain),
+        helper.make_node("GlobalAveragePool", ["y"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)]), path)
+    return path
+
+
+def _dynamic_onnx(tmp_path: Path) -> Path:
+    import onnx_detectors
+
+    return onnx_detectors.yolov8_onnx_of_shipped_detector(tmp_path / "dynamic.onnx", dynamic=True)
+
+
+def _custom_onnx(tmp_path: Path) -> Path:
+    import onnx_detectors
+
+    return onnx_detectors.custom_two_output_onnx(tmp_path / "custom.onnx")
 
 
 def _write(path: Path, data: bytes) -> Path:

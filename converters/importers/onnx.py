@@ -8,6 +8,7 @@ onnx2tf's TensorFlow SavedModel, whose input is NHWC, made only when a TFLite co
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,8 +33,25 @@ def _dims(value_info) -> tuple[int | None, ...]:
                  for d in value_info.type.tensor_type.shape.dim)
 
 
-def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path) -> tuple[Path, tuple[int, int, int], int]:
-    """A copy of the model with batch 1 and a fixed image size; its (H, W, C) and float parameter count."""
+def unconvertible_nodes(model, message: str) -> str | None:
+    """The ops a converter's ``message`` complains about, with the nodes that use them, or None.
+
+    Converters name the op type ("No conversion rule found for operations: com.example.FancyOp",
+    "Conversion is failed for: Col2Im-17") but not where it is; a user needs the node to fix the export.
+    """
+    found: dict[str, list[str]] = {}
+    for index, node in enumerate(model.graph.node):
+        op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        if re.search(rf"(?<![\w.]){re.escape(op)}(?![\w])", message):
+            found.setdefault(op, []).append(node.name or f"#{index}")
+    if not found:
+        return None
+    return "; ".join(f"op {op} at node{'s' if len(nodes) > 1 else ''} {', '.join(repr(n) for n in nodes[:5])}"
+                     for op, nodes in found.items())
+
+
+def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path):
+    """A copy of the model with batch 1 and a fixed image size; its (H, W, C), float parameter count and proto."""
     onnx = _onnx()
     try:
         model = onnx.load(str(path))
@@ -61,7 +79,7 @@ def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path) -
     parameters = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in (1, 10, 11, 16))
     fixed = folder / f"{name}.onnx"
     onnx.save(model, str(fixed))
-    return fixed, (height, width, channels), parameters
+    return fixed, (height, width, channels), parameters, model
 
 
 def load(path: Path, *, name: str, imgsz: tuple[int, int] | None, for_tflite: bool) -> SourceModel:
@@ -69,10 +87,13 @@ def load(path: Path, *, name: str, imgsz: tuple[int, int] | None, for_tflite: bo
     from edge_sdk.errors import EngineError
 
     folder = tempfile.TemporaryDirectory(prefix="edge-sdk-onnx-")
-    fixed, input_shape, parameters = _fixed(path, name, imgsz, Path(folder.name))
+    fixed, input_shape, parameters, proto = _fixed(path, name, imgsz, Path(folder.name))
     try:
         engine = OpenVINOEngine(fixed, device="CPU", precision_hint="f32")
     except EngineError as exc:
+        where = unconvertible_nodes(proto, str(exc))
+        if where is not None:
+            raise ModelError(f"model {path} cannot be converted: OpenVINO has no conversion for {where}") from exc
         raise ModelError(f"model {path} cannot be read: {exc}") from exc
     outputs = engine.output_specs()
     source = SourceModel(
