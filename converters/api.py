@@ -154,6 +154,11 @@ def _precision(source, device: DeviceProfile, precision: str | Precision | None)
     return chosen
 
 
+def needs_calib_for(precision: Precision, source) -> bool:
+    """int8 from a float source: calibration (and, given --train, quantization-aware fine-tuning) applies."""
+    return precision is Precision.INT8 and not source.quantized
+
+
 def _imgsz(value: int | tuple[int, int] | str | None) -> tuple[int, int] | None:
     """``640``, ``(480, 640)`` or ``"480x640"`` as (height, width)."""
     if value is None:
@@ -286,13 +291,14 @@ def convert(
     detector = source.task == "detection" or (custom and val is not None and is_yolo_dataset(val))
     val_set = _load_val(val, spec, detector=detector, custom=custom, class_names=label_names) if val is not None else None
     class_names = label_names or (list(val_set.class_names) if val_set and val_set.class_names else None)
-    train_set = _load_train(train, spec, detector=detector, class_names=class_names) if prune else None
+    fine_tune = prune or (train is not None and needs_calib_for(chosen, source))
+    train_set = _load_train(train, spec, detector=detector, class_names=class_names) if fine_tune else None
     class_names = class_names or (list(train_set.class_names) if train_set and train_set.class_names else None)
     if custom and class_names:
         source.num_classes = len(class_names)
     if class_names is not None and len(class_names) != source.num_classes:
         raise DatasetError(f"model {source.name} predicts {source.num_classes} classes but the labels name {len(class_names)}")
-    needs_calib = chosen is Precision.INT8 and not source.quantized
+    needs_calib = needs_calib_for(chosen, source)
     calib_set = load_calibration(_images_of(calib), spec, limit=calib_limit, minimum=min_calib) if needs_calib else None
 
     warnings = []
@@ -322,7 +328,7 @@ def convert(
         calib_set=calib_set, calib_path=Path(calib) if calib is not None else None, calib_limit=calib_limit,
         min_calib=min_calib, val_set=val_set, reference_score=ref_metrics.score if ref_metrics else None,
         max_drop=max_drop, per_channel=per_channel, options=options, progress=progress, decoder=decoder,
-        probe=probe, probe_outputs=probe_outputs, measure_fidelity=custom and not detector,
+        probe=probe, probe_outputs=probe_outputs, measure_fidelity=custom and not detector, train_set=train_set,
     )
     target.preflight(job)
     attempts = []

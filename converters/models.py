@@ -155,14 +155,23 @@ def load_model(path: str | Path, *, imgsz: tuple[int, int] | None = None, for_tf
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model {path} does not exist")
-    return importers.load(path, imgsz=imgsz, for_tflite=for_tflite)
+    return _with_head(importers.load(path, imgsz=imgsz, for_tflite=for_tflite))
+
+
+def _with_head(source: SourceModel) -> SourceModel:
+    """The head its output shapes form, as a first guess (``convert`` settles it on real images)."""
+    from edge_sdk.converters.heads import recognise
+
+    source.head = recognise(source.output_shapes)
+    source.num_classes = (source.head.num_classes or 0) if source.head is not None else 0
+    return source
 
 
 def from_keras_object(model: Any, *, name: str = "model", imgsz: tuple[int, int] | None = None) -> SourceModel:
     """Wrap an in-memory Keras 3 or tf-keras model."""
     from edge_sdk.converters.importers import keras
 
-    return keras.wrap(model, name=name, path=None, imgsz=imgsz)
+    return _with_head(keras.wrap(model, name=name, path=None, imgsz=imgsz))
 
 
 def float_tflite(source: SourceModel, spec: Any) -> bytes | None:

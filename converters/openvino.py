@@ -212,6 +212,9 @@ class OpenVINOTarget:
         elif job.val_set is not None:
             yield self._run(job, "accuracy-control", calib, OVSettings(accuracy_control=True),
                             "nncf.quantize_with_accuracy_control reverted the most damaging ops to float")
+        if job.train_set is not None:
+            yield Attempt("quantization-aware", None, first.settings,
+                          "skipped: NNCF's quantization-aware training needs PyTorch, which edge-sdk does not install", len(calib))
 
     def package(self, job: Job, attempt: Attempt) -> Packaged:
         ir: IR = attempt.model

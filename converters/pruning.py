@@ -122,6 +122,17 @@ def _schedule(train: ImageSet, settings: PruneSettings) -> tuple[int, int, int]:
     return steps_per_epoch, end, frequency
 
 
+def objective_for(source: SourceModel, train: ImageSet, spec: Preprocessing) -> Objective:
+    """What fine-tuning ``source`` on ``train`` minimises.
+
+    Without class labels (a detector), the fine-tuned copy learns to reproduce the original's
+    outputs on the training images: distillation needs no annotations at all.
+    """
+    if train.labels is None:
+        return Objective(teacher=source, head_layout=source.head_layout)
+    return Objective(from_logits=not _outputs_are_probabilities(source, train, spec))
+
+
 def prune(
     source: SourceModel, train: ImageSet, spec: Preprocessing, settings: PruneSettings, *, progress: ProgressFn | None = None
 ) -> tuple[SourceModel, Sparsity]:
@@ -137,12 +148,7 @@ def prune(
         raise ConversionError(f"--train has {len(train)} images; pruning needs at least {settings.batch_size}")
     if not prunable_kernels(source.model):
         raise ConversionError(f"model {source.name} has no Dense or convolution kernels to prune")
-    if train.labels is None:
-        # Without class labels (a detector), the pruned copy learns to reproduce the unpruned
-        # model's outputs on the training images: distillation needs no annotations at all.
-        objective = _Objective(teacher=source, head_layout=source.head_layout)
-    else:
-        objective = _Objective(from_logits=not _outputs_are_probabilities(source, train, spec))
+    objective = objective_for(source, train, spec)
     if source.kind == "tf-keras":
         model = _prune_tfmot(source, train, spec, settings, objective, progress)
         method = "tfmot"
@@ -155,7 +161,7 @@ def prune(
 
 
 @dataclass(frozen=True)
-class _Objective:
+class Objective:
     """What fine-tuning minimises: cross-entropy on labels, or squared distance to a teacher's outputs."""
 
     from_logits: bool = False
@@ -200,7 +206,7 @@ def yolo_distillation(layout: str) -> Callable:
     return loss
 
 
-def _progress_callback(base, total: int, progress: ProgressFn | None):
+def progress_callback(base, total: int, progress: ProgressFn | None):
     class _Progress(base):
         def __init__(self) -> None:
             super().__init__()
@@ -235,7 +241,7 @@ def _prune_tfmot(source, train, spec, settings, objective, progress):
     )
     callbacks = [
         tfmot.sparsity.keras.UpdatePruningStep(),
-        _progress_callback(tfk.callbacks.Callback, steps_per_epoch * settings.epochs, progress),
+        progress_callback(tfk.callbacks.Callback, steps_per_epoch * settings.epochs, progress),
     ]
     wrapped.fit(
         objective.batches(train, spec, settings),
@@ -289,7 +295,7 @@ def _prune_keras3(source, train, spec, settings, objective, progress):
     model.fit(
         objective.batches(train, spec, settings),
         steps_per_epoch=steps_per_epoch, epochs=settings.epochs, verbose=0,
-        callbacks=[MagnitudePruning(), _progress_callback(keras.callbacks.Callback, steps_per_epoch * settings.epochs, progress)],
+        callbacks=[MagnitudePruning(), progress_callback(keras.callbacks.Callback, steps_per_epoch * settings.epochs, progress)],
     )
     # Guarantee the final target even if training ended before the last scheduled update.
     for weight in kernels:

@@ -62,6 +62,7 @@ class Job:
     probe: list[np.ndarray] = field(default_factory=list)
     probe_outputs: list[list[np.ndarray]] = field(default_factory=list)
     measure_fidelity: bool = False
+    train_set: ImageSet | None = None  # --train images, for the quantization-aware remedy
 
     def within_budget(self, attempt: Attempt) -> bool:
         if self.reference_score is None:

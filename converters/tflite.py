@@ -303,6 +303,27 @@ class TFLiteTarget:
             if attempt.metrics and attempt.metrics.score >= max(a.metrics.score for a in tried[:-1] if a.metrics):
                 calib = larger
         yield self._float_fallback(job, tried, quant, calib)
+        yield self._quantization_aware(job, quant, calib)
+
+    def _quantization_aware(self, job, quant: QuantSettings, calib: ImageSet):
+        """The last remedy, given --train: fake-quantized fine-tuning (tfmot), then int8 as usual."""
+        from edge_sdk.converters import qat
+        from edge_sdk.converters.targets import Attempt, score
+
+        name = "quantization-aware"
+        if job.train_set is None:
+            return Attempt(name, None, quant, "skipped: needs --train images to fine-tune on", len(calib))
+        reason = qat.unsupported_reason(job.source)
+        if reason is not None:
+            return Attempt(name, None, quant, f"skipped: {reason}", len(calib))
+        settings = qat.QATSettings()
+        try:
+            aware = qat.quantization_aware(job.source, job.train_set, job.spec, settings, progress=job.progress)
+            model = convert(aware, precision=job.precision, spec=job.spec, calib=calib, quant=quant, progress=job.progress)
+        except ConversionError as exc:
+            return Attempt(name, None, quant, f"failed: {exc}", len(calib))
+        note = f"tfmot fake quantization, fine-tuned {settings.epochs} epochs on {len(job.train_set)} --train images"
+        return score(job, Attempt(name, model, quant, note, len(calib)), self.engine(job, model.content))
 
     def _float_fallback(self, job, tried: list, quant: QuantSettings, calib: ImageSet):
         from edge_sdk.converters.targets import Attempt

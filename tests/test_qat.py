@@ -1,0 +1,63 @@
+"""Quantization-aware fine-tuning, the last remedy of the int8 ladder when --train is given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_sdk.backends.litert import LiteRTEngine
+from edge_sdk.converters import convert, models, qat, tflite
+from edge_sdk.converters.data import load_calibration, load_labelled
+from edge_sdk.converters.evaluate import engine_predictions
+from edge_sdk.preprocess import Preprocessing
+from edge_sdk.profiles import Precision
+
+pytestmark = pytest.mark.slow
+SPEC = Preprocessing(width=32, height=32, channels=3)
+
+
+def test_fake_quantized_fine_tuning_gives_an_int8_model_as_accurate_as_float(tfkeras_model, digits):
+    source = models.load_model(tfkeras_model)
+    train = load_labelled(digits["train"], SPEC, what="--train")
+    val = load_labelled(digits["val"], SPEC, what="--val")
+    calib = load_calibration(digits["calib"], SPEC, limit=100, minimum=50)
+    aware = qat.quantization_aware(source, train, SPEC, qat.QATSettings(epochs=1))
+    assert aware.model is not source.model and aware.kind == "tf-keras"
+
+    model = tflite.convert(aware, precision=Precision.INT8, spec=SPEC, calib=calib)
+    engine = LiteRTEngine(model.content)
+    assert not model.float_ops  # int8 all through, I/O quantize and dequantize aside
+    predicted = engine_predictions(engine, val, SPEC)
+    reference = np.concatenate([np.argmax(source.predict(b)[0], axis=-1) for b in val.batches(SPEC, size=64)])
+    top1, ref_top1 = float(np.mean(predicted == val.labels)), float(np.mean(reference == val.labels))
+    assert ref_top1 > 0.9
+    assert top1 >= ref_top1 - 0.015
+
+
+def test_keras3_sources_are_told_why_fake_quantization_is_not_offered(keras3_model):
+    reason = qat.unsupported_reason(models.load_model(keras3_model))
+    assert reason is not None and "tf-keras" in reason and "PyTorch" in reason
+
+
+def test_the_ladder_ends_with_quantization_aware_fine_tuning(tfkeras_model, digits):
+    """Every attempt of the TFLite ladder, run to its end (convert() stops at the first within budget)."""
+    from edge_sdk.converters.targets import Job, TargetOptions
+    from edge_sdk.converters.tflite import TFLiteTarget
+    from edge_sdk.profiles import load_profile
+
+    source = models.load_model(tfkeras_model)
+    job = Job(
+        source=source, float_tflite=models.float_tflite(source, SPEC), spec=SPEC, device=load_profile("rpi4"),
+        precision=Precision.INT8, calib_set=load_calibration(digits["calib"], SPEC, limit=100, minimum=50),
+        calib_path=None, calib_limit=100, min_calib=50, val_set=load_labelled(digits["val"], SPEC, what="--val"),
+        reference_score=None, max_drop=0.0, per_channel=True, options=TargetOptions(),
+        train_set=load_labelled(digits["train"], SPEC, what="--train"),
+    )
+    attempts = list(TFLiteTarget().attempts(job))
+    assert [a.name for a in attempts][-1] == "quantization-aware"
+    last = attempts[-1]
+    assert not last.failed and last.metrics.top1 > 0.9
+    assert "fine-tuned" in last.note and str(len(job.train_set)) in last.note
+
+    job.train_set = None
+    assert list(TFLiteTarget().attempts(job))[-1].note == "skipped: needs --train images to fine-tune on"
