@@ -1,0 +1,264 @@
+"""ONNX -> TensorFlow SavedModel through onnx2tf: real graphs, real onnx2tf, ONNX Runtime as the referee."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx2tf", reason='needs onnx2tf: pip install "edge-sdk[onnx]" && pip install --no-deps onnx2tf')
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from conftest import _inputs  # noqa: E402
+from edge_sdk.converters.onnx_tf import tflite_output_order, to_saved_model  # noqa: E402
+from edge_sdk.errors import ConversionError, ModelError  # noqa: E402
+
+
+def _onnx_run(path: Path, nhwc: np.ndarray, *, names: list[str] | None = None) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    rows = [session.run(names, {name: np.transpose(x[None], (0, 3, 1, 2)).astype(np.float32)}) for x in nhwc]
+    return [np.concatenate(outs) for outs in zip(*rows)]
+
+
+def _saved_model_run(result, nhwc: np.ndarray) -> list[np.ndarray]:
+    from edge_sdk.converters import _tf
+
+    tf = _tf.tensorflow()
+    signature = tf.saved_model.load(str(result.saved_model)).signatures["serving_default"]
+    rows = [signature(**{result.input_name: tf.constant(x[None])}) for x in nhwc.astype(np.float32)]
+    return [np.concatenate([row[out.key].numpy() for row in rows]) for out in result.outputs]
+
+
+def _tflite(saved_model: Path, calib: np.ndarray | None) -> bytes:
+    """Float (calib None) or full-integer int8 with int8 I/O, as the Edge TPU target wants it."""
+    from edge_sdk.converters import _tf
+
+    tf = _tf.tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if calib is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calib)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with _tf.quiet_native():
+        return converter.convert()
+
+
+def _ops(content: bytes) -> list[str]:
+    from edge_sdk.backends.litert import LiteRTEngine
+
+    return [op["op_name"] for op in LiteRTEngine(content).ops() if op["op_name"] != "DELEGATE"]
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    # float32 evaluated in another order (NHWC kernels vs ONNX Runtime's NCHW ones)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.fixture(scope="module")
+def classifier(digits, tmp_path_factory):
+    """The digits CNN as an NCHW ONNX graph, converted once; with images and ONNX Runtime's answers."""
+    from onnx_model import train_small_cnn, write_onnx
+
+    folder = tmp_path_factory.mktemp("onnx_tf")
+    keras_model = train_small_cnn(digits, _inputs)
+    path = write_onnx(keras_model, folder / "digits.onnx")
+    val = _inputs(digits["images"][digits["val_idx"][:64]])
+    calib = _inputs(digits["images"][digits["train_idx"][:32]])
+    result = to_saved_model(path, folder / "saved", calibration=calib)
+    return {"path": path, "result": result, "val": val, "calib": calib, "labels": digits["labels"][digits["val_idx"][:64]]}
+
+
+def test_classifier_matches_onnx_runtime(classifier):
+    result, val = classifier["result"], classifier["val"]
+    assert result.input_shape == (32, 32, 3)
+    assert [(o.onnx_name, o.shape) for o in result.outputs] == [("probs", (1, 10))]
+    assert (result.saved_model / "saved_model.pb").is_file()
+    want = _onnx_run(classifier["path"], val)[0]
+    got = _saved_model_run(result, val)[0]
+    _close(got, want)
+    assert (got.argmax(1) == classifier["labels"]).mean() > 0.8  # a trained model, not noise
+
+
+def test_float_and_int8_tflite_have_no_transpose_or_flex(classifier):
+    from edge_sdk.backends.litert import LiteRTEngine
+
+    result, val = classifier["result"], classifier["val"]
+    float_model = _tflite(result.saved_model, None)
+    assert not [op for op in _ops(float_model) if op == "TRANSPOSE" or op.startswith("Flex")]
+    engine = LiteRTEngine(float_model)
+    got = np.concatenate([engine.run([x[None]])[0] for x in val[:8]])
+    _close(got, _onnx_run(classifier["path"], val[:8])[0])
+
+    int8_model = _tflite(result.saved_model, classifier["calib"])
+    ops = _ops(int8_model)
+    assert "CONV_2D" in ops
+    assert not [op for op in ops if op == "TRANSPOSE" or op.startswith("Flex")], ops
+    engine = LiteRTEngine(int8_model)
+    spec = engine.input_specs()[0]
+    assert spec["dtype"] == np.int8 and spec["shape"] == [1, 32, 32, 3]
+    scale, zero = spec["quantization"]
+    out_scale, out_zero = engine.output_specs()[0]["quantization"]
+    q = np.clip(np.round(val[:32] / scale + zero), -128, 127).astype(np.int8)
+    probs = np.concatenate([(engine.run([x[None]])[0].astype(np.float32) - out_zero) * out_scale for x in q])
+    want = _onnx_run(classifier["path"], val[:32])[0]
+    assert (probs.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+def _detector(path: Path, *, classes: int = 2) -> Path:
+    """A YOLOv8-like head: two strides, each [1, 4+C, h*w], concatenated to [1, 4+C, N], then a
+    pooled-feature output. Output names sort the other way round from their order."""
+    rng = np.random.default_rng(3)
+    k = 4 + classes
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    inits = [
+        w("w1", 8, 3, 3, 3), w("b1", 8), w("w2", 16, 8, 3, 3), w("b2", 16),
+        w("h1", k, 8, 1, 1), w("hb1", k), w("h2", k, 16, 1, 1), w("hb2", k),
+        numpy_helper.from_array(np.array([1, k, -1], np.int64), "flat"),
+        numpy_helper.from_array(np.array([4, classes], np.int64), "split"),
+    ]
+    conv = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], name="stem", **conv),
+        helper.make_node("Relu", ["c1"], ["p3"]),
+        helper.make_node("Conv", ["p3", "w2", "b2"], ["c2"], name="down", **conv),
+        helper.make_node("Relu", ["c2"], ["p4"]),
+        helper.make_node("Conv", ["p3", "h1", "hb1"], ["o3"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["p4", "h2", "hb2"], ["o4"], kernel_shape=[1, 1]),
+        helper.make_node("Reshape", ["o3", "flat"], ["f3"]),
+        helper.make_node("Reshape", ["o4", "flat"], ["f4"]),
+        helper.make_node("Concat", ["f3", "f4"], ["cat"], axis=2),
+        helper.make_node("Split", ["cat", "split"], ["box", "cls"], axis=1),
+        helper.make_node("Sigmoid", ["cls"], ["scores"]),
+        helper.make_node("Concat", ["box", "scores"], ["z_head"], axis=1),
+        helper.make_node("GlobalAveragePool", ["p4"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["a_pooled"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [
+            helper.make_tensor_value_info("z_head", TensorProto.FLOAT, ["batch", k, "anchors"]),
+            helper.make_tensor_value_info("a_pooled", TensorProto.FLOAT, ["batch", 16]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_two_outputs_keep_order_names_and_onnx_layout(tmp_path):
+    path = _detector(tmp_path / "det.onnx")
+    images = np.random.default_rng(4).random((6, 64, 48, 3)).astype(np.float32)
+    result = to_saved_model(path, tmp_path / "saved", input_size=(64, 48), calibration=images[:4])
+    assert result.input_shape == (64, 48, 3)
+    anchors = 32 * 24 + 16 * 12
+    assert [(o.onnx_name, o.shape) for o in result.outputs] == [("z_head", (1, 6, anchors)), ("a_pooled", (1, 16))]
+    for got, want in zip(_saved_model_run(result, images), _onnx_run(path, images, names=["z_head", "a_pooled"])):
+        _close(got, want)
+
+    float_model = _tflite(result.saved_model, None)
+    from edge_sdk.backends.litert import LiteRTEngine
+
+    engine = LiteRTEngine(float_model)
+    order = tflite_output_order(float_model, result)
+    outputs = engine.run([images[:1]])
+    assert [list(outputs[i].shape) for i in order] == [[1, 6, anchors], [1, 16]]
+    for i, want in zip(order, _onnx_run(path, images[:1], names=["z_head", "a_pooled"])):
+        _close(outputs[i], want)
+    int8_ops = _ops(_tflite(result.saved_model, images[:4]))
+    assert not [op for op in int8_ops if op.startswith("Flex")]
+    assert int8_ops[int8_ops.index("CONV_2D") - 1] != "TRANSPOSE" and "TRANSPOSE" not in int8_ops[:2]
+
+
+def test_dynamic_size_needs_input_size(tmp_path):
+    path = _detector(tmp_path / "det.onnx")
+    with pytest.raises(ModelError, match=r"dynamic input height/width.*--imgsz"):
+        to_saved_model(path, tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+
+
+def test_fixed_size_model_refuses_another_size(classifier, tmp_path):
+    with pytest.raises(ModelError, match="fixed input size 32x32"):
+        to_saved_model(classifier["path"], tmp_path / "saved", input_size=(64, 64))
+
+
+def test_unconvertible_op_names_op_and_node(tmp_path):
+    # CastLike (opset 15) has no onnx2tf implementation
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["image"], ["r"], name="act"),
+            helper.make_node("CastLike", ["r", "like"], ["y"], name="cast_to_double"),
+        ],
+        "castlike",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 3, 8, 8])],
+        [numpy_helper.from_array(np.zeros(1, np.float64), "like")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "castlike.onnx"))
+    with pytest.raises(ConversionError, match=r"op CastLike \(node 'cast_to_double'\)") as info:
+        to_saved_model(tmp_path / "castlike.onnx", tmp_path / "saved")
+    assert "\n" not in str(info.value)
+
+
+def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
+    """No socket is opened (onnx2tf would fetch sample images for an RGB model) and nothing is printed."""
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def refuse(self, address):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: attempts.append(address) or 111)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a) or refuse(None, a))
+    path = _detector(tmp_path / "det.onnx")
+    capfd.readouterr()
+    images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
+    result = to_saved_model(path, tmp_path / "saved", input_size=(32, 32), calibration=images)
+    monkeypatch.setattr(socket.socket, "connect", real_connect)
+    assert attempts == []
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert result.max_abs_error is not None and result.max_abs_error < 1e-3
+    # the caller's NumPy global generator is left as it was (onnx2tf seeds it)
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    to_saved_model(path, tmp_path / "saved2", input_size=(32, 32), calibration=images)
+    assert np.random.rand() == expected
+
+
+def test_dynamic_batch_is_fixed_to_one(classifier, tmp_path):
+    model = onnx.load(str(classifier["path"]))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(model, str(tmp_path / "batch.onnx"))
+    result = to_saved_model(tmp_path / "batch.onnx", tmp_path / "saved", calibration=classifier["calib"][:4])
+    assert result.input_shape == (32, 32, 3) and result.outputs[0].shape == (1, 10)
+    _close(_saved_model_run(result, classifier["val"][:4])[0], _onnx_run(classifier["path"], classifier["val"][:4])[0])
+
+
+def test_bad_inputs_are_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        to_saved_model(tmp_path / "missing.onnx", tmp_path / "saved")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        to_saved_model(tmp_path / "junk.onnx", tmp_path / "saved")
+    path = _detector(tmp_path / "det.onnx")
+    with pytest.raises(ModelError, match="calibration images have shape"):
+        to_saved_model(path, tmp_path / "saved", input_size=(32, 32), calibration=np.zeros((2, 3, 32, 32), np.float32))
