@@ -76,14 +76,18 @@ def to_saved_model(
     _, channels, height, width = nchw
     if calibration is not None:
         calibration = _check_calibration(calibration, (height, width, channels))
-    expected = _output_shapes(model, onnx_path)
+    # onnx2tf reads the shape of every tensor; onnx-simplifier would annotate them, we infer them.
+    model = _infer_shapes(model, onnx_path)
+    expected = _output_shapes(model)
 
     with tempfile.TemporaryDirectory(prefix="edge-sdk-onnx2tf-") as tmp:
         work = Path(tmp)
         fixed = work / "model.onnx"
         _save(model, fixed)
         data = calibration if calibration is not None else np.full((1, height, width, channels), 0.5, np.float32)
-        np.save(work / "calib.npy", np.transpose(data, (0, 3, 1, 2)))  # onnx2tf feeds it to ONNX Runtime
+        # onnx2tf feeds the first image to ONNX Runtime (transposing it) and to TensorFlow as it is,
+        # then compares them op by op to settle its layout choices; it wants NHWC here.
+        np.save(work / "calib.npy", data)
         keras_model = _run_onnx2tf(fixed, work, input_name, data, onnx_path)
         outputs = _save_signature(keras_model, out_dir, (height, width, channels), expected, onnx_path)
     result = OnnxToTF(out_dir, _INPUT_NAME, (height, width, channels), outputs)
@@ -144,16 +148,19 @@ def _fixed_input(model, path: Path, input_size: tuple[int, int] | None) -> tuple
     return graph_input.name, shape
 
 
-def _output_shapes(model, path: Path) -> dict[str, tuple[int, ...] | None]:
-    """Output shapes after the input was fixed, as ONNX shape inference sees them (None: unknown)."""
+def _infer_shapes(model, path: Path):
     import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:
         raise ModelError(f"model {path} fails ONNX shape inference: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _output_shapes(model) -> dict[str, tuple[int, ...] | None]:
+    """Output shapes after the input was fixed, as ONNX shape inference sees them (None: unknown)."""
     shapes = {}
-    for out in inferred.graph.output:
+    for out in model.graph.output:
         dims = _dims(out)
         shapes[out.name] = tuple(dims) if dims and all(d is not None for d in dims) else None
     return shapes
@@ -252,23 +259,22 @@ def _save_signature(keras_model, out_dir: Path, hwc: tuple[int, int, int], expec
     layouts = getattr(keras_model, "onnx_output_layouts", {}) or {}
     keys = _signature_keys(names)
 
-    class _Exported(tf.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
+    @tf.function(input_signature=[tf.TensorSpec([1, *hwc], tf.float32, name=_INPUT_NAME)])
+    def serve(images):
+        results = keras_model(images)
+        if not isinstance(results, (list, tuple)):
+            results = [results]
+        return {
+            key: _to_onnx_layout(tf, out, bool(layouts.get(name, False)))
+            for key, name, out in zip(keys, names, results)
+        }
 
-        @tf.function(input_signature=[tf.TensorSpec([1, *hwc], tf.float32, name=_INPUT_NAME)])
-        def serve(self, images):
-            results = self.model(images)
-            if not isinstance(results, (list, tuple)):
-                results = [results]
-            return {
-                key: _to_onnx_layout(tf, out, bool(layouts.get(name, False)))
-                for key, name, out in zip(keys, names, results)
-            }
-
-    module = _Exported(keras_model)
-    concrete = module.serve.get_concrete_function()
+    # Only the weights are tracked, not the Keras model: saving a tf-keras model traces every
+    # layer's call for Keras reloading, which took 10-30 s for a 20-conv net and is never used.
+    module = tf.Module()
+    module.weights = list(keras_model.variables)
+    module.serve = serve
+    concrete = serve.get_concrete_function()
     outputs = []
     for key, name in zip(keys, names):
         shape = tuple(int(d) for d in concrete.structured_outputs[key].shape)

@@ -262,3 +262,69 @@ def test_bad_inputs_are_model_errors(tmp_path):
     path = _detector(tmp_path / "det.onnx")
     with pytest.raises(ModelError, match="calibration images have shape"):
         to_saved_model(path, tmp_path / "saved", input_size=(32, 32), calibration=np.zeros((2, 3, 32, 32), np.float32))
+
+
+def _yolov8_like(path: Path, *, reg_max: int = 16, classes: int = 3) -> Path:
+    """The parts of an Ultralytics YOLOv8 export onnx2tf must get right: SiLU, nearest Resize, an FPN
+    concat, and the DFL box decoding (reshape to [1, 4, reg_max, N], transpose, softmax, 1x1 conv)."""
+    rng = np.random.default_rng(7)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    inits = [
+        w("w1", 8, 3, 3, 3), w("b1", 8), w("w2", 16, 8, 3, 3), w("b2", 16), w("wf", 8, 24, 1, 1), w("bf", 8),
+        w("wb", 4 * reg_max, 8, 1, 1), w("bb", 4 * reg_max), w("wc", classes, 8, 1, 1), w("bc", classes),
+        const("dfl", np.arange(reg_max, dtype=np.float32).reshape(1, reg_max, 1, 1)),
+        const("scales", np.array([1, 1, 2, 2], np.float32)),
+        const("flat_box", np.array([1, 4 * reg_max, -1], np.int64)),
+        const("dfl_shape", np.array([1, 4, reg_max, -1], np.int64)),
+        const("box_shape", np.array([1, 4, -1], np.int64)),
+        const("cls_shape", np.array([1, classes, -1], np.int64)),
+    ]
+    down = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["images", "w1", "b1"], ["c1"], **down),
+        helper.make_node("Sigmoid", ["c1"], ["g1"]), helper.make_node("Mul", ["c1", "g1"], ["p3"]),
+        helper.make_node("Conv", ["p3", "w2", "b2"], ["c2"], **down),
+        helper.make_node("Sigmoid", ["c2"], ["g2"]), helper.make_node("Mul", ["c2", "g2"], ["p4"]),
+        helper.make_node("Resize", ["p4", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Concat", ["up", "p3"], ["fpn"], axis=1),
+        helper.make_node("Conv", ["fpn", "wf", "bf"], ["f"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["f", "wb", "bb"], ["box"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["f", "wc", "bc"], ["cls"], kernel_shape=[1, 1]),
+        helper.make_node("Reshape", ["box", "flat_box"], ["box3"]),
+        helper.make_node("Reshape", ["box3", "dfl_shape"], ["box4"]),
+        helper.make_node("Transpose", ["box4"], ["boxt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Softmax", ["boxt"], ["boxp"], axis=1),
+        helper.make_node("Conv", ["boxp", "dfl"], ["boxd"], kernel_shape=[1, 1], name="dfl_conv"),
+        helper.make_node("Reshape", ["boxd", "box_shape"], ["boxes"]),
+        helper.make_node("Reshape", ["cls", "cls_shape"], ["cls3"]),
+        helper.make_node("Sigmoid", ["cls3"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "yolov8_like",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + classes, "anchors"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_yolov8_like_head_keeps_its_layout(tmp_path):
+    path = _yolov8_like(tmp_path / "yolo.onnx")
+    images = np.random.default_rng(8).random((4, 64, 64, 3)).astype(np.float32)
+    result = to_saved_model(path, tmp_path / "saved", calibration=images)
+    assert [(o.onnx_name, o.shape) for o in result.outputs] == [("output0", (1, 7, 32 * 32))]
+    _close(_saved_model_run(result, images)[0], _onnx_run(path, images)[0])
+    ops = _ops(_tflite(result.saved_model, images))
+    assert not [op for op in ops if op.startswith("Flex")], ops
+    assert ops.index("CONV_2D") < ops.index("TRANSPOSE")  # transposes only in the head, none in front
+    assert ops[:ops.index("CONV_2D") + 1].count("TRANSPOSE") == 0
