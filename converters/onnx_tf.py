@@ -91,7 +91,11 @@ def to_saved_model(
         keras_model = _run_onnx2tf(fixed, work, input_name, data, onnx_path)
         outputs = _save_signature(keras_model, out_dir, (height, width, channels), expected, onnx_path)
     result = OnnxToTF(out_dir, _INPUT_NAME, (height, width, channels), outputs)
-    return _verify(result, model, input_name, data, onnx_path)
+    try:
+        return _verify(result, model, input_name, data, onnx_path)
+    except ConversionError:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a model that computes something else is no output
+        raise
 
 
 def _load(path: Path):
@@ -194,7 +198,8 @@ def _offline_samples(images: np.ndarray) -> Iterator[None]:
 
 
 def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, source: Path):
-    tf = _tf.tensorflow()  # sets TF_USE_LEGACY_KERAS before onnx2tf imports tf_keras
+    _tf.tensorflow()  # sets TF_USE_LEGACY_KERAS before onnx2tf imports tf_keras
+    state = np.random.get_state()  # onnx2tf seeds NumPy's global generator on import and in use
     try:
         with _tf.quiet_native():
             import onnx2tf
@@ -202,8 +207,9 @@ def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, sou
         raise ConversionError(
             "ONNX to TensorFlow needs onnx2tf: pip install \"edge-sdk[onnx]\" && pip install --no-deps onnx2tf==1.29.24"
         ) from exc
+    finally:
+        np.random.set_state(state)
     log = io.StringIO()
-    state = np.random.get_state()
     try:
         with contextlib.redirect_stdout(log), _tf.quiet_native(), _offline_samples(data):
             keras_model = onnx2tf.convert(
@@ -218,10 +224,9 @@ def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, sou
     except (Exception, SystemExit) as exc:  # onnx2tf raises what its ops raise, and calls sys.exit
         raise ConversionError(_failure(exc, fixed, source, log.getvalue())) from exc
     finally:
-        np.random.set_state(state)  # onnx2tf seeds NumPy's global generator on import and use
+        np.random.set_state(state)
     if keras_model is None:
         raise ConversionError(_failure(None, fixed, source, log.getvalue()))
-    del tf
     return keras_model
 
 

@@ -114,7 +114,7 @@ def test_float_and_int8_tflite_have_no_transpose_or_flex(classifier):
 
 def _detector(path: Path, *, classes: int = 2) -> Path:
     """A YOLOv8-like head: two strides, each [1, 4+C, h*w], concatenated to [1, 4+C, N], then a
-    pooled-feature output. Output names sort the other way round from their order."""
+    pooled-feature output and the NCHW feature map itself. Output names are not in sorted order."""
     rng = np.random.default_rng(3)
     k = 4 + classes
 
@@ -150,6 +150,7 @@ def _detector(path: Path, *, classes: int = 2) -> Path:
         [
             helper.make_tensor_value_info("z_head", TensorProto.FLOAT, ["batch", k, "anchors"]),
             helper.make_tensor_value_info("a_pooled", TensorProto.FLOAT, ["batch", 16]),
+            helper.make_tensor_value_info("p4", TensorProto.FLOAT, ["batch", 16, "h4", "w4"]),
         ],
         inits,
     )
@@ -165,8 +166,11 @@ def test_two_outputs_keep_order_names_and_onnx_layout(tmp_path):
     result = to_saved_model(path, tmp_path / "saved", input_size=(64, 48), calibration=images[:4])
     assert result.input_shape == (64, 48, 3)
     anchors = 32 * 24 + 16 * 12
-    assert [(o.onnx_name, o.shape) for o in result.outputs] == [("z_head", (1, 6, anchors)), ("a_pooled", (1, 16))]
-    for got, want in zip(_saved_model_run(result, images), _onnx_run(path, images, names=["z_head", "a_pooled"])):
+    names = ["z_head", "a_pooled", "p4"]
+    assert [(o.onnx_name, o.shape) for o in result.outputs] == list(
+        zip(names, [(1, 6, anchors), (1, 16), (1, 16, 16, 12)])
+    )
+    for got, want in zip(_saved_model_run(result, images), _onnx_run(path, images, names=names)):
         _close(got, want)
 
     float_model = _tflite(result.saved_model, None)
@@ -175,8 +179,8 @@ def test_two_outputs_keep_order_names_and_onnx_layout(tmp_path):
     engine = LiteRTEngine(float_model)
     order = tflite_output_order(float_model, result)
     outputs = engine.run([images[:1]])
-    assert [list(outputs[i].shape) for i in order] == [[1, 6, anchors], [1, 16]]
-    for i, want in zip(order, _onnx_run(path, images[:1], names=["z_head", "a_pooled"])):
+    assert [list(outputs[i].shape) for i in order] == [[1, 6, anchors], [1, 16], [1, 16, 16, 12]]
+    for i, want in zip(order, _onnx_run(path, images[:1], names=names)):
         _close(outputs[i], want)
     int8_ops = _ops(_tflite(result.saved_model, images[:4]))
     assert not [op for op in int8_ops if op.startswith("Flex")]
@@ -236,12 +240,25 @@ def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert result.max_abs_error is not None and result.max_abs_error < 1e-3
-    # the caller's NumPy global generator is left as it was (onnx2tf seeds it)
-    np.random.seed(123)
-    expected = np.random.rand()
-    np.random.seed(123)
-    to_saved_model(path, tmp_path / "saved2", input_size=(32, 32), calibration=images)
-    assert np.random.rand() == expected
+
+
+def test_numpy_global_generator_is_left_alone(tmp_path):
+    """onnx2tf seeds NumPy's global generator when imported and while converting; callers' state stays."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
+        "from edge_sdk.converters.onnx_tf import to_saved_model;"
+        "np.random.seed(123); first = np.random.rand(); np.random.seed(123);"
+        "to_saved_model(Path(sys.argv[1]), Path(sys.argv[1]).with_suffix('.saved'), input_size=(32, 32));"
+        "print(np.random.rand() == first)"
+    )
+    path = _detector(tmp_path / "det.onnx")
+    out = subprocess.run([sys.executable, "-c", script, str(path), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
 
 
 def test_dynamic_batch_is_fixed_to_one(classifier, tmp_path):
