@@ -15,6 +15,7 @@ own TFLiteConverter code. Three of its habits are worked around at this boundary
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import re
 import shutil
@@ -30,6 +31,7 @@ from edge_sdk.errors import ConversionError, ModelError
 
 _SIGNATURE = "serving_default"
 _INPUT_NAME = "images"
+_PLAIN_INPUT = "image"
 
 
 @dataclass(frozen=True)
@@ -78,18 +80,20 @@ def to_saved_model(
         calibration = _check_calibration(calibration, (height, width, channels))
     # onnx2tf reads the shape of every tensor; onnx-simplifier would annotate them, we infer them.
     model = _infer_shapes(model, onnx_path)
-    expected = _output_shapes(model)
+    onnx_names = [o.name for o in model.graph.output]
+    renamed, labels = _plain_names(model, input_name)
+    expected = _output_shapes(renamed)
 
     with tempfile.TemporaryDirectory(prefix="edge-sdk-onnx2tf-") as tmp:
         work = Path(tmp)
         fixed = work / "model.onnx"
-        _save(model, fixed)
+        _save(renamed, fixed)
         data = calibration if calibration is not None else np.full((1, height, width, channels), 0.5, np.float32)
         # onnx2tf feeds the first image to ONNX Runtime (transposing it) and to TensorFlow as it is,
         # then compares them op by op to settle its layout choices; it wants NHWC here.
         np.save(work / "calib.npy", data)
-        keras_model = _run_onnx2tf(fixed, work, input_name, data, onnx_path)
-        outputs = _save_signature(keras_model, out_dir, (height, width, channels), expected, onnx_path)
+        keras_model = _run_onnx2tf(fixed, work, _PLAIN_INPUT, data, onnx_path, labels)
+        outputs = _save_signature(keras_model, out_dir, (height, width, channels), expected, onnx_names, onnx_path)
     result = OnnxToTF(out_dir, _INPUT_NAME, (height, width, channels), outputs)
     try:
         return _verify(result, model, input_name, data, onnx_path)
@@ -170,6 +174,30 @@ def _output_shapes(model) -> dict[str, tuple[int, ...] | None]:
     return shapes
 
 
+def _plain_names(model, input_name: str):
+    """A copy of ``model`` whose input, outputs and nodes are ``image``, ``output_<i>``, ``n<i>``,
+    and what each new node name stands for in messages.
+
+    onnx2tf rewrites names with ':' or a leading '/' (common in PyTorch exports) and then looks the
+    outputs up under either all-old or all-new names, silently dropping the rest: mixed names lost
+    or reordered outputs. Plain names sidestep that; the result maps them back.
+    """
+    renamed = copy.deepcopy(model)
+    mapping = {input_name: _PLAIN_INPUT}
+    mapping.update({out.name: f"output_{i}" for i, out in enumerate(renamed.graph.output)})
+    if len(mapping) != 1 + len(renamed.graph.output):
+        raise ModelError("the model lists the same tensor twice among its input and outputs")
+    labels = {}
+    for i, node in enumerate(renamed.graph.node):
+        labels[f"n{i}"] = f"node '{node.name}'" if node.name else f"unnamed node #{i}"
+        node.name = f"n{i}"
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for info in (*renamed.graph.input, *renamed.graph.output, *renamed.graph.value_info, *renamed.graph.initializer):
+        info.name = mapping.get(info.name, info.name)
+    return renamed, labels
+
+
 def _save(model, path: Path) -> None:
     import onnx
 
@@ -197,7 +225,7 @@ def _offline_samples(images: np.ndarray) -> Iterator[None]:
         core.download_test_image_data = saved
 
 
-def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, source: Path):
+def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, source: Path, labels: dict):
     _tf.tensorflow()  # sets TF_USE_LEGACY_KERAS before onnx2tf imports tf_keras
     state = np.random.get_state()  # onnx2tf seeds NumPy's global generator on import and in use
     try:
@@ -222,23 +250,24 @@ def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, sou
                 verbosity="error",
             )
     except (Exception, SystemExit) as exc:  # onnx2tf raises what its ops raise, and calls sys.exit
-        raise ConversionError(_failure(exc, fixed, source, log.getvalue())) from exc
+        raise ConversionError(_failure(exc, fixed, source, log.getvalue(), labels)) from exc
     finally:
         np.random.set_state(state)
     if keras_model is None:
-        raise ConversionError(_failure(None, fixed, source, log.getvalue()))
+        raise ConversionError(_failure(None, fixed, source, log.getvalue(), labels))
     return keras_model
 
 
-def _failure(exc: BaseException | None, fixed: Path, source: Path, log: str) -> str:
+def _failure(exc: BaseException | None, fixed: Path, source: Path, log: str, labels: dict) -> str:
     import onnx
 
     node_name = getattr(exc, "onnx_op_name", None)
     types = {n.name: n.op_type for n in onnx.load(str(fixed), load_external_data=False).graph.node}
+    label = labels.get(node_name, f"node '{node_name}'")
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("onnx2tf.ops."):
         op_type = exc.name.rsplit(".", 1)[1]
-        return f"model {source}: onnx2tf cannot convert op {op_type} (node '{node_name}')"
-    where = f" at {types.get(node_name, 'op')} node '{node_name}'" if node_name else ""
+        return f"model {source}: onnx2tf cannot convert op {op_type} ({label})"
+    where = f" at {types.get(node_name, 'op')} {label}" if node_name else ""
     reason = str(exc).strip().splitlines()[0][:200] if exc is not None and str(exc).strip() else ""
     if not reason:
         errors = [ln for ln in _plain(log).splitlines() if ln.startswith("ERROR:")]
@@ -258,11 +287,15 @@ def _to_onnx_layout(tf, tensor, nhwc: bool):
     return tf.transpose(tensor, [0, rank - 1, *range(1, rank - 1)])
 
 
-def _save_signature(keras_model, out_dir: Path, hwc: tuple[int, int, int], expected: dict, source: Path):
+def _save_signature(
+    keras_model, out_dir: Path, hwc: tuple[int, int, int], expected: dict, onnx_names: list[str], source: Path
+):
     tf = _tf.tensorflow()
-    names = list(expected)
+    names = list(expected)  # output_<i>, in ONNX order
     layouts = getattr(keras_model, "onnx_output_layouts", {}) or {}
-    keys = _signature_keys(names)
+    keys = _signature_keys(onnx_names)
+    if len(keras_model.outputs) != len(names):
+        raise ConversionError(f"model {source}: onnx2tf returned {len(keras_model.outputs)} of {len(names)} outputs")
 
     @tf.function(input_signature=[tf.TensorSpec([1, *hwc], tf.float32, name=_INPUT_NAME)])
     def serve(images):
@@ -281,14 +314,14 @@ def _save_signature(keras_model, out_dir: Path, hwc: tuple[int, int, int], expec
     module.serve = serve
     concrete = serve.get_concrete_function()
     outputs = []
-    for key, name in zip(keys, names):
+    for key, name, onnx_name in zip(keys, names, onnx_names):
         shape = tuple(int(d) for d in concrete.structured_outputs[key].shape)
         if expected[name] is not None and shape != expected[name]:
             raise ConversionError(
-                f"model {source}: output '{name}' came out of onnx2tf as {list(shape)}, "
+                f"model {source}: output '{onnx_name}' came out of onnx2tf as {list(shape)}, "
                 f"ONNX says {list(expected[name])}"
             )
-        outputs.append(OutputInfo(name, key, shape))
+        outputs.append(OutputInfo(onnx_name, key, shape))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     try:

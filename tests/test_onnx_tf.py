@@ -199,12 +199,12 @@ def test_fixed_size_model_refuses_another_size(classifier, tmp_path):
         to_saved_model(classifier["path"], tmp_path / "saved", input_size=(64, 64))
 
 
-def test_unconvertible_op_names_op_and_node(tmp_path):
-    # CastLike (opset 15) has no onnx2tf implementation
+def _castlike(path: Path, *, name: str) -> Path:
+    """CastLike (opset 15) has no onnx2tf implementation."""
     graph = helper.make_graph(
         [
             helper.make_node("Relu", ["image"], ["r"], name="act"),
-            helper.make_node("CastLike", ["r", "like"], ["y"], name="cast_to_double"),
+            helper.make_node("CastLike", ["r", "like"], ["y"], name=name),
         ],
         "castlike",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
@@ -213,10 +213,67 @@ def test_unconvertible_op_names_op_and_node(tmp_path):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     onnx.checker.check_model(model)
-    onnx.save(model, str(tmp_path / "castlike.onnx"))
-    with pytest.raises(ConversionError, match=r"op CastLike \(node 'cast_to_double'\)") as info:
-        to_saved_model(tmp_path / "castlike.onnx", tmp_path / "saved")
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unconvertible_op_names_op_and_node(tmp_path):
+    path = _castlike(tmp_path / "castlike.onnx", name="/head/cast:0")
+    with pytest.raises(ConversionError, match=r"op CastLike \(node '/head/cast:0'\)") as info:
+        to_saved_model(path, tmp_path / "saved")
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "saved").exists()
+    path = _castlike(tmp_path / "unnamed.onnx", name="")
+    with pytest.raises(ConversionError, match=r"op CastLike \(unnamed node #1\)"):
+        to_saved_model(path, tmp_path / "saved")
+
+
+def test_pytorch_style_names_keep_outputs_apart(tmp_path):
+    """torch.onnx names tensors like '/backbone/relu' or 'x:0'; onnx2tf renames those, and its
+    output lookup drops outputs when only some of the names need it."""
+    rng = np.random.default_rng(9)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["input.1", "w1", "b1"], ["/conv/out"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                         name="/backbone/conv/Conv"),
+        helper.make_node("Relu", ["/conv/out"], ["/backbone/feat"], name="/backbone/act/Relu"),
+        helper.make_node("GlobalAveragePool", ["/backbone/feat"], ["/pool"]),
+        helper.make_node("Flatten", ["/pool"], ["/flat"]),
+        helper.make_node("Gemm", ["/flat", "fc_w", "fc_b"], ["/head/logits:0"], name="/head/fc/Gemm"),
+    ]
+    graph = helper.make_graph(
+        nodes, "torch_names",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 16, 20])],
+        [
+            helper.make_tensor_value_info("/head/logits:0", TensorProto.FLOAT, [1, 5]),
+            helper.make_tensor_value_info("/backbone/feat", TensorProto.FLOAT, [1, 8, 16, 20]),
+        ],
+        [w("w1", 8, 3, 3, 3), w("b1", 8), w("fc_w", 8, 5), w("fc_b", 5)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "torch.onnx"))
+    images = rng.random((3, 16, 20, 3)).astype(np.float32)
+    result = to_saved_model(tmp_path / "torch.onnx", tmp_path / "saved", calibration=images)
+    names = ["/head/logits:0", "/backbone/feat"]
+    assert [(o.onnx_name, o.shape) for o in result.outputs] == list(zip(names, [(1, 5), (1, 8, 16, 20)]))
+    for got, want in zip(_saved_model_run(result, images), _onnx_run(tmp_path / "torch.onnx", images, names=names)):
+        _close(got, want)
+
+
+def test_old_opset_and_several_inputs_are_model_errors(tmp_path):
+    node = helper.make_node("Add", ["a", "b"], ["y"])
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("a", "b", "y")]
+    graph = helper.make_graph([node], "two_inputs", info[:2], info[2:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(tmp_path / "old.onnx"))
+    with pytest.raises(ModelError, match="opset 11; re-export it with opset 13"):
+        to_saved_model(tmp_path / "old.onnx", tmp_path / "saved")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "two.onnx"))
+    with pytest.raises(ModelError, match="has 2 inputs; expected one image input"):
+        to_saved_model(tmp_path / "two.onnx", tmp_path / "saved")
 
 
 def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
