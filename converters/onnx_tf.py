@@ -73,6 +73,8 @@ def to_saved_model(
     (without them it uses a constant image). The outputs keep the ONNX names, order and layout.
     """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "saved_model.pb").is_file():
+        raise ConversionError(f"out_dir {out_dir} is a non-empty folder and not a SavedModel; it would be replaced")
     model = _load(onnx_path)
     input_name, nchw = _fixed_input(model, onnx_path, input_size)
     _, channels, height, width = nchw
@@ -323,7 +325,7 @@ def _save_signature(
             )
         outputs.append(OutputInfo(onnx_name, key, shape))
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        shutil.rmtree(out_dir)  # an earlier SavedModel (to_saved_model refused anything else)
     try:
         with _tf.quiet_native():
             tf.saved_model.save(module, str(out_dir), signatures={_SIGNATURE: concrete})

@@ -333,6 +333,11 @@ def test_bad_inputs_are_model_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(ModelError, match="not a readable ONNX model"):
         to_saved_model(tmp_path / "junk.onnx", tmp_path / "saved")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConversionError, match="non-empty folder and not a SavedModel"):
+        to_saved_model(tmp_path / "missing.onnx", tmp_path / "busy")
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "keep me"
     path = _detector(tmp_path / "det.onnx")
     with pytest.raises(ModelError, match="calibration images have shape"):
         to_saved_model(path, tmp_path / "saved", input_size=(32, 32), calibration=np.zeros((2, 3, 32, 32), np.float32))
