@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import re
 import shutil
@@ -51,7 +52,8 @@ class OnnxToTF:
     input_name: str  # the signature's input key
     input_shape: tuple[int, int, int]  # (H, W, C)
     outputs: tuple[OutputInfo, ...]  # in the ONNX model's output order, ONNX layout
-    max_abs_error: float | None = None  # SavedModel vs ONNX Runtime on the calibration images
+    parameter_count: int = 0  # float weights in the ONNX model (the SavedModel holds them as constants)
+    max_abs_error: float | None = None  # SavedModel vs ONNX Runtime, relative to max(1, |output|)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -96,7 +98,7 @@ def to_saved_model(
         np.save(work / "calib.npy", data)
         keras_model = _run_onnx2tf(fixed, work, _PLAIN_INPUT, data, onnx_path, labels)
         outputs = _save_signature(keras_model, out_dir, (height, width, channels), expected, onnx_names, onnx_path)
-    result = OnnxToTF(out_dir, _INPUT_NAME, (height, width, channels), outputs)
+    result = OnnxToTF(out_dir, _INPUT_NAME, (height, width, channels), outputs, _parameter_count(model))
     try:
         return _verify(result, model, input_name, data, onnx_path)
     except ConversionError:
@@ -198,6 +200,13 @@ def _plain_names(model, input_name: str):
     for info in (*renamed.graph.input, *renamed.graph.output, *renamed.graph.value_info, *renamed.graph.initializer):
         info.name = mapping.get(info.name, info.name)
     return renamed, labels
+
+
+def _parameter_count(model) -> int:
+    from onnx import TensorProto
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    return int(sum(np.prod(t.dims) for t in model.graph.initializer if t.data_type in floats))
 
 
 def _save(model, path: Path) -> None:
@@ -311,8 +320,10 @@ def _save_signature(
 
     # Only the weights are tracked, not the Keras model: saving a tf-keras model traces every
     # layer's call for Keras reloading, which took 10-30 s for a 20-conv net and is never used.
-    module = tf.Module()
-    module.weights = list(keras_model.variables)
+    # (A Checkpoint, unlike a tf.Module, keeps a `variables` attribute on the loaded object;
+    # onnx2tf mostly bakes weights in as constants, so it is often empty.)
+    module = tf.train.Checkpoint()
+    module.variables = list(keras_model.variables)
     module.serve = serve
     concrete = serve.get_concrete_function()
     outputs = []
@@ -368,7 +379,7 @@ def _verify(result: OnnxToTF, model, input_name: str, data: np.ndarray, source: 
             f"model {source}: the TensorFlow model disagrees with ONNX Runtime (max relative error {worst:.2g}); "
             "onnx2tf mis-converted a layout"
         )
-    return OnnxToTF(result.saved_model, result.input_name, result.input_shape, result.outputs, worst)
+    return dataclasses.replace(result, max_abs_error=worst)
 
 
 def tflite_output_order(content: bytes, result: OnnxToTF) -> list[int]:

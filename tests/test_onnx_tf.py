@@ -81,6 +81,7 @@ def test_classifier_matches_onnx_runtime(classifier):
     assert result.input_shape == (32, 32, 3)
     assert [(o.onnx_name, o.shape) for o in result.outputs] == [("probs", (1, 10))]
     assert (result.saved_model / "saved_model.pb").is_file()
+    assert result.parameter_count == 8 * 3 * 3 * 3 + 8 + 15 * 15 * 8 * 10 + 10
     want = _onnx_run(classifier["path"], val)[0]
     got = _saved_model_run(result, val)[0]
     _close(got, want)
