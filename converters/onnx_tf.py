@@ -140,6 +140,8 @@ def _fixed_input(model, path: Path, input_size: tuple[int, int] | None) -> tuple
     dims = _dims(graph_input)
     if len(dims) != 4 or dims[1] is None:
         raise ModelError(f"model {path} input '{graph_input.name}' has shape {dims}; expected NCHW [N, C, H, W]")
+    if dims[1] not in (1, 3, 4) and dims[3] in (1, 3, 4):
+        raise ModelError(f"model {path} input '{graph_input.name}' has shape {dims}, which looks NHWC; expected NCHW")
     if input_size is not None:
         if len(input_size) != 2 or any(int(s) < 1 for s in input_size):
             raise ModelError(f"input_size {input_size} must be (height, width) with both >= 1")

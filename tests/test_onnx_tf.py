@@ -275,12 +275,19 @@ def test_old_opset_and_several_inputs_are_model_errors(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "two.onnx"))
     with pytest.raises(ModelError, match="has 2 inputs; expected one image input"):
         to_saved_model(tmp_path / "two.onnx", tmp_path / "saved")
+    nhwc = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 3])],
+    )
+    onnx.save(helper.make_model(nhwc, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "nhwc.onnx"))
+    with pytest.raises(ModelError, match="looks NHWC; expected NCHW"):
+        to_saved_model(tmp_path / "nhwc.onnx", tmp_path / "saved")
 
 
 def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
     """No socket is opened (onnx2tf would fetch sample images for an RGB model) and nothing is printed."""
     attempts = []
-    real_connect = socket.socket.connect
 
     def refuse(self, address):
         attempts.append(address)
@@ -289,11 +296,12 @@ def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: attempts.append(address) or 111)
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a) or refuse(None, a))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: attempts.append(a) or refuse(None, a))
     path = _detector(tmp_path / "det.onnx")
     capfd.readouterr()
     images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
     result = to_saved_model(path, tmp_path / "saved", input_size=(32, 32), calibration=images)
-    monkeypatch.setattr(socket.socket, "connect", real_connect)
+    monkeypatch.undo()
     assert attempts == []
     out, err = capfd.readouterr()
     assert out == "" and err == ""
