@@ -71,8 +71,9 @@ def to_saved_model(
 
     ``input_size`` (H, W) fixes a model exported with dynamic height/width; a dynamic batch is
     fixed to 1. ``calibration`` is a few images, float32 NHWC ``[N, H, W, C]`` already normalised
-    as the model expects; onnx2tf runs them through ONNX Runtime to check its layout decisions
-    (without them it uses a constant image). The outputs keep the ONNX names, order and layout.
+    as the model expects: onnx2tf checks its layout decisions op by op on the first, and the result
+    is compared with ONNX Runtime on up to four (uniform noise when not given). The outputs keep
+    the ONNX names, order and layout.
     """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "saved_model.pb").is_file():
@@ -92,7 +93,11 @@ def to_saved_model(
         work = Path(tmp)
         fixed = work / "model.onnx"
         _save(renamed, fixed)
-        data = calibration if calibration is not None else np.full((1, height, width, channels), 0.5, np.float32)
+        if calibration is None:
+            # Noise, not a flat image: a flat one looks the same under every transposition, so
+            # neither onnx2tf's layout checks nor ours could tell a wrong one.
+            calibration = np.random.default_rng(0).random((2, height, width, channels), dtype=np.float32)
+        data = calibration
         # onnx2tf feeds the first image to ONNX Runtime (transposing it) and to TensorFlow as it is,
         # then compares them op by op to settle its layout choices; it wants NHWC here.
         np.save(work / "calib.npy", data)
