@@ -53,7 +53,7 @@ class OnnxToTF:
     input_shape: tuple[int, int, int]  # (H, W, C)
     outputs: tuple[OutputInfo, ...]  # in the ONNX model's output order, ONNX layout
     parameter_count: int = 0  # float weights in the ONNX model (the SavedModel holds them as constants)
-    max_abs_error: float | None = None  # SavedModel vs ONNX Runtime, relative to max(1, |output|)
+    max_rel_error: float | None = None  # SavedModel vs ONNX Runtime: max |diff| / max(1, max |output|)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -97,7 +97,7 @@ def to_saved_model(
             # Noise, not a flat image: a flat one looks the same under every transposition, so
             # neither onnx2tf's layout checks nor ours could tell a wrong one.
             calibration = np.random.default_rng(0).random((2, height, width, channels), dtype=np.float32)
-        data = calibration
+        data = calibration[:4]
         # onnx2tf feeds the first image to ONNX Runtime (transposing it) and to TensorFlow as it is,
         # then compares them op by op to settle its layout choices; it wants NHWC here.
         np.save(work / "calib.npy", data)
@@ -353,7 +353,10 @@ def _save_signature(
 
 
 def _signature_keys(names: list[str]) -> list[str]:
-    """Signature keys that sort in ONNX output order (TFLite lists outputs by key) and are valid names."""
+    """Valid signature keys, numbered so that sorting them (signatures are dicts) gives ONNX order.
+
+    TFLiteConverter does not list outputs in key order: see :func:`tflite_output_order`.
+    """
     width = len(str(len(names) - 1))
     return [f"output_{i:0{width}d}_{re.sub(r'[^A-Za-z0-9_]', '_', n).strip('_') or 'out'}" for i, n in enumerate(names)]
 
@@ -368,7 +371,7 @@ def _verify(result: OnnxToTF, model, input_name: str, data: np.ndarray, source: 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     signature = tf.saved_model.load(str(result.saved_model)).signatures[_SIGNATURE]
     worst = 0.0
-    for image in data[:4]:
+    for image in data:
         image = image[None].astype(np.float32)
         want = session.run(list(result.output_names), {input_name: np.transpose(image, (0, 3, 1, 2))})
         got = signature(**{result.input_name: tf.constant(image)})
@@ -386,7 +389,7 @@ def _verify(result: OnnxToTF, model, input_name: str, data: np.ndarray, source: 
             f"model {source}: the TensorFlow model disagrees with ONNX Runtime (max relative error {worst:.2g}); "
             "onnx2tf mis-converted a layout"
         )
-    return dataclasses.replace(result, max_abs_error=worst)
+    return dataclasses.replace(result, max_rel_error=worst)
 
 
 def tflite_output_order(content: bytes, result: OnnxToTF) -> list[int]:

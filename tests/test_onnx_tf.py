@@ -305,7 +305,7 @@ def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
     assert attempts == []
     out, err = capfd.readouterr()
     assert out == "" and err == ""
-    assert result.max_abs_error is not None and result.max_abs_error < 1e-3
+    assert result.max_rel_error is not None and result.max_rel_error < 1e-3
 
 
 def test_numpy_global_generator_is_left_alone(tmp_path):
