@@ -332,7 +332,13 @@ def _save_signature(
     module = tf.train.Checkpoint()
     module.variables = list(keras_model.variables)
     module.serve = serve
-    concrete = serve.get_concrete_function()
+    try:
+        concrete = serve.get_concrete_function()
+    except (ValueError, TypeError) as exc:  # onnx2tf built a graph whose shapes do not fit together
+        first = next((line.strip() for line in str(exc).splitlines() if "Dimensions" in line or "shape" in line),
+                     str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise ConversionError(f"model {source}: onnx2tf produced an inconsistent TensorFlow graph ({first[:200]}); "
+                              "export the ONNX with a static input size") from exc
     outputs = []
     for key, name, onnx_name in zip(keys, names, onnx_names):
         shape = tuple(int(d) for d in concrete.structured_outputs[key].shape)

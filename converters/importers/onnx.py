@@ -79,7 +79,37 @@ def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path):
     parameters = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in (1, 10, 11, 16))
     fixed = folder / f"{name}.onnx"
     onnx.save(model, str(fixed))
-    return fixed, (height, width, channels), parameters, model
+    return fixed, (height, width, channels), parameters, _fold_constants(fixed, model)
+
+
+def _fold_constants(path: Path, model):
+    """Fold what the fixed size made constant (Shape -> Gather -> Range grids of dynamic exports), in place.
+
+    Ultralytics' dynamic exports build their anchor grid from the feature map's shape at run time;
+    with the size fixed, ONNX Runtime's basic optimisations (constant folding and standard-op
+    fusions only) turn that into constants. Without it onnx2tf mistakes which axis is which when two
+    sizes coincide, and the converted model is wrong.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return model
+    onnx = _onnx()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path.with_suffix(".folded.onnx"))
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        folded = onnx.load(options.optimized_model_filepath)
+    except Exception:  # ONNX Runtime lacks an op the converters may still know: convert it unfolded
+        return model
+    used = {node.domain for node in folded.graph.node} | {"", "ai.onnx"}
+    kept = [o for o in folded.opset_import if o.domain in used]
+    del folded.opset_import[:]
+    folded.opset_import.extend(kept)
+    onnx.save(folded, str(path))
+    return folded
 
 
 def load(path: Path, *, name: str, imgsz: tuple[int, int] | None, for_tflite: bool) -> SourceModel:
