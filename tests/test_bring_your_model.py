@@ -180,3 +180,31 @@ def test_a_two_output_float_tflite_is_packaged_as_given_with_its_plugin(scenes, 
     want = {np.asarray(w).shape[-1]: np.asarray(w) for w in model(x)}
     for got in engine.run([x]):
         np.testing.assert_allclose(got, want[got.shape[-1]], atol=1e-5)
+
+
+def test_dynamic_onnx_converts_for_tflite_with_nhwc_input_and_no_loss(scenes, tmp_path):
+    """The PyTorch/Ultralytics path into LiteRT: NCHW ONNX -> onnx2tf -> an NHWC .tflite."""
+    path = onnx_detectors.yolov8_onnx_of_shipped_detector(tmp_path / "dyn.onnx", dynamic=True)
+    result = convert(path, profile="rpi5", precision="fp32", out=tmp_path / "b", imgsz=160, val=scenes["val"])
+    manifest = open_bundle(tmp_path / "b").manifest
+    assert manifest.preprocessing.layout == "NHWC" and manifest.inputs[0].shape == [1, 160, 160, 3]
+    assert manifest.outputs[0].shape == [1, 8, 400] and manifest.decoder.options["layout"] == "v8"
+    accuracy = result.report.accuracy
+    assert accuracy.reference.map50 > 0.9
+    assert abs(accuracy.reference.map50_95 - accuracy.converted.map50_95) < 0.005
+
+
+def test_split_onnx_for_tflite_keeps_boxes_and_scores_apart_in_the_source_order(scenes, tmp_path):
+    path = onnx_detectors.split_head_onnx(tmp_path / "split.onnx")
+    result = convert(path, profile="rpi5", precision="fp32", out=tmp_path / "b", val=scenes["val"])
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.manifest.decoder.options["layout"] == "split"
+    assert bundle.manifest.decoder.options["boxes_output"] == 0
+    # Both outputs are [1, 400, 4] (four classes): only values tell them apart, and the bundle must
+    # hand the decoder the boxes first whatever order LiteRT lists them in.
+    engine = open_engine(bundle)
+    x = np.random.default_rng(2).random((1, 160, 160, 3), dtype=np.float32)
+    boxes, scores = engine.run([x])
+    assert boxes.max() > 2.0 and scores.max() <= 1.0  # pixel boxes, probabilities
+    accuracy = result.report.accuracy
+    assert abs(accuracy.reference.map50_95 - accuracy.converted.map50_95) < 0.005
