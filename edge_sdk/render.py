@@ -49,7 +49,7 @@ def profile_table(profile: DeviceProfile) -> Table:
 def report_tables(report: ConversionReport) -> Group:
     size = Table(title="Conversion report")
     size.add_column("")
-    size.add_column("float32 TFLite", justify="right")
+    size.add_column("float32", justify="right")
     size.add_column("converted", justify="right")
     size.add_column("ratio", justify="right")
     size.add_row("file size", _size(report.float_bytes), _size(report.converted_bytes),
@@ -61,6 +61,8 @@ def report_tables(report: ConversionReport) -> Group:
     facts.add_column("", style="bold")
     facts.add_column("")
     facts.add_row("source", f"{report.source_model} ({report.source_format}, {report.parameters:,} parameters)")
+    if report.head is not None:
+        facts.add_row("head", report.head)
     if report.sparsity is not None:
         s = report.sparsity
         facts.add_row("sparsity", f"{_pct(s.prunable)} of prunable kernels, {_pct(s.overall)} of all weights "
@@ -91,6 +93,8 @@ def report_tables(report: ConversionReport) -> Group:
         for line in e.placement:
             if not line.on_tpu:
                 facts.add_row("on CPU", f"{line.count} x {line.op}: {line.status}")
+    for output in report.fidelity or ():
+        facts.add_row("fidelity", f"{output.name}: SQNR {output.sqnr_db:.1f} dB, cosine {output.cosine:.4f}")
     facts.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
     for warning in report.warnings:
         facts.add_row("warning", warning)
