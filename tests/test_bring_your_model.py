@@ -208,3 +208,23 @@ def test_split_onnx_for_tflite_keeps_boxes_and_scores_apart_in_the_source_order(
     assert boxes.max() > 2.0 and scores.max() <= 1.0  # pixel boxes, probabilities
     accuracy = result.report.accuracy
     assert abs(accuracy.reference.map50_95 - accuracy.converted.map50_95) < 0.005
+
+
+def test_a_full_integer_tflite_from_elsewhere_goes_to_the_edge_tpu_as_given(digits, keras3_model, tmp_path):
+    from edge_sdk.converters import models, tflite
+    from edge_sdk.converters.data import load_calibration
+    from edge_sdk.preprocess import Preprocessing
+    from edge_sdk.profiles import IODtype, Precision
+
+    spec = Preprocessing(width=32, height=32, channels=3)
+    made = tflite.convert(models.load_model(keras3_model), precision=Precision.INT8, spec=spec,
+                          calib=load_calibration(digits["calib"], spec, limit=100, minimum=50),
+                          quant=tflite.QuantSettings(strict=True, io_dtype=IODtype.UINT8))
+    path = tmp_path / "zoo_int8.tflite"
+    path.write_bytes(made.content)
+    result = convert(path, profile="coral-usb", compile=False, out=tmp_path / "b", val=digits["val"])
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.manifest.precision.value == "int8" and bundle.manifest.target.value == "edgetpu"
+    assert (tmp_path / "b" / "model.tflite").read_bytes() == made.content
+    assert result.report.edgetpu.precheck_passed
+    assert result.report.accuracy.remedy_used == "as-given" and result.report.accuracy.converted.top1 > 0.9
