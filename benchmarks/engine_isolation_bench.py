@@ -14,7 +14,7 @@ and three measurements, each interleaved round by round in a fresh random order:
                 (in-process) against ``EngineProcess`` (isolated); median, p99, and CPU time per inference
                 summed over this process and the engine's child;
   2. pipeline   ``open_pipeline(bundle, config=RunConfig(watchdog={"isolate": False | True}))`` over a video of
-                moving shapes (``edge_sdk.converters.shapes.moving_video``), a JSON sink; median frames/s;
+                moving shapes (``edge_sdk.samples.shapes.moving_video``), a JSON sink; median frames/s;
   3. start-up   open to first result: ``open_engine(open_bundle(path))`` against ``EngineProcess(path)``, both with
                 this process's imports already done (a watchdog restart), the child importing numpy and LiteRT afresh.
 
@@ -179,7 +179,7 @@ def convert_digits(folder: Path) -> None:
     from conftest import build_cnn
 
     from edge_sdk.converters import _tf, convert
-    from edge_sdk.converters.samples import write_digits
+    from edge_sdk.samples.digits import write_digits
 
     work = folder.parent / f"{folder.name}.build"
     shutil.rmtree(work, ignore_errors=True)
@@ -196,8 +196,9 @@ def convert_digits(folder: Path) -> None:
 
 def convert_detector(folder: Path) -> None:
     """As ``edge-sdk demo`` converts it (letterbox, calibration on generated scenes), minus the pruning."""
-    from edge_sdk.converters import convert, shapes
+    from edge_sdk.converters import convert
     from edge_sdk.converters.assets import DETECTOR
+    from edge_sdk.samples import shapes
 
     work = folder.parent / f"{folder.name}.build"
     shutil.rmtree(work, ignore_errors=True)
@@ -212,7 +213,7 @@ CONVERTERS: dict[str, Callable[[Path], None]] = {"digits": convert_digits, "dete
 
 def ensure_video(frames: int) -> Path:
     """A ``frames``-long 640x480 MJPG video of shapes moving over a photograph, written once and cached."""
-    from edge_sdk.converters import shapes
+    from edge_sdk.samples import shapes
 
     path = CACHE / f"shapes-{frames}f-{VIDEO_SIZE[0]}x{VIDEO_SIZE[1]}.avi"
     if path.is_file():

@@ -22,7 +22,7 @@ def demo(
     """Convert the shipped detector, run it on a generated video, publish over MQTT, and score what arrives."""
     from rich.console import Console
 
-    from edge_sdk.converters.demo import default_workdir, run_demo, summary_table
+    from edge_sdk.demo.run import default_workdir, run_demo, summary_table
 
     console = Console()
     summary = run_demo(

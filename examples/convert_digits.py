@@ -20,10 +20,10 @@ from rich.console import Console
 
 from edge_sdk import EdgeSDKError
 from edge_sdk.converters import _tf, convert
-from edge_sdk.converters.samples import write_digits
 from edge_sdk.imagefolder import list_labelled, read_image
 from edge_sdk.preprocess import Preprocessing, preprocess
 from edge_sdk.render import report_tables
+from edge_sdk.samples.digits import write_digits
 
 
 def load_training_arrays(folder: Path, spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:

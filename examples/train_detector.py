@@ -49,10 +49,11 @@ def main() -> int:
     args = _args()
     import numpy as np
 
-    from edge_sdk.converters import detection_eval, detector, shapes
+    from edge_sdk.converters import detection_eval
     from edge_sdk.converters._tf import keras3
     from edge_sdk.errors import EdgeSDKError
     from edge_sdk.preprocess import Preprocessing, fit, normalize
+    from edge_sdk.samples import detector, shapes
 
     keras = keras3()
     spec = Preprocessing(width=detector.INPUT_SIZE, height=detector.INPUT_SIZE, channels=3)

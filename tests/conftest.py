@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from edge_sdk.converters.samples import digits as digits_arrays, split, write_class_folders, write_flat  # noqa: E402
+from edge_sdk.samples.digits import digits as digits_arrays, split, write_class_folders, write_flat  # noqa: E402
 
 LONG_ENV = "EDGE_SDK_LONG"
 

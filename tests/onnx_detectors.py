@@ -11,7 +11,7 @@ Every graph looks like a PyTorch / Ultralytics export: NCHW float32 input named 
 TensorFlow way (all the extra row and column at the bottom and right), so the ONNX convolutions
 get explicit asymmetric pads (``SAME_UPPER`` when the size is dynamic).
 
-Box decoding (YOLOv5's, as in ``converters/detector.py``), in input pixels with ``stride`` 8:
+Box decoding (YOLOv5's, as in ``edge_sdk/samples/detector.py``), in input pixels with ``stride`` 8:
 ``cx = (col + 2·sigmoid - 0.5)·stride``, ``w = 4·anchor·sigmoid²`` with the anchor 32 px (0.2 of
 the 160-pixel input). The score of a class is objectness × class probability wherever a layout has
 no objectness column.
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.converters import detector, shapes
+from edge_sdk.samples import detector, shapes
 
 INPUT_NAME = "images"
 OPSET = 13

@@ -11,8 +11,9 @@ import pytest
 
 from edge_sdk.backends import in_manifest_order, open_engine
 from edge_sdk.bundle import open_bundle
-from edge_sdk.converters import convert, shapes
+from edge_sdk.converters import convert
 from edge_sdk.errors import ConfigError, ModelError
+from edge_sdk.samples import shapes
 
 import onnx_detectors
 

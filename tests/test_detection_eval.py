@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_sdk.converters import shapes
 from edge_sdk.converters.detection_eval import (
     agreement, average_precision, detection_metrics, iou_matrix, is_yolo_dataset, load_yolo, precision_recall,
 )
 from edge_sdk.errors import DatasetError
+from edge_sdk.samples import shapes
 from edge_sdk.preprocess import Preprocessing
 
 SPEC = Preprocessing(width=64, height=64, channels=3)

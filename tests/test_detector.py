@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.converters import detection_eval, detector, shapes
+from edge_sdk.converters import detection_eval
 from edge_sdk.converters.assets import DETECTOR, DETECTOR_INFO
 from edge_sdk.preprocess import Preprocessing
+from edge_sdk.samples import detector, shapes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,6 +26,8 @@ SCRIPT = textwrap.dedent(
     import edge_sdk.backends.worker  # what the engine's child process runs under watchdog.isolate
     import edge_sdk.pipeline
     import edge_sdk.converters  # lazy: must not pull TensorFlow in until a conversion starts
+    import edge_sdk.demo.broker, edge_sdk.demo.run  # the demo converts lazily, inside its functions
+    import edge_sdk.samples.detector, edge_sdk.samples.digits, edge_sdk.samples.shapes  # TensorFlow only when a model is built
 
     forbidden = json.loads(sys.argv[2])
 

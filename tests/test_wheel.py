@@ -24,6 +24,9 @@ def test_wheel_contains_profiles_schema_and_converters(tmp_path):
     assert {f"edge_sdk/device_profiles/{name}" for name in profiles} <= names
     assert "edge_sdk/schemas/edge-bundle.schema.json" in names
     assert "edge_sdk/converters/api.py" in names
+    assert "edge_sdk/converters/assets/shapes_detector.keras" in names
+    for module in ("samples/shapes.py", "samples/digits.py", "samples/detector.py", "demo/run.py", "demo/broker.py"):
+        assert f"edge_sdk/{module}" in names
     assert "edge_sdk/cli.py" in names
     for package in ("backends", "decoders", "sources"):
         assert f"edge_sdk/{package}/__init__.py" in names

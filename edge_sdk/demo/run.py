@@ -70,9 +70,10 @@ def prepared_bundle(workdir: Path, console, *, profile: str = DEMO_PROFILE, forc
 def _convert(workdir: Path, out: Path, console, *, profile: str) -> Path:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edge_sdk.converters import convert, shapes
+    from edge_sdk.converters import convert
     from edge_sdk.converters.assets import DETECTOR
     from edge_sdk.render import report_tables
+    from edge_sdk.samples import shapes
 
     console.print(f"[bold]1. Conversion[/]: the shipped shapes detector for [bold]{profile}[/], pruned {PRUNE:.0%} "
                   f"and int8 (first run only, about two minutes)")
@@ -206,8 +207,8 @@ class Summary:
 def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: int = 200, fps: float = 15.0,
              realtime: bool = True, reconvert: bool = False, embedded: bool = False, quiet: bool = False) -> Summary:
     """The whole demo; raises PublishError when nothing arrived over MQTT."""
-    from edge_sdk.converters import shapes
-    from edge_sdk.converters.demo_broker import demo_broker
+    from edge_sdk.demo.broker import demo_broker
+    from edge_sdk.samples import shapes
 
     workdir.mkdir(parents=True, exist_ok=True)
     bundle = prepared_bundle(workdir, console, force=reconvert)

@@ -1,6 +1,6 @@
-"""Sample data that ships inside installed packages, for examples, demos and tests (no downloads).
+"""Sample digits for examples and tests, from data installed with scikit-learn (no downloads).
 
-The digits are scikit-learn's 1,797 8x8 handwritten digits, upscaled to small colour images on
+They are scikit-learn's 1,797 8x8 handwritten digits, upscaled to small colour images on
 tinted backgrounds and written in the folder layouts ``edge-sdk convert`` reads.
 """
 

@@ -1,4 +1,4 @@
-"""The small object detector edge-sdk ships: architecture, training targets, loss and training loop.
+"""The small object detector edge-sdk ships: architecture, training targets and loss.
 
 The network ends in a standard YOLO head, ``[1, N, 5 + C]`` rows of cx, cy, w, h (0-1),
 objectness and per-class probabilities, the layout the runtime's ``yolo`` decoder reads from
@@ -8,6 +8,10 @@ saved ``.keras`` file loads anywhere without custom code and converts to TFLite 
 
 Boxes follow YOLOv5's parametrisation: centre = cell + 2·sigmoid − 0.5, size = (2·sigmoid)² ·
 anchor; each object is assigned to its own cell and the two neighbouring cells nearest its centre.
+
+TensorFlow is imported (through ``edge_sdk.converters._tf``) only when a model or loss is built;
+the trained weights ship in ``edge_sdk.converters.assets`` and ``examples/train_detector.py``
+trains them.
 """
 
 from __future__ import annotations
@@ -16,8 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge_sdk.converters import _tf
-from edge_sdk.converters.shapes import Box
+from edge_sdk.samples.shapes import Box
 
 INPUT_SIZE = 160
 STRIDE = 8
@@ -31,6 +34,8 @@ def grid(size: int = INPUT_SIZE) -> int:
 
 def build(num_classes: int, *, size: int = INPUT_SIZE, seed: int = 0):
     """An untrained detector (about 170k parameters) for ``size`` x ``size`` RGB images in [0, 1]."""
+    from edge_sdk.converters import _tf
+
     keras = _tf.keras3()
     L = keras.layers
     keras.utils.set_random_seed(seed)
@@ -105,6 +110,8 @@ def targets(boxes: list[Box], *, num_classes: int, width: int, height: int, size
 
 def loss_function(num_classes: int) -> Callable:
     """Objectness BCE everywhere; (1 - IoU) + L1 on boxes and class BCE where an object is assigned."""
+    from edge_sdk.converters import _tf
+
     ops = _tf.keras3().ops
 
     def bce(truth, prob):
