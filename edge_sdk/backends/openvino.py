@@ -47,7 +47,8 @@ def _refuse_dtd(xml: bytes, name: str) -> None:
 class OpenVINOEngine:
     """An OpenVINO compiled model with one synchronous infer request."""
 
-    def __init__(self, model: str | Path | tuple[bytes, bytes], *, device: str = "CPU", threads: int | None = None) -> None:
+    def __init__(self, model: str | Path | tuple[bytes, bytes], *, device: str = "CPU", threads: int | None = None,
+                 precision_hint: str | None = None) -> None:
         ov = _core()
         core = ov.Core()
         if device.split(":")[0].split(".")[0] not in DEVICES and not device.startswith(("HETERO", "MULTI")):
@@ -55,6 +56,8 @@ class OpenVINOEngine:
         config = {}
         if threads and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if precision_hint:  # e.g. "f32": CPUs with AVX512_BF16/AMX otherwise run f32 models in bf16
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
         try:
             if isinstance(model, tuple):
                 xml, weights = model

@@ -15,6 +15,12 @@ Options:
         candidate has a coordinate above 1.5 (a real pixel box is never that small).
     ``layout`` (``v8`` or ``v5``): unset = the layout whose attribute count matches the labels
         (4+C rows, or 5+C columns), else the one whose attribute axis is the shorter.
+    ``grid`` (int), ``anchor_w``, ``anchor_h`` (float, 0-1): the head is a v5 head's sigmoids before
+        its grid decode, ``[1, grid, grid, 5+C]`` (or ``[1, grid·grid, 5+C]``, rows in row-major
+        cell order); the decoder applies YOLOv5's decode: cx = (col + 2·s − 0.5) / grid,
+        cy likewise with the row, w = anchor_w · (2·s)², h = anchor_h · (2·s)², scores as they are.
+        Boxes come out 0-1. Converters set this for full-integer targets (Edge TPU), whose int8
+        model ends at the sigmoids so boxes and scores keep their precision.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge_sdk.decoders import DecodeContext, parse_options
 from edge_sdk.decoders.nms import nms
-from edge_sdk.errors import ModelError
+from edge_sdk.errors import ConfigError, ModelError
 from edge_sdk.results import BBox, Detection
 
 NORMALIZED_LIMIT = 1.5
@@ -49,6 +55,9 @@ class YoloOptions(BaseModel):
     agnostic: bool = Field(default=False, description="Suppress across classes too.")
     normalized: bool | None = Field(default=None, description="Boxes are 0-1; unset = detected from the values.")
     layout: Layout | None = Field(default=None, description="Head layout v8 or v5; unset = detected from the shape.")
+    grid: int | None = Field(default=None, ge=1, description="The head is a v5 head's sigmoids on a grid x grid; decode them here.")
+    anchor_w: float | None = Field(default=None, gt=0.0, description="With grid: box width (0-1) at sigmoid 0.5, times (2s)².")
+    anchor_h: float | None = Field(default=None, gt=0.0, description="With grid: box height (0-1) at sigmoid 0.5, times (2s)².")
 
 
 def options_from(context: DecodeContext) -> YoloOptions:
@@ -80,11 +89,42 @@ def _candidates(head: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarra
     return rows[:, :4], scores
 
 
+def grid_decode(sigmoids: np.ndarray, *, anchor_w: float, anchor_h: float) -> np.ndarray:
+    """YOLOv5's grid decode of one image's head sigmoids ``[g, g, 5+C]`` (or ``[g·g, 5+C]``) -> ``[g·g, 5+C]``.
+
+    cx = (col + 2·sx − 0.5) / g, cy = (row + 2·sy − 0.5) / g, w = anchor_w·(2·sw)², h = anchor_h·(2·sh)²
+    (0-1 boxes); objectness and class probabilities pass through.
+    """
+    s = np.asarray(sigmoids, dtype=np.float64)
+    if s.ndim == 3:
+        s = s.reshape(-1, s.shape[-1])
+    g = int(round(np.sqrt(s.shape[0])))
+    if s.ndim != 2 or g * g != s.shape[0] or s.shape[1] < 5:
+        raise ModelError(f"yolo decoder: grid decoding needs [g, g, 5+C] or [g*g, 5+C] sigmoids, got {list(np.shape(sigmoids))}")
+    rows, cols = np.divmod(np.arange(g * g), g)
+    out = s.copy()
+    out[:, 0] = (cols + 2.0 * s[:, 0] - 0.5) / g
+    out[:, 1] = (rows + 2.0 * s[:, 1] - 0.5) / g
+    out[:, 2] = anchor_w * (2.0 * s[:, 2]) ** 2
+    out[:, 3] = anchor_h * (2.0 * s[:, 3]) ** 2
+    return out
+
+
 def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]:
     options = options_from(context)
     if not outputs:
         raise ModelError("yolo decoder: the model has no outputs")
     head = np.asarray(outputs[0], dtype=np.float32)
+    if options.grid is not None:
+        if head.shape[0] == 1 and head.ndim in (3, 4):
+            head = head[0]
+        cells = head.shape[0] * head.shape[1] if head.ndim == 3 else head.shape[0] if head.ndim == 2 else -1
+        if cells != options.grid**2:
+            raise ModelError(f"yolo decoder: option grid={options.grid} does not match the head shape {list(np.shape(outputs[0]))}")
+        if options.anchor_w is None or options.anchor_h is None:
+            raise ConfigError("yolo decoder option 'grid' needs 'anchor_w' and 'anchor_h'")
+        head = grid_decode(head, anchor_w=options.anchor_w, anchor_h=options.anchor_h).astype(np.float32)
+        options = options.model_copy(update={"layout": Layout.V5, "normalized": True})
     if head.ndim == 3 and head.shape[0] == 1:
         head = head[0]
     if head.ndim != 2:

@@ -1,0 +1,84 @@
+"""int8 detection that keeps its boxes: the shipped detector converted for each target family stays
+within both budgets (mAP@0.5 and mAP@0.5:0.95), and the budget judges detectors on both figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_sdk.converters import convert, shapes
+from edge_sdk.converters.assets import DETECTOR
+from edge_sdk.converters.targets import Attempt, Job, TargetOptions, best
+from edge_sdk.report import Metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8det")
+    return {
+        "val": shapes.write_yolo(root / "val", 150, seed=424242, photos=shapes.HELD_OUT_PHOTOS),
+        "calib": shapes.write_yolo(root / "calib", 100, seed=1, photos=shapes.TRAIN_PHOTOS),
+    }
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("profile, decode", [("rpi5", "float"), ("coral-usb", "host"), ("intel-cpu", "float")])
+def test_shipped_detector_int8_keeps_both_map_figures(scenes, tmp_path, profile, decode):
+    result = convert(DETECTOR, profile=profile, out=tmp_path / "b", calib=scenes["calib"], val=scenes["val"],
+                     compile=False, min_calib=50)
+    accuracy, quantization = result.report.accuracy, result.report.quantization
+    assert accuracy.reference.map50_95 > 0.7  # a detector worth keeping the boxes of
+    assert accuracy.drop_points <= 1.0 and accuracy.drop_map50_95_points <= 2.0, accuracy
+    assert accuracy.within_budget and accuracy.max_drop_map50_95 == 2.0
+    assert quantization.decode == decode
+    assert all(r.map50_95 is not None for r in accuracy.remedies if r.top1 is not None)
+    manifest = result.bundle.manifest
+    if decode == "host":
+        # Full-integer: nothing in float, and the bundle's decoder finishes the head on the host.
+        assert not quantization.float_ops
+        assert result.report.edgetpu.precheck_passed
+        assert {"grid", "anchor_w", "anchor_h"} <= set(manifest.decoder.options)
+    else:
+        assert quantization.float_layers, "the report names the decode tensors kept in float"
+
+
+def _job(**kw) -> Job:
+    base = dict(source=None, float_tflite=None, spec=None, device=None, precision=None, calib_set=None,
+                calib_path=None, calib_limit=200, min_calib=50, val_set=None, reference_score=0.97, max_drop=1.0,
+                per_channel=True, options=TargetOptions(), reference_map50_95=0.85)
+    return Job(**{**base, **kw})
+
+
+def test_within_map50_but_outside_map50_95_is_not_within_budget():
+    job = _job()
+    boxy = Attempt("baseline", model=object(), metrics=Metrics(map50=0.965, map50_95=0.60))  # the int8-decode failure
+    good = Attempt("float-decode", model=object(), metrics=Metrics(map50=0.962, map50_95=0.845))
+    assert 100 * (job.reference_score - boxy.metrics.score) <= job.max_drop  # mAP@0.5 alone would accept it
+    assert not job.within_budget(boxy)
+    assert job.within_budget(good)
+    assert best([boxy, good], job) is good  # within both budgets beats a higher mAP@0.5
+    assert best([boxy, good]) is boxy  # (the headline-only order, for comparison)
+    fields = job.budget_fields(boxy)
+    assert fields["within_budget"] is False and fields["drop_map50_95_points"] == pytest.approx(25.0)
+    assert _job(max_drop_map50_95=30.0).within_budget(boxy)
+    # A classifier has no second figure: only its top-1 drop counts.
+    clf = _job(reference_map50_95=None, reference_score=0.9)
+    assert clf.within_budget(Attempt("baseline", model=object(), metrics=Metrics(top1=0.895)))
+    assert clf.budget_fields(Attempt("b", model=object(), metrics=Metrics(top1=0.895)))["max_drop_map50_95"] is None
+
+
+def test_host_grid_decode_matches_the_float_graph():
+    from edge_sdk.converters import detector, headsplit, models
+
+    source = models.load_model(DETECTOR)
+    images = np.random.default_rng(0).random((4, detector.INPUT_SIZE, detector.INPUT_SIZE, 3), dtype=np.float32)
+    split = headsplit.find(source, images)
+    assert split is not None and split.options["grid"] == detector.grid()
+    assert split.options["anchor_w"] == pytest.approx(detector.ANCHOR, rel=1e-4)
+    from edge_sdk.decoders.yolo import grid_decode
+
+    body = np.asarray(split.source.model(images[:1], training=False))
+    decoded = grid_decode(body[0], anchor_w=split.options["anchor_w"], anchor_h=split.options["anchor_h"])
+    np.testing.assert_allclose(decoded, source.predict(images[:1])[0], atol=1e-5)
