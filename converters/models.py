@@ -257,7 +257,7 @@ def _load_onnx(path: Path, name: str) -> SourceModel:
             int(np.prod(node.get_output_shape(0))) for node in network.get_ops()
             if node.get_type_name() == "Constant" and node.get_output_element_type(0).is_real()
         )
-        engine = OpenVINOEngine(path, device="CPU")
+        engine = OpenVINOEngine(path, device="CPU", precision_hint="f32")  # the float reference: never bf16
     except EngineError as exc:
         raise ModelError(f"model {path} is not a readable ONNX model: {exc}") from exc
     except RuntimeError as exc:

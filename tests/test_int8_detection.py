@@ -3,6 +3,8 @@ within both budgets (mAP@0.5 and mAP@0.5:0.95), and the budget judges detectors 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,8 +42,32 @@ def test_shipped_detector_int8_keeps_both_map_figures(scenes, tmp_path, profile,
         assert not quantization.float_ops
         assert result.report.edgetpu.precheck_passed
         assert {"grid", "anchor_w", "anchor_h"} <= set(manifest.decoder.options)
+        _runtime_finds_the_truth(tmp_path / "b", scenes["val"])
     else:
         assert quantization.float_layers, "the report names the decode tensors kept in float"
+
+
+def _runtime_finds_the_truth(bundle: Path, val: Path) -> None:
+    """The device runtime, reading only the bundle, puts its best box on a true object."""
+    import cv2
+
+    from edge_sdk.config import RunConfig
+    from edge_sdk.converters.detection_eval import iou_matrix
+    from edge_sdk.pipeline import open_pipeline
+
+    pipeline = open_pipeline(bundle, config=RunConfig())
+    image_path = sorted((val / "images").glob("*.png"))[0]
+    frame = cv2.imread(str(image_path))
+    height, width = frame.shape[:2]
+    detections = pipeline.infer(frame).detections
+    assert detections
+    top = max(detections, key=lambda d: d.score)
+    truth = np.loadtxt(val / "labels" / f"{image_path.stem}.txt", ndmin=2)
+    boxes = np.stack([(truth[:, 1] - truth[:, 3] / 2) * width, (truth[:, 2] - truth[:, 4] / 2) * height,
+                      (truth[:, 1] + truth[:, 3] / 2) * width, (truth[:, 2] + truth[:, 4] / 2) * height], axis=1)
+    found = np.array([[top.box.x1 * width, top.box.y1 * height, top.box.x2 * width, top.box.y2 * height]])
+    ious = iou_matrix(found, boxes)[0]
+    assert ious.max() > 0.7 and int(truth[int(np.argmax(ious)), 0]) == top.class_id
 
 
 def _job(**kw) -> Job:
