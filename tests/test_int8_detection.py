@@ -108,3 +108,46 @@ def test_host_grid_decode_matches_the_float_graph():
     body = np.asarray(split.source.model(images[:1], training=False))
     decoded = grid_decode(body[0], anchor_w=split.options["anchor_w"], anchor_h=split.options["anchor_h"])
     np.testing.assert_allclose(decoded, source.predict(images[:1])[0], atol=1e-5)
+
+
+def test_grid_option_of_the_yolo_decoder():
+    from edge_sdk.decoders import DecodeContext, yolo
+    from edge_sdk.errors import ConfigError, ModelError
+    from edge_sdk.preprocess import Placement, Preprocessing
+
+    spec = Preprocessing(width=160, height=160, channels=3)
+    sigmoids = np.full((1, 4, 4, 6), 0.01, dtype=np.float32)  # a 4x4 grid, one class
+    sigmoids[0, 2, 1] = [0.5, 0.25, 0.5, 0.25, 0.9, 0.95]  # row 2, col 1
+
+    def context(**options):
+        return DecodeContext(labels=("thing",), placement=Placement(160, 160, 1.0, 1.0), preprocessing=spec,
+                             options={"layout": "v5", "normalized": True, **options})
+
+    (found,) = yolo.decode([sigmoids], context(grid=4, anchor_w=0.2, anchor_h=0.4))
+    # cx = (1 + 2·0.5 − 0.5)/4, cy = (2 + 2·0.25 − 0.5)/4, w = 0.2·(2·0.5)², h = 0.4·(2·0.25)²
+    cx, cy, w, h = 1.5 / 4, 2.0 / 4, 0.2, 0.1
+    assert (found.box.x1, found.box.y1, found.box.x2, found.box.y2) == pytest.approx(
+        (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), abs=1e-6)
+    assert found.score == pytest.approx(0.9 * 0.95, abs=1e-6)
+    with pytest.raises(ConfigError, match="anchor_w"):
+        yolo.decode([sigmoids], context(grid=4))
+    with pytest.raises(ModelError, match="grid=5"):
+        yolo.decode([sigmoids], context(grid=5, anchor_w=0.2, anchor_h=0.2))
+
+
+def test_decode_tail_is_found_from_the_graph():
+    from edge_sdk.backends.litert import LiteRTEngine
+    from edge_sdk.converters import models, tflite
+    from edge_sdk.preprocess import Preprocessing
+
+    source = models.load_model(DETECTOR)
+    content = models.float_tflite(source, Preprocessing(width=160, height=160, channels=3))
+    tail = set(tflite.decode_tail(content))
+    engine = LiteRTEngine(content)
+    names = {t["index"]: t["name"] for t in engine.tensor_details()}
+    interpreter = tflite._activations(content)
+    kinds = {names[int(o)]: op["op_name"] for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"
+             for o in op["outputs"]}
+    assert {kinds[name] for name in tail} == {"LOGISTIC", "MUL", "CONCATENATION", "SUB", "RESHAPE"}
+    assert not any(kinds[name] == "CONV_2D" for name in tail)
+    assert engine.output_specs()[0]["name"] in tail
