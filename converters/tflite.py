@@ -124,7 +124,8 @@ def convert(
         # Private but long-standing switch; per-tensor is what older accelerators want.
         converter._experimental_disable_per_channel = True
     if quant.float_tensors:
-        content = _selective(converter, calib, spec, quant.float_tensors)
+        # A detector's float decode takes the profile's integer input; the classifier remedy keeps float I/O.
+        content = _selective(converter, calib, spec, quant.float_tensors, integer_io=quant.decode is not None)
     else:
         content = _run_converter(converter, "int8")
     ops = float_ops(content, integer_io=quant.io_dtype is not IODtype.FLOAT32)
@@ -135,7 +136,8 @@ def convert(
     return TFLiteModel(content, ops)
 
 
-def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: tuple[str, ...]) -> bytes:
+def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: tuple[str, ...], *,
+               integer_io: bool = False) -> bytes:
     tf = _tf.tensorflow()
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
     import contextlib
@@ -146,9 +148,29 @@ def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: t
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter, debug_dataset=representative(calib, spec), debug_options=options
             )
-            return debugger.get_nondebug_quantized_model()
+            content = debugger.get_nondebug_quantized_model()
     except Exception as exc:
         raise ConversionError(f"selective int8 conversion failed: {str(exc).splitlines()[0][:300]}") from exc
+    if not integer_io:
+        return content
+    return _integer_io(content, converter.inference_input_type, converter.inference_output_type)
+
+
+def _integer_io(content: bytes, input_type, output_type) -> bytes:
+    """The profile's integer input (and output, where the last op is quantized) on a selectively
+    quantized model, which the debugger always returns with float I/O. A float output stays float
+    (e.g. a detector's decode kept in float)."""
+    from tensorflow.lite.python import util  # the converter's own post-processing step
+
+    tf = _tf.tensorflow()
+    if input_type == tf.float32 and output_type == tf.float32:
+        return content
+    for output in dict.fromkeys([output_type, tf.float32]):
+        try:
+            return bytes(util.modify_model_io_type(content, input_type, output))
+        except (ValueError, RuntimeError):
+            continue
+    return content
 
 
 def _activations(content: bytes) -> Any:
