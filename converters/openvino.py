@@ -105,6 +105,30 @@ def first_and_last_layers(model: Any) -> list[str]:
 
 
 _NOT_OPS = frozenset({"Parameter", "Constant", "Result"})
+_PASS_THROUGH = frozenset({"Convert", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
+
+
+def _constant_weights(op: Any):
+    """The constant weights of a convolution/matmul (through layout ops), or None."""
+    node = op.input_value(1).get_node()
+    while node.get_type_name() in _PASS_THROUGH:
+        node = node.input_value(0).get_node()
+    return node.get_data() if node.get_type_name() == "Constant" else None
+
+
+def _is_expectation(op: Any) -> bool:
+    """A weighted op that is really decode: weights 0, 1, ..., n-1 into one output, the expected value
+    over n bins (YOLOv8's distribution focal loss layer, which Ultralytics keeps out of int8 too)."""
+    try:
+        weights = _constant_weights(op)
+    except (RuntimeError, IndexError):
+        return False
+    if weights is None or weights.size < 2:
+        return False
+    import numpy as np
+
+    flat = np.asarray(weights, dtype=np.float64).reshape(-1)
+    return weights.size == max(weights.shape) and bool(np.array_equal(flat, np.arange(flat.size)))
 
 
 def decode_tail(model: Any) -> tuple[list[str], list[str]]:
@@ -121,9 +145,10 @@ def decode_tail(model: Any) -> tuple[list[str], list[str]]:
         name, kind = op.get_friendly_name(), op.get_type_name()
         if kind in _NOT_OPS:
             continue
-        if kind in _QUANTIZABLE and name not in feeds_weights:
+        weighted = kind in _QUANTIZABLE and not _is_expectation(op)
+        if weighted and name not in feeds_weights:
             last.append(name)
-        if kind in _QUANTIZABLE or name in feeds_weights:
+        if weighted or name in feeds_weights:
             feeds_weights.update(v.get_node().get_friendly_name() for v in op.input_values())
         else:
             tail.append(name)

@@ -151,3 +151,29 @@ def test_decode_tail_is_found_from_the_graph():
     assert {kinds[name] for name in tail} == {"LOGISTIC", "MUL", "CONCATENATION", "SUB", "RESHAPE"}
     assert not any(kinds[name] == "CONV_2D" for name in tail)
     assert engine.output_specs()[0]["name"] in tail
+
+
+def test_openvino_decode_tail_treats_a_bin_expectation_as_decode(tmp_path):
+    """YOLOv8's DFL (softmax over bins, then a fixed 0..n-1 1x1 convolution) is decode, not a learned layer."""
+    import openvino as ov
+
+    from edge_sdk.converters import _tf, openvino as ovt
+
+    keras = _tf.keras3()
+    image = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="body")(image)
+    bins = keras.layers.Conv2D(16, 1, name="head")(x)
+    probs = keras.layers.Softmax(axis=-1, name="bins")(bins)
+    expectation = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="dfl")
+    out = expectation(probs)
+    expectation.set_weights([np.arange(16, dtype=np.float32).reshape(1, 1, 16, 1)])
+    model = keras.Model(image, keras.layers.Reshape((256, 1))(out))
+    path = tmp_path / "m.tflite"
+    with _tf.quiet_native():
+        path.write_bytes(_tf.tensorflow().lite.TFLiteConverter.from_keras_model(model).convert())
+    graph = ov.convert_model(str(path))
+    tail, last = ovt.decode_tail(graph)
+    kinds = {op.get_friendly_name(): op.get_type_name() for op in graph.get_ordered_ops()}
+    tail_kinds = {kinds[name] for name in tail}
+    assert "Convolution" in tail_kinds and any(kind.lower() == "softmax" for kind in tail_kinds), tail_kinds
+    assert [kinds[name] for name in last] == ["Convolution"] and len(last) == 1
