@@ -263,6 +263,16 @@ def consumers(content: bytes, tensors: list[str]) -> list[str]:
 _WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"})
 
 
+def _is_expectation(interpreter, op: dict) -> bool:
+    """A weighted op that is really decode: weights 0, 1, ..., n-1 into one output, the expected
+    value over n bins (YOLOv8's distribution focal loss layer)."""
+    try:
+        weights = np.asarray(interpreter.get_tensor(int(op["inputs"][1])), dtype=np.float64)
+    except (ValueError, IndexError):
+        return False
+    return 1 < weights.size == max(weights.shape) and bool(np.array_equal(weights.reshape(-1), np.arange(weights.size)))
+
+
 def decode_tail(content: bytes) -> list[str]:
     """Output tensors of the ops after the last weighted op: a detector's decode, read off the graph.
 
@@ -278,7 +288,8 @@ def decode_tail(content: bytes) -> list[str]:
     tail = []
     for op in reversed(ops):  # execution order reversed: consumers before producers
         outputs = [int(o) for o in op["outputs"]]
-        if op["op_name"] in _WEIGHTED_OPS or feeds_weights.intersection(outputs):
+        weighted = op["op_name"] in _WEIGHTED_OPS and not _is_expectation(interpreter, op)
+        if weighted or feeds_weights.intersection(outputs):
             feeds_weights.update(int(i) for i in op["inputs"] if int(i) >= 0)
         else:
             tail.extend(names[o] for o in outputs)

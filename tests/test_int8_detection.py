@@ -177,3 +177,22 @@ def test_openvino_decode_tail_treats_a_bin_expectation_as_decode(tmp_path):
     tail_kinds = {kinds[name] for name in tail}
     assert "Convolution" in tail_kinds and any(kind.lower() == "softmax" for kind in tail_kinds), tail_kinds
     assert [kinds[name] for name in last] == ["Convolution"] and len(last) == 1
+
+
+def test_tflite_decode_tail_treats_a_bin_expectation_as_decode():
+    from edge_sdk.converters import _tf, tflite
+
+    keras = _tf.keras3()
+    image = keras.Input((16, 16, 3), batch_size=1, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(image)
+    probs = keras.layers.Softmax(axis=-1)(keras.layers.Conv2D(16, 1)(x))
+    expectation = keras.layers.Conv2D(1, 1, use_bias=False)
+    out = expectation(probs)
+    expectation.set_weights([np.arange(16, dtype=np.float32).reshape(1, 1, 16, 1)])
+    with _tf.quiet_native():
+        content = _tf.tensorflow().lite.TFLiteConverter.from_keras_model(keras.Model(image, out)).convert()
+    interpreter = tflite._activations(content)
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    kinds = {names[int(o)]: op["op_name"] for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"
+             for o in op["outputs"]}
+    assert {kinds[name] for name in tflite.decode_tail(content)} == {"SOFTMAX", "CONV_2D"}
