@@ -29,7 +29,7 @@ class QuantSettings:
     float_tensors: tuple[str, ...] = ()  # tensors the selective-quantization remedy keeps in float
     strict: bool = False  # every op must be integer
     io_dtype: IODtype = IODtype.FLOAT32
-    decode: str | None = None  # a detector's decode: "float" (its tail tensors are in float_tensors), "host"
+    decode: str | None = None  # a detector's decode: "float" or "cpu" (its tail tensors in float_tensors), "host"
 
 
 @dataclass
@@ -115,7 +115,7 @@ def convert(
     if calib is None:
         raise ConversionError("int8 conversion needs calibration images (--calib)")
     converter.representative_dataset = representative(calib, spec, progress)
-    if quant.strict:
+    if quant.strict and quant.decode != "cpu":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if quant.io_dtype is not IODtype.FLOAT32:
         converter.inference_input_type = _tf_dtype(tf, quant.io_dtype)
@@ -129,11 +129,22 @@ def convert(
     else:
         content = _run_converter(converter, "int8")
     ops = float_ops(content, integer_io=quant.io_dtype is not IODtype.FLOAT32)
-    if quant.strict and ops:
+    body = [op for op in ops if op not in cpu_tail(content)] if quant.decode == "cpu" else ops
+    if quant.strict and body:
         raise ConversionError(
-            f"the profile needs every op in integer, but {len(ops)} stay float: {', '.join(ops[:10])}"
+            f"the profile needs every op in integer, but {len(body)} stay float: {', '.join(body[:10])}"
         )
     return TFLiteModel(content, ops)
+
+
+def cpu_tail(content: bytes) -> list[str]:
+    """``NAME#index`` of the ops from the first DEQUANTIZE on, in execution order: the part an Edge TPU
+    leaves to the CPU (its compiler maps ops up to the first one it cannot run, the rest run on the
+    CPU), which is where a full-integer detector keeps its decode in float. Empty when no op dequantizes."""
+    engine = LiteRTEngine(content)
+    ops = [op for op in engine.ops() if op["op_name"] != "DELEGATE"]
+    first = next((i for i, op in enumerate(ops) if op["op_name"] == "DEQUANTIZE"), None)
+    return [] if first is None else [f"{op['op_name']}#{op['index']}" for op in ops[first:]]
 
 
 def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: tuple[str, ...], *,
@@ -325,14 +336,18 @@ class TFLiteTarget:
         self._host = None
         if job.precision is not Precision.INT8 or job.source.task != "detection":
             return quant
+        tail = tuple(decode_tail(job.float_tflite)) if job.float_tflite is not None else ()
         if not quant.strict:
-            tail = decode_tail(job.float_tflite) if job.float_tflite is not None else []
-            return replace(quant, decode="float", float_tensors=tuple(tail)) if tail else quant
+            return replace(quant, decode="float", float_tensors=tail) if tail else quant
         from edge_sdk.converters import headsplit
 
         images = np.concatenate([normalize(job.calib_set.images[i], job.spec) for i in range(min(8, len(job.calib_set)))])
         self._host = headsplit.find(job.source, images)
-        return replace(quant, decode="host") if self._host is not None else quant
+        if self._host is not None:
+            return replace(quant, decode="host")
+        # No decode the host can do exactly: keep it in float at the end of the model, where the Edge
+        # TPU hands over to the CPU anyway.
+        return replace(quant, decode="cpu", float_tensors=tail) if tail else quant
 
     def _decoder(self, job, quant: QuantSettings):
         """The bundle decoder an attempt's model needs: the job's, plus the grid decode for a split head."""
@@ -369,7 +384,8 @@ class TFLiteTarget:
             return
         quant = self.quant_settings(job)
         note = {"float": "detector decode kept in float (ops after the last convolution)",
-                "host": "int8 model ends at the head's sigmoids; the decoder does the grid decode"}.get(quant.decode, "")
+                "host": "int8 model ends at the head's sigmoids; the decoder does the grid decode",
+                "cpu": "int8 up to the last convolution; the decode after it runs in float on the CPU"}.get(quant.decode, "")
         first = self._run(job, "baseline", quant, job.calib_set, note)
         yield first
         if job.precision is not Precision.INT8:

@@ -77,7 +77,8 @@ def report_tables(report: ConversionReport) -> Group:
             facts.add_row("detector decode", {
                 "float": "kept in float (the ops after the last convolution)",
                 "host": "on the host: the int8 model ends at the head's sigmoids, the decoder does the grid decode",
-            }[q.decode])
+                "cpu": "in float after the last convolution, on the CPU after the Edge TPU part",
+            }.get(q.decode, q.decode))
         if q.float_layers:
             shown = [name.split(";")[0] for name in q.float_layers[:8]]
             facts.add_row("kept float", ", ".join(shown) + (f" ... ({len(q.float_layers)} in all)" if len(q.float_layers) > 8 else ""))

@@ -102,11 +102,12 @@ class Quantization(_Data):
         "and whatever a remedy kept."
     )
     decode: str | None = Field(
-        default=None, pattern="^(float|host)$",
+        default=None, pattern="^(float|host|cpu)$",
         description="Detection: where the head's decode (the ops after the last convolution: sigmoid, concat, grid "
         "affine, reshape) runs. 'float': kept in float inside the model; 'host': the int8 model ends at the head's "
         "sigmoid outputs and the bundle's yolo decoder applies the grid decode (options.grid), as on the Edge TPU; "
-        "unset: quantized with the rest.",
+        "'cpu': a full-integer model up to the last convolution, the decode after it in float, which the Edge TPU "
+        "leaves to the CPU; unset: quantized with the rest.",
     )
 
 

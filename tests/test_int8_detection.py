@@ -48,6 +48,33 @@ def test_shipped_detector_int8_keeps_both_map_figures(scenes, tmp_path, profile,
         assert quantization.float_layers, "the report names the decode tensors kept in float"
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("profile, decode", [("rpi5", "float"), ("coral-usb", "cpu"), ("intel-cpu", "float")])
+def test_yolov8_layout_onnx_of_the_shipped_detector_int8_keeps_both_map_figures(scenes, tmp_path, profile, decode):
+    """The PyTorch/Ultralytics form of the same network (NCHW, [1, 4+C, N], pixel boxes), for every target."""
+    import onnx_detectors
+
+    path = onnx_detectors.yolov8_onnx_of_shipped_detector(tmp_path / "shapes_v8.onnx")
+    result = convert(path, profile=profile, out=tmp_path / "b", calib=scenes["calib"], val=scenes["val"],
+                     compile=False, min_calib=50)
+    accuracy, quantization = result.report.accuracy, result.report.quantization
+    assert result.report.source_format == "onnx" and result.report.head == "yolo v8"
+    assert accuracy.reference.map50_95 > 0.7
+    assert accuracy.drop_points <= 1.0 and accuracy.drop_map50_95_points <= 2.0, accuracy
+    assert accuracy.within_budget and quantization.decode == decode
+    if profile == "coral-usb":
+        # Full-integer up to the decode, which the Edge TPU leaves to the CPU; nothing float before it,
+        # and no TRANSPOSE (onnx2tf's NCHW legacy) in front of the Edge TPU part.
+        from edge_sdk.backends.litert import LiteRTEngine
+
+        ops = [op["op_name"] for op in LiteRTEngine(result.bundle.path / "model.tflite").ops() if op["op_name"] != "DELEGATE"]
+        body = ops[: ops.index("DEQUANTIZE")]
+        assert "TRANSPOSE" not in body and not any(op.startswith("Flex") for op in ops)
+        assert result.report.edgetpu.precheck_passed
+        assert any(issue.rule == "cpu-tail" for issue in result.report.edgetpu.precheck)
+        _runtime_finds_the_truth(tmp_path / "b", scenes["val"])
+
+
 def _runtime_finds_the_truth(bundle: Path, val: Path) -> None:
     """The device runtime, reading only the bundle, puts its best box on a true object."""
     import cv2
