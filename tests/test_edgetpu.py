@@ -506,3 +506,12 @@ def test_the_edge_tpu_engine_never_imports_tensorflow(good, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script, str(model)], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_detectors_cpu_tail_does_not_count_against_the_tpu_share():
+    from edge_sdk.converters.edgetpu import CompilerLog, TPUShareError, _check_fraction
+
+    log = CompilerLog(version="16.0", ops_on_tpu=13, ops_on_cpu=21, placement=())
+    _check_fraction(log, 1.0, cpu_ops=21)  # every op but the float decode is on the Edge TPU
+    with pytest.raises(TPUShareError, match="13 of 34 ops"):
+        _check_fraction(log, 1.0, cpu_ops=20)  # one more op fell to the CPU than the decode
