@@ -229,3 +229,21 @@ def test_a_full_integer_tflite_from_elsewhere_goes_to_the_edge_tpu_as_given(digi
     assert (tmp_path / "b" / "model.tflite").read_bytes() == made.content
     assert result.report.edgetpu.precheck_passed
     assert result.report.accuracy.remedy_used == "as-given" and result.report.accuracy.converted.top1 > 0.9
+
+
+def test_an_ssd_tflite_with_its_postprocess_op_is_recognised_and_needs_its_labels(tmp_path):
+    from detector_models import ssd_postprocess_model
+    from test_decoders import SSD_ANCHORS, SSD_ENCODINGS, SSD_LABELS, SSD_SCORES
+
+    path = tmp_path / "ssd.tflite"
+    path.write_bytes(ssd_postprocess_model(encodings=SSD_ENCODINGS, class_scores=SSD_SCORES, anchors=SSD_ANCHORS,
+                                           width=64, height=48))
+    with pytest.raises(ModelError, match="ssd head whose class count.*--labels"):
+        convert(path, profile="rpi5", out=tmp_path / "a")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(SSD_LABELS) + "\n")
+    result = convert(path, profile="rpi5", out=tmp_path / "b", labels=labels)
+    manifest = open_bundle(tmp_path / "b").manifest
+    assert manifest.decoder.kind == "ssd" and manifest.task.value == "detection"
+    assert manifest.num_classes == len(SSD_LABELS) and manifest.precision.value == "fp32"
+    assert result.report.head == "ssd" and result.report.source_format == "tflite"
