@@ -20,6 +20,7 @@ import dataclasses
 import io
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -246,6 +247,10 @@ def _offline_samples(images: np.ndarray) -> Iterator[None]:
 def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, source: Path, labels: dict):
     _tf.tensorflow()  # sets TF_USE_LEGACY_KERAS before onnx2tf imports tf_keras
     state = np.random.get_state()  # onnx2tf seeds NumPy's global generator on import and in use
+    # onnx2tf raises the interpreter's recursion limit to INT_MAX when imported: deep recursion
+    # anywhere else in the process would then crash the C stack instead of raising RecursionError.
+    # Its conversion keeps its limit; the process gets its own back afterwards.
+    limit = sys.getrecursionlimit()
     try:
         with _tf.quiet_native():
             import onnx2tf
@@ -271,6 +276,7 @@ def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, sou
         raise ConversionError(_failure(exc, fixed, source, log.getvalue(), labels)) from exc
     finally:
         np.random.set_state(state)
+        sys.setrecursionlimit(limit)
     if keras_model is None:
         raise ConversionError(_failure(None, fixed, source, log.getvalue(), labels))
     return keras_model

@@ -289,14 +289,43 @@ def test_conversion_is_offline_and_quiet(tmp_path, monkeypatch, capfd):
     """No socket is opened (onnx2tf would fetch sample images for an RGB model) and nothing is printed."""
     attempts = []
 
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    create_connection, getaddrinfo = socket.create_connection, socket.getaddrinfo
+
+    def loopback(address) -> bool:
+        # Other threads of the test session (MQTT clients of earlier tests, reconnecting) talk to
+        # brokers on loopback; the converter must reach nothing off this machine.
+        host = address[0] if isinstance(address, tuple) else address
+        return isinstance(host, str) and (host.startswith("127.") or host in ("::1", "localhost"))
+
     def refuse(self, address):
+        if loopback(address):
+            return connect(self, address)
         attempts.append(address)
         raise OSError("network disabled in this test")
 
+    def refuse_ex(self, address):
+        if loopback(address):
+            return connect_ex(self, address)
+        attempts.append(address)
+        return 111
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: attempts.append(address) or 111)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a) or refuse(None, a))
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: attempts.append(a) or refuse(None, a))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse_ex)
+    def refuse_create(address, *args, **kwargs):
+        if loopback(address):
+            return create_connection(address, *args, **kwargs)
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    def refuse_lookup(host, *args, **kwargs):
+        if loopback(host):
+            return getaddrinfo(host, *args, **kwargs)
+        attempts.append(host)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse_create)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)
     path = _detector(tmp_path / "det.onnx")
     capfd.readouterr()
     images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)

@@ -50,11 +50,44 @@ class ModelRequest(BaseModel):
     request_id: str | int | None = Field(default=None, description="Echoed in the result.")
 
 
+MAX_NESTING = 32  # no command is deeper than a few levels
+
+
+def _nesting(text: str | bytes) -> int:
+    """How deep the JSON arrays and objects of ``text`` nest (brackets inside strings do not count).
+
+    Checked before parsing: json's own guard is the interpreter's recursion limit, which any
+    library in the process may raise (onnx2tf sets it to INT_MAX), and then a deep payload crashes.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _object(command: Command) -> dict:
     if command.too_large:
         raise CommandError(f"payload too large for cmd/{command.name}")
     if not command.payload.strip():
         return {}
+    if _nesting(command.payload) > MAX_NESTING:
+        raise CommandError("payload is nested too deeply")
     try:
         data = json.loads(command.payload)
     except RecursionError:
