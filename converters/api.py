@@ -319,6 +319,7 @@ def convert(
         settings = PruneSettings(sparsity=prune, epochs=epochs, learning_rate=learning_rate)
         source, sparsity = prune_model(source, train_set, spec, settings, progress=progress)
         seconds["prune"] = time.perf_counter() - t0
+        probe_outputs = [source.predict(x) for x in probe]  # the converted model follows the pruned one
 
     reference = ref_metrics = None
     if val_set is not None:
