@@ -226,6 +226,7 @@ def convert(
     epochs: int = 2,
     precision: str | Precision | None = None,
     max_drop: float = 1.0,
+    max_drop_map50_95: float = 2.0,
     labels: str | Path | None = None,
     resize: str | ResizeMode = ResizeMode.STRETCH,
     color: str | ColorOrder = ColorOrder.RGB,
@@ -259,6 +260,8 @@ def convert(
     started = time.perf_counter()
     _check_options(prune=prune, epochs=epochs, max_drop=max_drop, calib_limit=calib_limit, min_calib=min_calib,
                    min_tpu_ops=min_tpu_ops)
+    if max_drop_map50_95 < 0:
+        raise ConfigError(f"--max-drop-map50-95 must be 0 or more percentage points, not {max_drop_map50_95}")
     device = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     resize, color = _enum(ResizeMode, resize, "--resize"), _enum(ColorOrder, color, "--color")
     normalization = _enum(Normalization, normalization, "--norm")
@@ -329,6 +332,7 @@ def convert(
         min_calib=min_calib, val_set=val_set, reference_score=ref_metrics.score if ref_metrics else None,
         max_drop=max_drop, per_channel=per_channel, options=options, progress=progress, decoder=decoder,
         probe=probe, probe_outputs=probe_outputs, measure_fidelity=custom and not detector, train_set=train_set,
+        reference_map50_95=ref_metrics.map50_95 if ref_metrics else None, max_drop_map50_95=max_drop_map50_95,
     )
     target.preflight(job)
     attempts = []
@@ -336,7 +340,7 @@ def convert(
         attempts.append(attempt)
         if val_set is None or job.within_budget(attempt):
             break
-    final = targets.best(attempts)
+    final = targets.best(attempts, job)
     packaged = target.package(job, final)
     if final.output_order is not None:  # the bundle lists outputs in the source's order
         packaged.outputs = [packaged.outputs[i] for i in final.output_order]
@@ -345,18 +349,16 @@ def convert(
 
     accuracy: Accuracy | None = None
     if val_set is not None and ref_metrics is not None and final.metrics is not None:
-        drop = 100.0 * (ref_metrics.score - final.metrics.score)
         accuracy = Accuracy(
             images=len(val_set),
             original=original_metrics,
             reference=ref_metrics,
             converted=final.metrics,
             agreement=evaluate.agreement(val_set, reference, final.predictions),
-            drop_points=drop,
             pruning_drop_points=100.0 * (original_metrics.score - ref_metrics.score) if original_metrics else None,
-            max_drop=max_drop,
-            within_budget=drop <= max_drop + 1e-9,
-            remedies=[Remedy(name=a.name, top1=a.metrics.score if a.metrics else None, note=a.note) for a in attempts],
+            **job.budget_fields(final),
+            remedies=[Remedy(name=a.name, top1=a.metrics.score if a.metrics else None, note=a.note,
+                             map50_95=a.metrics.map50_95 if a.metrics else None) for a in attempts],
             remedy_used=final.name,
             confusion_matrix=None if detector else CONFUSION_FILE,
         )
@@ -384,7 +386,9 @@ def convert(
     if accuracy is not None and not accuracy.within_budget:
         raise AccuracyBudgetError(
             f"accuracy drop {accuracy.drop_points:.2f} points is over the budget of {max_drop:g} "
-            f"(reference {accuracy.reference.score_name} {100 * accuracy.reference.score:.2f}%, best converted "
+            + (f"and/or mAP@0.5:0.95 drop {accuracy.drop_map50_95_points:.2f} over its {max_drop_map50_95:g} "
+               if accuracy.drop_map50_95_points is not None else "")
+            + f"(reference {accuracy.reference.score_name} {100 * accuracy.reference.score:.2f}%, best converted "
             f"{100 * accuracy.converted.score:.2f}% "
             f"with '{accuracy.remedy_used}'); nothing written to {out}",
             report=report,
@@ -412,7 +416,7 @@ def convert(
             labels_file="labels.txt" if class_names is not None else None,
             num_classes=source.num_classes,
             task=Task.CUSTOM if custom else source.head.task,
-            decoder=decoder,
+            decoder=packaged.decoder or decoder,
             inference_precision=_inference_precision(device),
             preprocessing=spec,
             inputs=packaged.inputs,

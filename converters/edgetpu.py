@@ -24,7 +24,7 @@ import numpy as np
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.errors import ConfigError, ConversionError, EngineError
 from edge_sdk.report import EdgeTPUReport, OpPlacement, PrecheckIssue
-from edge_sdk.converters.tflite import TFLiteTarget
+from edge_sdk.converters.tflite import TFLiteTarget, cpu_tail
 
 COMPILER = "edgetpu_compiler"
 PARAMETER_CACHE_BYTES = 8 * 1024 * 1024  # the Edge TPU's on-chip SRAM for parameters
@@ -263,17 +263,42 @@ def _parameters(g: _Graph) -> tuple[list[PrecheckIssue], int]:
     )], size
 
 
-def precheck(content: bytes) -> tuple[list[PrecheckIssue], int]:
+def precheck(content: bytes, *, cpu_tail: bool = False) -> tuple[list[PrecheckIssue], int]:
     """Coral's Edge TPU model requirements checked on a full-integer .tflite, before compiling.
 
     Returns the issues (errors first) and the bytes of constant parameters. An ``error`` means the
     op will run on the CPU or compilation will fail; a ``warning`` means it will run, but slower
-    or only on a recent runtime.
+    or only on a recent runtime. With ``cpu_tail``, the ops from the first DEQUANTIZE on are meant
+    for the CPU (a detector's decode kept in float): the rules apply to the part before them.
     """
     g = _graph(content)
+    tail: list[dict] = []
+    if cpu_tail:
+        g, tail = _split_tail(g)
     cache, size = _parameters(g)
     issues = [*_io_dtypes(g), *_quantized(g), *_shapes(g), *_ops(g), *cache]
+    if tail:
+        issues.append(_issue(
+            "cpu-tail", "warning",
+            f"the last {len(tail)} ops (the detector's decode, kept in float for box precision) run on the CPU "
+            "after the Edge TPU part, as the compiler places every op after the first one it cannot map",
+            [_label(op) for op in tail],
+        ))
     return sorted(issues, key=lambda issue: issue.severity != "error"), size
+
+
+def _split_tail(g: _Graph) -> tuple[_Graph, list[dict]]:
+    """The graph before the first DEQUANTIZE, with the tensors it hands over as its outputs, and the rest."""
+    first = next((i for i, op in enumerate(g.ops) if op["op_name"] == "DEQUANTIZE"), None)
+    if first is None:
+        return g, []
+    body, tail = g.ops[:first], g.ops[first:]
+    touched = {int(i) for op in body for i in (*op["inputs"], *op["outputs"]) if int(i) >= 0}
+    produced = {int(o) for op in body for o in op["outputs"]}
+    handed = {int(i) for op in tail for i in op["inputs"] if int(i) in produced}
+    outputs = [i for i in g.io["output"] if i in produced] + sorted(handed - set(g.io["output"]))
+    tensors = {i: t for i, t in g.tensors.items() if i in touched or i in g.io["input"]}
+    return _Graph(body, tensors, frozenset(g.constants & set(tensors)), {"input": g.io["input"], "output": outputs}), tail
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,8 +454,10 @@ class TPUShareError(ConversionError):
         self.log = log
 
 
-def _check_fraction(log: CompilerLog, minimum: float) -> None:
-    if log.tpu_fraction + 1e-9 >= minimum:
+def _check_fraction(log: CompilerLog, minimum: float, cpu_ops: int = 0) -> None:
+    """``cpu_ops`` ops are meant for the CPU (a detector's float decode): the share is of the rest."""
+    meant = log.ops_on_tpu + max(0, log.ops_on_cpu - cpu_ops)
+    if (log.ops_on_tpu / meant if meant else 0.0) + 1e-9 >= minimum:
         return
     cpu = [p for p in log.placement if not p.on_tpu]
     listed = "; ".join(f"{p.op} x{p.count} ({p.status})" for p in cpu) or "no operator table in the log"
@@ -444,14 +471,15 @@ def _check_fraction(log: CompilerLog, minimum: float) -> None:
 
 
 def compile_model(
-    content: bytes, *, compiler: str, min_tpu_fraction: float, timeout: float = 300
+    content: bytes, *, compiler: str, min_tpu_fraction: float, timeout: float = 300, cpu_ops: int = 0
 ) -> tuple[bytes, CompilerLog]:
     """Compile a full-integer .tflite with ``edgetpu_compiler -s -o OUT model.tflite``.
 
     Returns the ``model_edgetpu.tflite`` bytes and the parsed log. Raises ConversionError when the
     compiler fails, hangs past ``timeout`` seconds or writes no model, and its TPUShareError
     (carrying the log) when less than ``min_tpu_fraction`` of the ops map to the Edge TPU, naming
-    the CPU ops with the compiler's status and the usual fixes.
+    the CPU ops with the compiler's status and the usual fixes. ``cpu_ops`` ops at the end are
+    meant for the CPU and do not count against the share.
     """
     if not 0.0 <= min_tpu_fraction <= 1.0:
         raise ConfigError(f"min_tpu_fraction must be between 0 and 1, not {min_tpu_fraction}")
@@ -475,7 +503,7 @@ def compile_model(
         log_text = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
         log = parse_compiler_log(log_text + "\n" + stdout)
         data = compiled.read_bytes()
-    _check_fraction(log, min_tpu_fraction)
+    _check_fraction(log, min_tpu_fraction, cpu_ops)
     return data, log
 
 
@@ -509,7 +537,7 @@ class EdgeTPUTarget(TFLiteTarget):
     def package(self, job, attempt):
         packaged = super().package(job, attempt)
         content = packaged.files["model.tflite"]
-        issues, parameter_bytes = precheck(content)
+        issues, parameter_bytes = precheck(content, cpu_tail=attempt.settings.decode == "cpu")
         errors = [issue for issue in issues if issue.severity == "error"]
         if errors and job.options.min_tpu_fraction >= 1.0:
             ops = sorted({op for issue in errors for op in issue.ops})
@@ -520,7 +548,8 @@ class EdgeTPUTarget(TFLiteTarget):
             )
         log = None
         if self._compiler is not None:
-            compiled, log = compile_model(content, compiler=self._compiler, min_tpu_fraction=job.options.min_tpu_fraction)
+            compiled, log = compile_model(content, compiler=self._compiler, min_tpu_fraction=job.options.min_tpu_fraction,
+                                          cpu_ops=len(cpu_tail(content)) if attempt.settings.decode == "cpu" else 0)
             packaged.files["model_edgetpu.tflite"] = compiled
             packaged.roles["model_edgetpu.tflite"] = "model"
             packaged.roles["model.tflite"] = "artifact"  # the CPU-fallback copy

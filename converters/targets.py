@@ -63,11 +63,47 @@ class Job:
     probe_outputs: list[list[np.ndarray]] = field(default_factory=list)
     measure_fidelity: bool = False
     train_set: ImageSet | None = None  # --train images, for the quantization-aware remedy
+    reference_map50_95: float | None = None  # a detector's float mAP@0.5:0.95 on the validation images
+    max_drop_map50_95: float = 2.0  # a detector's second budget, in points of mAP@0.5:0.95
+
+    def drops(self, metrics: Metrics) -> tuple[float, float | None]:
+        """Points lost against the reference: the headline score, and a detector's mAP@0.5:0.95 (else None)."""
+        drop = 100.0 * (self.reference_score - metrics.score)
+        if self.reference_map50_95 is None or metrics.map50_95 is None:
+            return drop, None
+        return drop, 100.0 * (self.reference_map50_95 - metrics.map50_95)
+
+    def overrun(self, metrics: Metrics) -> float:
+        """Points by which ``metrics`` break the worse of the budgets (negative: the slack left)."""
+        drop, drop_box = self.drops(metrics)
+        over = drop - self.max_drop
+        return over if drop_box is None else max(over, drop_box - self.max_drop_map50_95)
 
     def within_budget(self, attempt: Attempt) -> bool:
+        """Headline drop <= max_drop and, for a detector, mAP@0.5:0.95 drop <= max_drop_map50_95."""
         if self.reference_score is None:
             return True
-        return attempt.metrics is not None and 100.0 * (self.reference_score - attempt.metrics.score) <= self.max_drop + 1e-9
+        return attempt.metrics is not None and self.overrun(attempt.metrics) <= 1e-9
+
+    def rank(self, attempt: Attempt) -> tuple:
+        """Sort key of scored attempts, best last: within every budget first, then the smallest
+        overrun, then the headline score and mAP@0.5:0.95."""
+        m = attempt.metrics
+        if m is None:
+            return (False, -np.inf, -np.inf, -np.inf)
+        over = self.overrun(m) if self.reference_score is not None else 0.0
+        return (over <= 1e-9, -max(over, 0.0), m.score, m.map50_95 or 0.0)
+
+    def budget_fields(self, attempt: Attempt) -> dict:
+        """The budget fields of the report's Accuracy for the chosen attempt."""
+        drop, drop_box = self.drops(attempt.metrics)
+        return dict(
+            drop_points=drop,
+            drop_map50_95_points=drop_box,
+            max_drop=self.max_drop,
+            max_drop_map50_95=self.max_drop_map50_95 if drop_box is not None else None,
+            within_budget=self.within_budget(attempt),
+        )
 
     def larger_calibration(self) -> ImageSet | None:
         """A bigger calibration sample (5x the first, at least 1,000), or None when --calib has no more."""
@@ -92,6 +128,7 @@ class Attempt:
     metrics: Metrics | None = None
     output_order: list[int] | None = None  # for each source output, the converted model's output holding it
     fidelity: list[OutputFidelity] | None = None
+    decoder: Decoder | None = None  # when this attempt's model needs another decoder than the job's (host decode)
 
     @property
     def failed(self) -> bool:
@@ -110,6 +147,7 @@ class Packaged:
     edgetpu: EdgeTPUReport | None = None
     openvino: OpenVINOReport | None = None
     roles: dict[str, str] = field(default_factory=dict)
+    decoder: Decoder | None = None  # the manifest's decoder, when the model needs another than the source's
 
 
 class Target(Protocol):
@@ -141,10 +179,14 @@ def get(name: str) -> Target:
 
 
 def score(job: Job, attempt: Attempt, engine: Any) -> Attempt:
-    """Pair the engine's outputs with the source's; then predictions on the validation images, and their metrics."""
+    """Pair the engine's outputs with the source's; then predictions on the validation images, and their metrics.
+
+    An attempt with its own decoder (the head decoded on the host) has outputs of its own: they are
+    not the source's to pair.
+    """
     if attempt.failed:
         return attempt
-    if job.probe:
+    if job.probe and attempt.decoder is None:
         run = evaluate.engine_runner(engine)
         converted = [run(x) for x in job.probe]
         attempt.output_order = evaluate.match_outputs(job.probe_outputs[0], converted[0])
@@ -152,16 +194,23 @@ def score(job: Job, attempt: Attempt, engine: Any) -> Attempt:
             ordered = [[outs[i] for i in attempt.output_order] for outs in converted]
             attempt.fidelity = evaluate.fidelity(job.probe_outputs, ordered, list(job.source.output_names))
     if job.val_set is not None:
-        attempt.predictions = evaluate.engine_predictions(engine, job.val_set, job.spec, decoder=job.decoder,
+        attempt.predictions = evaluate.engine_predictions(engine, job.val_set, job.spec,
+                                                          decoder=attempt.decoder or job.decoder,
                                                           progress=job.progress, order=attempt.output_order)
         attempt.metrics = evaluate.score(job.val_set, attempt.predictions, job.source.num_classes)
     return attempt
 
 
-def best(attempts: list[Attempt]) -> Attempt:
-    """The scored attempt with the best score, or the first that converted when none was scored."""
+def best(attempts: list[Attempt], job: Job | None = None) -> Attempt:
+    """The best scored attempt, or the first that converted when none was scored.
+
+    With ``job``, an attempt within every budget (both mAP figures for a detector) beats one that
+    is not, whatever its headline score; without, the highest headline score wins.
+    """
     scored = [a for a in attempts if a.metrics is not None]
     if scored:
+        if job is not None:
+            return max(scored, key=job.rank)
         return max(scored, key=lambda a: a.metrics.score)
     usable = [a for a in attempts if not a.failed]
     if not usable:

@@ -29,6 +29,7 @@ class QuantSettings:
     float_tensors: tuple[str, ...] = ()  # tensors the selective-quantization remedy keeps in float
     strict: bool = False  # every op must be integer
     io_dtype: IODtype = IODtype.FLOAT32
+    decode: str | None = None  # a detector's decode: "float" or "cpu" (its tail tensors in float_tensors), "host"
 
 
 @dataclass
@@ -114,7 +115,7 @@ def convert(
     if calib is None:
         raise ConversionError("int8 conversion needs calibration images (--calib)")
     converter.representative_dataset = representative(calib, spec, progress)
-    if quant.strict:
+    if quant.strict and quant.decode != "cpu":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if quant.io_dtype is not IODtype.FLOAT32:
         converter.inference_input_type = _tf_dtype(tf, quant.io_dtype)
@@ -123,28 +124,64 @@ def convert(
         # Private but long-standing switch; per-tensor is what older accelerators want.
         converter._experimental_disable_per_channel = True
     if quant.float_tensors:
-        content = _selective(converter, calib, spec, quant.float_tensors)
+        # A detector's float decode takes the profile's integer input; the classifier remedy keeps float I/O.
+        content = _selective(converter, calib, spec, quant.float_tensors, integer_io=quant.decode is not None)
     else:
         content = _run_converter(converter, "int8")
     ops = float_ops(content, integer_io=quant.io_dtype is not IODtype.FLOAT32)
-    if quant.strict and ops:
+    body = [op for op in ops if op not in cpu_tail(content)] if quant.decode == "cpu" else ops
+    if quant.strict and body:
         raise ConversionError(
-            f"the profile needs every op in integer, but {len(ops)} stay float: {', '.join(ops[:10])}"
+            f"the profile needs every op in integer, but {len(body)} stay float: {', '.join(body[:10])}"
         )
     return TFLiteModel(content, ops)
 
 
-def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: tuple[str, ...]) -> bytes:
+def cpu_tail(content: bytes) -> list[str]:
+    """``NAME#index`` of the ops from the first DEQUANTIZE on, in execution order: the part an Edge TPU
+    leaves to the CPU (its compiler maps ops up to the first one it cannot run, the rest run on the
+    CPU), which is where a full-integer detector keeps its decode in float. Empty when no op dequantizes."""
+    engine = LiteRTEngine(content)
+    ops = [op for op in engine.ops() if op["op_name"] != "DELEGATE"]
+    first = next((i for i, op in enumerate(ops) if op["op_name"] == "DEQUANTIZE"), None)
+    return [] if first is None else [f"{op['op_name']}#{op['index']}" for op in ops[first:]]
+
+
+def _selective(converter, calib: ImageSet, spec: Preprocessing, float_tensors: tuple[str, ...], *,
+               integer_io: bool = False) -> bytes:
     tf = _tf.tensorflow()
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
-    try:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative(calib, spec), debug_options=options
-        )
-        with _tf.quiet_native():
-            return debugger.get_nondebug_quantized_model()
+    import contextlib
+    import io
+
+    try:  # the debugger exports the Keras model again, and Keras prints its signature on stdout
+        with contextlib.redirect_stdout(io.StringIO()), _tf.quiet_native():
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative(calib, spec), debug_options=options
+            )
+            content = debugger.get_nondebug_quantized_model()
     except Exception as exc:
         raise ConversionError(f"selective int8 conversion failed: {str(exc).splitlines()[0][:300]}") from exc
+    if not integer_io:
+        return content
+    return _integer_io(content, converter.inference_input_type, converter.inference_output_type)
+
+
+def _integer_io(content: bytes, input_type, output_type) -> bytes:
+    """The profile's integer input (and output, where the last op is quantized) on a selectively
+    quantized model, which the debugger always returns with float I/O. A float output stays float
+    (e.g. a detector's decode kept in float)."""
+    from tensorflow.lite.python import util  # the converter's own post-processing step
+
+    tf = _tf.tensorflow()
+    if input_type == tf.float32 and output_type == tf.float32:
+        return content
+    for output in dict.fromkeys([output_type, tf.float32]):
+        try:
+            return bytes(util.modify_model_io_type(content, input_type, output))
+        except (ValueError, RuntimeError):
+            continue
+    return content
 
 
 def _activations(content: bytes) -> Any:
@@ -233,6 +270,43 @@ def consumers(content: bytes, tensors: list[str]) -> list[str]:
     return [name for name in found if name not in wanted]
 
 
+# Ops with learned weights: a detector's decode is what follows the last of them.
+_WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"})
+
+
+def _is_expectation(interpreter, op: dict) -> bool:
+    """A weighted op that is really decode: weights 0, 1, ..., n-1 into one output, the expected
+    value over n bins (YOLOv8's distribution focal loss layer)."""
+    try:
+        weights = np.asarray(interpreter.get_tensor(int(op["inputs"][1])), dtype=np.float64)
+    except (ValueError, IndexError):
+        return False
+    return 1 < weights.size == max(weights.shape) and bool(np.array_equal(weights.reshape(-1), np.arange(weights.size)))
+
+
+def decode_tail(content: bytes) -> list[str]:
+    """Output tensors of the ops after the last weighted op: a detector's decode, read off the graph.
+
+    An op belongs to the tail when no weighted op (convolution, dense) consumes its result,
+    directly or further down: for a YOLO head that is the sigmoid/multiply/concat/affine/reshape
+    turning the last convolutions into boxes and scores. In int8 those ops squeeze box
+    coordinates, grid offsets and scores into one shared scale; kept in float they cost little.
+    """
+    interpreter = _activations(content)
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] not in _BOUNDARY_OPS | {"DELEGATE"}]
+    feeds_weights: set[int] = set()  # tensors a weighted op reads, directly or through later ops
+    tail = []
+    for op in reversed(ops):  # execution order reversed: consumers before producers
+        outputs = [int(o) for o in op["outputs"]]
+        weighted = op["op_name"] in _WEIGHTED_OPS and not _is_expectation(interpreter, op)
+        if weighted or feeds_weights.intersection(outputs):
+            feeds_weights.update(int(i) for i in op["inputs"] if int(i) >= 0)
+        else:
+            tail.extend(names[o] for o in outputs)
+    return list(reversed(tail))
+
+
 # Tensors whose added per-channel noise-to-signal ratio under int8 exceeds this are kept in float.
 SENSITIVE_NSR = 0.1
 MAX_FLOAT_TENSORS = 3
@@ -251,24 +325,51 @@ class TFLiteTarget:
         return LiteRTEngine(content, threads=job.device.threads)
 
     def quant_settings(self, job) -> QuantSettings:
-        return QuantSettings(
+        """The baseline. A detector's decode (the ops after its last convolution) is kept out of int8:
+        in float inside the model where the profile allows float ops, else (full-integer) moved to
+        the host decoder when the head is a YOLOv5 grid decode that can be split off exactly."""
+        quant = QuantSettings(
             per_channel=job.per_channel,
             strict=job.device.require_full_integer,
             io_dtype=job.device.io_dtype if job.precision is Precision.INT8 else IODtype.FLOAT32,
         )
+        self._host = None
+        if job.precision is not Precision.INT8 or job.source.task != "detection":
+            return quant
+        tail = tuple(decode_tail(job.float_tflite)) if job.float_tflite is not None else ()
+        if not quant.strict:
+            return replace(quant, decode="float", float_tensors=tail) if tail else quant
+        from edge_sdk.converters import headsplit
+
+        images = np.concatenate([normalize(job.calib_set.images[i], job.spec) for i in range(min(8, len(job.calib_set)))])
+        self._host = headsplit.find(job.source, images)
+        if self._host is not None:
+            return replace(quant, decode="host")
+        # No decode the host can do exactly: keep it in float at the end of the model, where the Edge
+        # TPU hands over to the CPU anyway.
+        return replace(quant, decode="cpu", float_tensors=tail) if tail else quant
+
+    def _decoder(self, job, quant: QuantSettings):
+        """The bundle decoder an attempt's model needs: the job's, plus the grid decode for a split head."""
+        from edge_sdk.bundle import Decoder
+
+        if quant.decode != "host" or job.decoder is None:
+            return None
+        return Decoder(kind=job.decoder.kind, options={**job.decoder.options, **self._host.options})
 
     def _run(self, job, name: str, quant: QuantSettings, calib: ImageSet | None, note: str = ""):
         from edge_sdk.converters.targets import Attempt, score
 
         if job.precision is Precision.FP32:  # convert() already made it
             return score(job, Attempt(name, TFLiteModel(job.float_tflite), quant, note), self.engine(job, job.float_tflite))
+        source = self._host.source if quant.decode == "host" else job.source
         try:
-            model = convert(job.source, precision=job.precision, spec=job.spec, calib=calib, quant=quant, progress=job.progress)
+            model = convert(source, precision=job.precision, spec=job.spec, calib=calib, quant=quant, progress=job.progress)
         except ConversionError as exc:
             if name == "baseline":
                 raise
             return Attempt(name, None, quant, f"failed: {exc}", len(calib) if calib is not None else 0)
-        attempt = Attempt(name, model, quant, note, len(calib) if calib is not None else 0)
+        attempt = Attempt(name, model, quant, note, len(calib) if calib is not None else 0, decoder=self._decoder(job, quant))
         return score(job, attempt, self.engine(job, model.content))
 
     def attempts(self, job) -> Iterator:
@@ -278,10 +379,14 @@ class TFLiteTarget:
             content = job.float_tflite
             integer_io = np.dtype(LiteRTEngine(content).input_specs()[0]["dtype"]) != np.float32
             model = TFLiteModel(content, float_ops(content, integer_io=integer_io) if job.source.quantized else [])
-            yield score(job, Attempt("as-given", model, self.quant_settings(job), "the .tflite as it was given"),
+            yield score(job, Attempt("as-given", model, QuantSettings(per_channel=job.per_channel), "the .tflite as it was given"),
                         self.engine(job, content))
             return
-        first = self._run(job, "baseline", self.quant_settings(job), job.calib_set)
+        quant = self.quant_settings(job)
+        note = {"float": "detector decode kept in float (ops after the last convolution)",
+                "host": "int8 model ends at the head's sigmoids; the decoder does the grid decode",
+                "cpu": "int8 up to the last convolution; the decode after it runs in float on the CPU"}.get(quant.decode, "")
+        first = self._run(job, "baseline", quant, job.calib_set, note)
         yield first
         if job.precision is not Precision.INT8:
             return
@@ -291,7 +396,7 @@ class TFLiteTarget:
             attempt = self._run(job, "per-channel", replace(quant, per_channel=True), calib, "per-channel weight scales")
             tried.append(attempt)
             yield attempt
-            if attempt.metrics and attempt.metrics.score >= first.metrics.score:
+            if attempt.metrics and job.rank(attempt) >= job.rank(first):
                 quant = attempt.settings
         larger = job.larger_calibration()
         if larger is None:
@@ -300,7 +405,7 @@ class TFLiteTarget:
             attempt = self._run(job, "larger-calibration", quant, larger, f"{len(larger)} calibration images instead of {len(calib)}")
             tried.append(attempt)
             yield attempt
-            if attempt.metrics and attempt.metrics.score >= max(a.metrics.score for a in tried[:-1] if a.metrics):
+            if attempt.metrics and job.rank(attempt) >= max(job.rank(a) for a in tried[:-1] if a.metrics):
                 calib = larger
         yield self._float_fallback(job, tried, quant, calib)
         yield self._quantization_aware(job, quant, calib)
@@ -336,7 +441,7 @@ class TFLiteTarget:
             return Attempt("float-fallback", None, quant, "skipped: no quantized activation to keep in float", len(calib))
         chosen = [name for name, score in ranked[:MAX_FLOAT_TENSORS] if score > SENSITIVE_NSR] or [ranked[0][0]]
         described = ", ".join(f"{name} (+{score:.2f} noise/signal)" for name, score in ranked if name in chosen)
-        keep = list(dict.fromkeys(chosen + consumers(base.model.content, chosen)))
+        keep = list(dict.fromkeys([*quant.float_tensors, *chosen, *consumers(base.model.content, chosen)]))
         return self._run(job, "float-fallback", replace(quant, float_tensors=tuple(keep)), calib, f"kept in float: {described}")
 
     def package(self, job, attempt):
@@ -352,6 +457,7 @@ class TFLiteTarget:
                 calibration_images=attempt.calibration_images,
                 float_ops=attempt.model.float_ops,
                 float_layers=list(attempt.settings.float_tensors),
+                decode=attempt.settings.decode,
             )
         return Packaged(
             files={"model.tflite": content},
@@ -360,4 +466,5 @@ class TFLiteTarget:
             inputs=tensor_specs(engine.input_specs()),
             outputs=tensor_specs(engine.output_specs()),
             quantization=quantization,
+            decoder=attempt.decoder,
         )

@@ -78,7 +78,9 @@ def convert(
     prune: Optional[float] = typer.Option(None, help="Target sparsity in [0, 1), e.g. 0.5."),
     epochs: int = typer.Option(2, help="Fine-tuning epochs while pruning."),
     precision: Optional[str] = typer.Option(None, help="int8, fp16, fp32 or dynamic (default: the profile's)."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest top-1 accuracy drop allowed, in points."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest top-1 (detector: mAP@0.5) drop allowed, in points."),
+    max_drop_map50_95: float = typer.Option(2.0, "--max-drop-map50-95",
+                                            help="Detectors: largest mAP@0.5:0.95 drop allowed, in points."),
     labels: Optional[Path] = typer.Option(None, help="Class names, one per line (default: folder names)."),
     resize: str = typer.Option("stretch", help="stretch, letterbox or crop."),
     color: str = typer.Option("rgb", help="Channel order the model expects: rgb or bgr."),
@@ -137,7 +139,7 @@ def convert(
         try:
             result = run_convert(
                 model, profile=profile, out=out, calib=calib, val=val, train=train, prune=prune, epochs=epochs,
-                precision=precision, max_drop=max_drop, labels=labels, resize=resize, color=color,
+                precision=precision, max_drop=max_drop, max_drop_map50_95=max_drop_map50_95, labels=labels, resize=resize, color=color,
                 normalization=norm, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                 per_channel=not per_tensor, calib_limit=calib_limit, min_calib=min_calib,
                 learning_rate=learning_rate, edgetpu_compiler=edgetpu_compiler, compile=not no_compile,

@@ -73,8 +73,15 @@ def report_tables(report: ConversionReport) -> Group:
                               f"{q.calibration_images} calibration images")
         if q.float_ops:
             facts.add_row("float ops", ", ".join(q.float_ops[:8]) + (" ..." if len(q.float_ops) > 8 else ""))
+        if q.decode is not None:
+            facts.add_row("detector decode", {
+                "float": "kept in float (the ops after the last convolution)",
+                "host": "on the host: the int8 model ends at the head's sigmoids, the decoder does the grid decode",
+                "cpu": "in float after the last convolution, on the CPU after the Edge TPU part",
+            }.get(q.decode, q.decode))
         if q.float_layers:
-            facts.add_row("kept float", ", ".join(q.float_layers))
+            shown = [name.split(";")[0] for name in q.float_layers[:8]]
+            facts.add_row("kept float", ", ".join(shown) + (f" ... ({len(q.float_layers)} in all)" if len(q.float_layers) > 8 else ""))
     if report.openvino is not None:
         o = report.openvino
         scope = f", float: {', '.join(o.ignored_scope)}" if o.ignored_scope else ""
@@ -119,16 +126,23 @@ def report_tables(report: ConversionReport) -> Group:
         if a.pruning_drop_points is not None:
             acc.add_row("pruning drop", *[""] * (len(columns) - 2), f"{a.pruning_drop_points:.2f} pts", "")
         verdict = "within" if a.within_budget else "OVER"
-        acc.add_row("conversion drop", *pad, f"{a.drop_points:.2f} pts ({verdict} budget {a.max_drop:g})")
+        if a.drop_map50_95_points is None:
+            acc.add_row("conversion drop", *pad, f"{a.drop_points:.2f} pts ({verdict} budget {a.max_drop:g})")
+        else:  # a detector is judged on both figures
+            acc.add_row("conversion drop", *pad,
+                        f"{a.drop_points:.2f} / {a.drop_map50_95_points:.2f} pts mAP@0.5 / @0.5:0.95 "
+                        f"({verdict} budget {a.max_drop:g} / {a.max_drop_map50_95:g})")
         parts.append(acc)
         if len(a.remedies) > 1 or not a.within_budget:
             rem = Table(title="Remedies tried")
             rem.add_column("attempt")
             rem.add_column(a.reference.score_name, justify="right")
+            if detector:
+                rem.add_column("mAP@0.5:0.95", justify="right")
             rem.add_column("note")
             for r in a.remedies:
                 marker = " (used)" if r.name == a.remedy_used else ""
-                rem.add_row(r.name + marker, _pct(r.top1), r.note)
+                rem.add_row(r.name + marker, _pct(r.top1), *([_pct(r.map50_95)] if detector else []), r.note)
             parts.append(rem)
     return Group(*parts)
 

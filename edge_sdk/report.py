@@ -49,8 +49,9 @@ class Metrics(_Data):
 class Remedy(_Data):
     """One attempt at bringing the converted model within the accuracy budget."""
 
-    name: str = Field(description="Which remedy: baseline, per-channel, larger-calibration, float-fallback.")
+    name: str = Field(description="Which remedy: baseline, per-channel, larger-calibration, float-fallback, ...")
     top1: float | None = Field(description="Converted headline score with this attempt (top-1, or mAP@0.5 for a detector), if it converted.")
+    map50_95: float | None = Field(default=None, description="Detection: converted mAP@0.5:0.95 with this attempt, if it converted.")
     note: str = Field(default="", description="What the attempt changed, or why it could not run.")
 
 
@@ -74,8 +75,17 @@ class Accuracy(_Data):
     pruning_drop_points: float | None = Field(
         default=None, description="Original score minus pruned score, in percentage points: the cost of pruning."
     )
+    drop_map50_95_points: float | None = Field(
+        default=None, description="Detection: reference mAP@0.5:0.95 minus converted, in percentage points "
+        "(box precision, which mAP@0.5 barely sees)."
+    )
     max_drop: float = Field(description="The budget, in percentage points.")
-    within_budget: bool = Field(description="drop_points <= max_drop.")
+    max_drop_map50_95: float | None = Field(
+        default=None, description="Detection: the budget for drop_map50_95_points, in percentage points."
+    )
+    within_budget: bool = Field(
+        description="drop_points <= max_drop and, for a detector, drop_map50_95_points <= max_drop_map50_95."
+    )
     remedies: list[Remedy] = Field(default_factory=list, description="Every attempt, in order.")
     remedy_used: str = Field(description="The attempt whose model is in the bundle.")
     confusion_matrix: str | None = Field(default=None, description="Bundle-relative path of the PNG.")
@@ -88,7 +98,16 @@ class Quantization(_Data):
     calibration_images: int = Field(description="Images fed to the calibrator.")
     float_ops: list[str] = Field(default_factory=list, description="Ops left in float, by op name.")
     float_layers: list[str] = Field(
-        default_factory=list, description="Tensors kept in float by the selective-quantization remedy."
+        default_factory=list, description="Tensors (TFLite) or ops (OpenVINO) kept in float: the detector's decode "
+        "and whatever a remedy kept."
+    )
+    decode: str | None = Field(
+        default=None, pattern="^(float|host|cpu)$",
+        description="Detection: where the head's decode (the ops after the last convolution: sigmoid, concat, grid "
+        "affine, reshape) runs. 'float': kept in float inside the model; 'host': the int8 model ends at the head's "
+        "sigmoid outputs and the bundle's yolo decoder applies the grid decode (options.grid), as on the Edge TPU; "
+        "'cpu': a full-integer model up to the last convolution, the decode after it in float, which the Edge TPU "
+        "leaves to the CPU; unset: quantized with the rest.",
     )
 
 
@@ -135,6 +154,10 @@ class OpenVINOReport(_Data):
         description="ov.convert_model, nncf.compress_weights, nncf.quantize or nncf.quantize_with_accuracy_control."
     )
     ignored_scope: list[str] = Field(default_factory=list, description="Ops NNCF left in float.")
+    activation_ranges: str | None = Field(
+        default=None, description="'minmax': int8 activation ranges span the calibration set's extremes (detectors); "
+        "unset: NNCF's default (mean over images of each image's extremes)."
+    )
 
 
 class OutputFidelity(_Data):

@@ -19,6 +19,12 @@ Options:
         candidate has a coordinate above 1.5 (a real pixel box is never that small).
     ``layout`` (``v8`` or ``v5``): unset = the layout whose attribute count matches the labels
         (4+C rows, or 5+C columns), else the one whose attribute axis is the shorter.
+    ``grid`` (int), ``anchor_w``, ``anchor_h`` (float, 0-1): the head is a v5 head's sigmoids before
+        its grid decode, ``[1, grid, grid, 5+C]`` (or ``[1, grid·grid, 5+C]``, rows in row-major
+        cell order); the decoder applies YOLOv5's decode: cx = (col + 2·s − 0.5) / grid,
+        cy likewise with the row, w = anchor_w · (2·s)², h = anchor_h · (2·s)², scores as they are.
+        Boxes come out 0-1. Converters set this for full-integer targets (Edge TPU), whose int8
+        model ends at the sigmoids so boxes and scores keep their precision.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge_sdk.decoders import DecodeContext, parse_options
 from edge_sdk.decoders.nms import nms
-from edge_sdk.errors import ModelError
+from edge_sdk.errors import ConfigError, ModelError
 from edge_sdk.results import BBox, Detection
 
 NORMALIZED_LIMIT = 1.5
@@ -62,6 +68,9 @@ class YoloOptions(BaseModel):
     box_format: BoxFormat = Field(default=None, description="split: boxes as xyxy or cxcywh.")
     boxes_output: int = Field(default=0, ge=0, le=1, description="split: which of the two outputs holds the boxes.")
     transposed: bool = Field(default=False, description="split: boxes [1, 4, N] and scores [1, C, N].")
+    grid: int | None = Field(default=None, ge=1, description="The head is a v5 head's sigmoids on a grid x grid; decode them here.")
+    anchor_w: float | None = Field(default=None, gt=0.0, description="With grid: box width (0-1) at sigmoid 0.5, times (2s)².")
+    anchor_h: float | None = Field(default=None, gt=0.0, description="With grid: box height (0-1) at sigmoid 0.5, times (2s)².")
 
 
 def options_from(context: DecodeContext) -> YoloOptions:
@@ -137,10 +146,47 @@ def _end_to_end(head: np.ndarray, options: YoloOptions, context: DecodeContext) 
     ]
 
 
+def grid_decode(sigmoids: np.ndarray, *, anchor_w: float, anchor_h: float) -> np.ndarray:
+    """YOLOv5's grid decode of one image's head sigmoids ``[g, g, 5+C]`` (or ``[g·g, 5+C]``) -> ``[g·g, 5+C]``.
+
+    cx = (col + 2·sx − 0.5) / g, cy = (row + 2·sy − 0.5) / g, w = anchor_w·(2·sw)², h = anchor_h·(2·sh)²
+    (0-1 boxes); objectness and class probabilities pass through.
+    """
+    s = np.asarray(sigmoids, dtype=np.float64)
+    if s.ndim == 3:
+        s = s.reshape(-1, s.shape[-1])
+    g = int(round(np.sqrt(s.shape[0])))
+    if s.ndim != 2 or g * g != s.shape[0] or s.shape[1] < 5:
+        raise ModelError(f"yolo decoder: grid decoding needs [g, g, 5+C] or [g*g, 5+C] sigmoids, got {list(np.shape(sigmoids))}")
+    rows, cols = np.divmod(np.arange(g * g), g)
+    out = s.copy()
+    out[:, 0] = (cols + 2.0 * s[:, 0] - 0.5) / g
+    out[:, 1] = (rows + 2.0 * s[:, 1] - 0.5) / g
+    out[:, 2] = anchor_w * (2.0 * s[:, 2]) ** 2
+    out[:, 3] = anchor_h * (2.0 * s[:, 3]) ** 2
+    return out
+
+
+def _host_decoded(head: np.ndarray, options: YoloOptions) -> np.ndarray:
+    """A v5 head's raw sigmoids on a grid (the Edge TPU's int8 model ends there), grid-decoded here."""
+    if head.shape[0] == 1 and head.ndim in (3, 4):
+        head = head[0]
+    cells = head.shape[0] * head.shape[1] if head.ndim == 3 else head.shape[0] if head.ndim == 2 else -1
+    if cells != options.grid**2:
+        raise ModelError(f"yolo decoder: option grid={options.grid} does not match the head shape {list(head.shape)}")
+    if options.anchor_w is None or options.anchor_h is None:
+        raise ConfigError("yolo decoder option 'grid' needs 'anchor_w' and 'anchor_h'")
+    return grid_decode(head, anchor_w=options.anchor_w, anchor_h=options.anchor_h).astype(np.float32)
+
+
 def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]:
     options = options_from(context)
     if not outputs:
         raise ModelError("yolo decoder: the model has no outputs")
+    if options.grid is not None:
+        head = _host_decoded(np.asarray(outputs[0], dtype=np.float32), options)
+        options = options.model_copy(update={"layout": Layout.V5, "normalized": True})
+        outputs = [head]
     if options.layout is Layout.SPLIT:
         xywh, class_scores = _split_candidates(outputs, options)
     else:

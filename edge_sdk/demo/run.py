@@ -103,6 +103,9 @@ def _print_accuracy_line(console, report) -> None:
     a = report.accuracy
     line = (f"   held-out mAP@0.5: float {a.reference.map50:.3f}, converted {a.converted.map50:.3f} "
             f"(drop {a.drop_points:.2f} points, budget {a.max_drop:g})")
+    if a.drop_map50_95_points is not None:
+        line += (f"; mAP@0.5:0.95: float {a.reference.map50_95:.3f}, converted {a.converted.map50_95:.3f} "
+                 f"(drop {a.drop_map50_95_points:.2f} points, budget {a.max_drop_map50_95:g})")
     if report.sparsity is not None:
         line += f"; sparsity {report.sparsity.prunable:.0%}"
     console.print(line)
