@@ -1,15 +1,25 @@
-"""TFLite float/int8/pruned+int8 and OpenVINO FP32/FP16/int8: size, gzip size, CPU latency and conversion time, in one run.
+"""TFLite and OpenVINO, float against int8 (size, CPU latency, conversion time; mAP for a detector), in one run.
 
-Builds an untrained MobileNetV2-sized classifier (nothing is downloaded), generates images from
-scikit-image's bundled sample photos, converts it through ``edge_sdk.converters.convert`` for the
-x86-cpu profile (TFLite: float, int8, pruned+int8) and the intel-cpu profile (OpenVINO IR: FP32,
-FP16, NNCF int8), and times every bundle on the CPU (TFLite bundles with ``LiteRTEngine``, OpenVINO
-bundles through ``open_engine(..., device="CPU")``) in one round-robin loop. Prints one Markdown
-table per target and writes them to ``benchmarks/results/convert_bench.md``.
+Classifier part: builds an untrained MobileNetV2-sized classifier (nothing is downloaded), generates
+images from scikit-image's bundled sample photos, converts it through ``edge_sdk.converters.convert``
+for the x86-cpu profile (TFLite: float, int8, pruned+int8) and the intel-cpu profile (OpenVINO IR:
+FP32, FP16, NNCF int8), and times every bundle on the CPU (TFLite bundles with ``LiteRTEngine``,
+OpenVINO bundles through ``open_engine(..., device="CPU")``) in one round-robin loop. Writes
+``benchmarks/results/convert_bench.md``.
 
-    .venv/bin/python benchmarks/convert_bench.py                      # full run, ~6 minutes on 2 cores
+Detector part: the shipped shapes detector as its ``.keras`` file and as the same network written as
+a YOLOv8-layout ONNX file, float and int8 for rpi5 (TFLite), coral-usb (Edge-TPU-ready int8,
+``compile=False``, timed on the CPU through the bundle's engine with ``cpu_fallback``) and intel-cpu
+(OpenVINO), scored on generated held-out scenes (mAP@0.5, mAP@0.5:0.95 from the conversion report)
+and timed round-robin; checks that the ONNX- and Keras-sourced forms agree. Writes
+``benchmarks/results/convert_bench_detector.md``.
+
+Prints one Markdown table per target.
+
+    .venv/bin/python benchmarks/convert_bench.py                      # both parts, ~8 minutes on 2 cores
     .venv/bin/python benchmarks/convert_bench.py --quick              # smoke run
-    .venv/bin/python benchmarks/convert_bench.py --targets openvino   # only the OpenVINO half
+    .venv/bin/python benchmarks/convert_bench.py --detector           # only the detector part, ~3 minutes
+    .venv/bin/python benchmarks/convert_bench.py --no-detector --targets openvino   # only the classifier's OpenVINO half
 """
 
 from __future__ import annotations
@@ -505,7 +515,7 @@ DETECTOR_ENGINES = {
         "Edge-TPU-ready full-integer TFLite (compile=False, no edgetpu_compiler here), timed on the CPU "
         "through the bundle's engine with cpu_fallback (no Edge TPU here: CPU numbers, not Edge TPU numbers)"
     ),
-    "intel-cpu": "OpenVINO IR, timed on device CPU",
+    "intel-cpu": "OpenVINO IR, timed on device CPU at the bundle's inference precision (f32)",
 }
 DETECTOR_SOURCES = {"keras": "shapes_detector.keras", "onnx": "YOLOv8-layout ONNX"}
 # The ONNX file is the same network as the .keras file, so both must score alike once converted.
@@ -522,8 +532,8 @@ class DetectorSizes:
     warmup: int
 
 
-DETECTOR_FULL = DetectorSizes(val=300, calib=200, rounds=300, warmup=20)
-DETECTOR_QUICK = DetectorSizes(val=60, calib=200, rounds=50, warmup=5)
+DETECTOR_FULL = DetectorSizes(val=300, calib=200, rounds=1000, warmup=20)  # ~1 ms a model: rounds are cheap
+DETECTOR_QUICK = DetectorSizes(val=60, calib=200, rounds=100, warmup=5)
 
 
 @dataclass
@@ -661,7 +671,8 @@ def float_of(runs: list[DetectorRun], profile: str, source: str) -> DetectorRun 
 
 
 def points(value: float) -> str:
-    return f"{100 * value:+.2f}"
+    """A 0-1 difference in percentage points, signed; no "-0.00"."""
+    return f"{round(100 * value, 2) + 0.0:+.2f}"
 
 
 def detector_table(runs: list[DetectorRun], profile: str) -> list[str]:
@@ -681,7 +692,8 @@ def detector_table(runs: list[DetectorRun], profile: str) -> list[str]:
         status = run.status + (f" (model: {a.remedy_used})" if a.remedy_used != "baseline" else "")
         lines.append(
             f"| {DETECTOR_SOURCES[run.source]} | {label} | {a.reference.map50:.4f} | {a.converted.map50:.4f} | "
-            f"{points(a.converted.map50 - a.reference.map50)} | {a.reference.map50_95:.4f} | {a.converted.map50_95:.4f} | "
+            f"{points(a.converted.map50 - a.reference.map50)} | "
+            f"{a.reference.map50_95:.4f} | {a.converted.map50_95:.4f} | "
             f"{points(a.converted.map50_95 - a.reference.map50_95)} | {megabytes(run.report.converted_bytes)} | "
             f"{latency} | {speed} | {status} |"
         )
@@ -706,7 +718,8 @@ def agreement_check(runs: list[DetectorRun], profile: str) -> list[str]:
             ok &= abs(k - o) <= tolerance + 1e-12
             parts.append(f"{'mAP@0.5' if metric == 'map50' else 'mAP@0.5:0.95'} Keras {k:.4f} vs ONNX {o:.4f} "
                          f"(|diff| {abs(k - o):.4f})")
-        lines.append(f"- {profile} {precision}: {'; '.join(parts)}; tolerance {tolerance:g} -> {'PASS' if ok else 'FAIL'}")
+        verdict = "PASS" if ok else "FAIL"
+        lines.append(f"- {profile} {precision}: {'; '.join(parts)}; tolerance {tolerance:g} -> {verdict}")
     return lines
 
 
@@ -714,17 +727,33 @@ def detector_details(runs: list[DetectorRun]) -> list[str]:
     lines = []
     for run in runs:
         a = run.accuracy
-        tried = ", ".join(f"{r.name} {'n/a' if r.top1 is None else f'{r.top1:.4f}'}" for r in a.remedies)
+        tried = ", ".join(f"{r.name} {attempt_scores(r)}" for r in a.remedies)
+        budget = f"budget mAP@0.5 {a.max_drop:g} pts (drop {round(a.drop_points, 2) + 0.0:.2f})"
+        if getattr(a, "max_drop_map50_95", None) is not None:
+            budget += f", mAP@0.5:0.95 {a.max_drop_map50_95:g} pts (drop {round(a.drop_map50_95_points, 2) + 0.0:.2f})"
         line = (f"- {run.name}: {run.convert_seconds:.1f} s to convert; head {run.report.head}; "
-                f"attempts (mAP@0.5): {tried}; budget {a.max_drop:g} pts, drop {a.drop_points:.2f} pts; "
+                f"attempts (mAP@0.5 / mAP@0.5:0.95): {tried}; {budget}; "
                 f"box agreement with the float reference {100 * a.agreement:.1f}%")
+        q = run.report.quantization
+        if q is not None and getattr(q, "decode", None):
+            line += f"; decode {q.decode}"
+        if q is not None and q.float_ops:
+            line += f"; {len(q.float_ops)} float ops"
         if run.report.edgetpu is not None:
             e = run.report.edgetpu
-            line += f"; Edge TPU pre-check {'passed' if e.precheck_passed else 'failed: ' + '; '.join(i.rule for i in e.precheck if i.severity == 'error')}"
+            failed = "; ".join(i.rule for i in e.precheck if i.severity == "error")
+            line += f"; Edge TPU pre-check {'passed' if e.precheck_passed else 'failed: ' + failed}"
         if run.latencies_ms:
             line += f"; latency over {len(run.latencies_ms)} runs"
         lines += [line] + [f"  - {note}" for note in run.notes]
     return lines
+
+
+def attempt_scores(remedy) -> str:
+    if remedy.top1 is None:
+        return "n/a"
+    second = getattr(remedy, "map50_95", None)
+    return f"{remedy.top1:.4f}" + (f" / {second:.4f}" if second is not None else "")
 
 
 DETECTOR_NOTES = (
@@ -758,12 +787,13 @@ def detector_benchmark(work: Path, args: argparse.Namespace) -> str:
     data = make_detector_data(work / "detector" / "data", sizes)
     sources = detector_sources(work / "detector")
     runs = detector_runs()
+    bundles = work / "detector" / "bundles"
     for run in list(runs):
-        convert_detector(run, sources[run.source], work / "detector" / "bundles" / run.name.replace("/", "_").replace(" ", "_"), data)
+        convert_detector(run, sources[run.source], bundles / run.name.replace("/", "_"), data)
         if run.status == "over budget":
             extra = DetectorRun(run.profile, run.source, run.precision, budget_off=True, options=dict(run.options))
             runs.insert(runs.index(run) + 1, extra)
-            convert_detector(extra, sources[run.source], work / "detector" / "bundles" / (run.name.replace("/", "_") + "_nobudget"), data)
+            convert_detector(extra, sources[run.source], bundles / (run.name.replace("/", "_") + "_nobudget"), data)
     timed = [r for r in runs if r.bundle_path is not None]
     log(f"detector: timing {rounds} rounds x {len(timed)} models, {args.threads} threads")
     sample = sorted((data["val"] / "images").glob("*.png"))[0]
@@ -774,7 +804,8 @@ def detector_benchmark(work: Path, args: argparse.Namespace) -> str:
         f"the same network written as a YOLOv8-layout ONNX file ([1, 8, 400], pixel boxes, NCHW input; "
         f"TFLite targets go through onnx2tf {metadata.version('onnx2tf')}), converted for "
         f"{', '.join(DETECTOR_PROFILES)}; {sizes.val} held-out val scenes, {sizes.calib} calibration scenes "
-        f"(training photographs); {rounds} timed rounds after {sizes.warmup} warm-up{' (quick)' if args.quick else ''}, "
+        f"(training photographs); {rounds} timed rounds after {sizes.warmup} warm-up"
+        f"{' (quick)' if args.quick else ''}, "
         f"all {len(timed)} bundles round-robin in one loop; other processes used "
         f"{'n/a' if others is None else f'{100 * others:.0f}%'} of the CPUs while timing; "
         f"whole run {time.monotonic() - started:.0f} s"
@@ -787,7 +818,10 @@ def detector_benchmark(work: Path, args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=None, help="timed invokes per model (default 100, 20 with --quick)")
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="timed invokes per model (classifier: default 100, 20 with --quick; detector: 1000, 100 with --quick)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="LiteRT and OpenVINO CPU threads (default 2)")
     parser.add_argument("--out-dir", type=Path, default=None, help="keep data, model and bundles here (default: a temp dir, removed)")
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds: a smoke run")
@@ -797,11 +831,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--raw-init", action="store_true",
         help="keep MobileNetV2's initial BatchNorm statistics (degenerate activations) instead of setting them from train images",
     )
-    parser.add_argument(
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument(
         "--detector", action="store_true",
-        help="instead: the shipped detector (.keras and YOLOv8-layout ONNX), float and int8 for rpi5, coral-usb and "
-             f"intel-cpu, with mAP; written to {DETECTOR_RESULTS_FILE.name}",
+        help="only the detector part: the shipped detector (.keras and YOLOv8-layout ONNX), float and int8 for rpi5, "
+             f"coral-usb and intel-cpu, with mAP (written to {DETECTOR_RESULTS_FILE.name})",
     )
+    part.add_argument("--no-detector", action="store_true", help="only the classifier part (--targets applies to it)")
     parser.add_argument(
         "--targets", type=parse_targets, default=TARGETS,
         help="comma-separated targets to benchmark: tflite, openvino (default tflite,openvino)",
@@ -846,20 +882,23 @@ def benchmark(work: Path, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    run, results = (detector_benchmark, DETECTOR_RESULTS_FILE) if args.detector else (benchmark, RESULTS_FILE)
-    if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        text = run(args.out_dir, args)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="convert_bench-"))
-        try:
+    parts = []
+    if not args.detector:
+        parts.append((benchmark, RESULTS_FILE))
+    if not args.no_detector:
+        parts.append((detector_benchmark, DETECTOR_RESULTS_FILE))
+    work = args.out_dir or Path(tempfile.mkdtemp(prefix="convert_bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for index, (run, results) in enumerate(parts):
             text = run(work, args)
-        finally:
+            print(("\n" if index else "") + text, end="", flush=True)
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(text, encoding="utf-8")
+            log(f"written to {results}")
+    finally:
+        if args.out_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(text, end="")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(text, encoding="utf-8")
-    log(f"written to {results}")
     return 0
 
 
