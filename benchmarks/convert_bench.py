@@ -1,15 +1,25 @@
-"""TFLite float/int8/pruned+int8 and OpenVINO FP32/FP16/int8: size, gzip size, CPU latency and conversion time, in one run.
+"""TFLite and OpenVINO, float against int8 (size, CPU latency, conversion time; mAP for a detector), in one run.
 
-Builds an untrained MobileNetV2-sized classifier (nothing is downloaded), generates images from
-scikit-image's bundled sample photos, converts it through ``edge_sdk.converters.convert`` for the
-x86-cpu profile (TFLite: float, int8, pruned+int8) and the intel-cpu profile (OpenVINO IR: FP32,
-FP16, NNCF int8), and times every bundle on the CPU (TFLite bundles with ``LiteRTEngine``, OpenVINO
-bundles through ``open_engine(..., device="CPU")``) in one round-robin loop. Prints one Markdown
-table per target and writes them to ``benchmarks/results/convert_bench.md``.
+Classifier part: builds an untrained MobileNetV2-sized classifier (nothing is downloaded), generates
+images from scikit-image's bundled sample photos, converts it through ``edge_sdk.converters.convert``
+for the x86-cpu profile (TFLite: float, int8, pruned+int8) and the intel-cpu profile (OpenVINO IR:
+FP32, FP16, NNCF int8), and times every bundle on the CPU (TFLite bundles with ``LiteRTEngine``,
+OpenVINO bundles through ``open_engine(..., device="CPU")``) in one round-robin loop. Writes
+``benchmarks/results/convert_bench.md``.
 
-    .venv/bin/python benchmarks/convert_bench.py                      # full run, ~6 minutes on 2 cores
+Detector part: the shipped shapes detector as its ``.keras`` file and as the same network written as
+a YOLOv8-layout ONNX file, float and int8 for rpi5 (TFLite), coral-usb (Edge-TPU-ready int8,
+``compile=False``, timed on the CPU through the bundle's engine with ``cpu_fallback``) and intel-cpu
+(OpenVINO), scored on generated held-out scenes (mAP@0.5, mAP@0.5:0.95 from the conversion report)
+and timed round-robin; checks that the ONNX- and Keras-sourced forms agree. Writes
+``benchmarks/results/convert_bench_detector.md``.
+
+Prints one Markdown table per target.
+
+    .venv/bin/python benchmarks/convert_bench.py                      # both parts, ~8 minutes on 2 cores
     .venv/bin/python benchmarks/convert_bench.py --quick              # smoke run
-    .venv/bin/python benchmarks/convert_bench.py --targets openvino   # only the OpenVINO half
+    .venv/bin/python benchmarks/convert_bench.py --detector           # only the detector part, ~3 minutes
+    .venv/bin/python benchmarks/convert_bench.py --no-detector --targets openvino   # only the classifier's OpenVINO half
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import numpy as np
 from edge_sdk.backends import open_engine
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.bundle import open_bundle
-from edge_sdk.preprocess import quantize
+from edge_sdk.preprocess import preprocess, quantize
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "convert_bench.md"
 INPUT_SIZE = 224
@@ -298,11 +308,14 @@ def make_engine(variant: Variant, threads: int):
     return LiteRTEngine(variant.model_path, threads=threads)
 
 
-def measure_latency(runs: list[Variant], image_path: Path, *, threads: int, rounds: int, warmup: int, seed: int = 0) -> None:
+def measure_latency(runs: list, image_path: Path, *, threads: int, rounds: int, warmup: int, seed: int = 0,
+                    engine_of=make_engine, input_of=None) -> None:
     """Round-robin invokes over every model (TFLite and OpenVINO), in a fresh random order each round,
-    so machine noise hits every model alike."""
-    engines = [make_engine(v, threads) for v in runs]
-    inputs = [ready_input(e, image_path) for e in engines]
+    so machine noise hits every model alike. ``runs`` need ``latencies_ms``; ``engine_of(run, threads)``
+    opens one, ``input_of(run, engine, image_path)`` makes its input (the classifier's by default)."""
+    input_of = input_of or (lambda _run, engine, path: ready_input(engine, path))
+    engines = [engine_of(v, threads) for v in runs]
+    inputs = [input_of(v, e, image_path) for v, e in zip(runs, engines)]
     for engine, x in zip(engines, inputs):
         for _ in range(warmup):
             engine.run([x])
@@ -492,12 +505,323 @@ def render(runs: list[Variant], machine: str, header: str, *, raw_init: bool) ->
     return "\n".join(parts) + "\n"
 
 
+# --------------------------------------------------------------------------- detector
+
+DETECTOR_RESULTS_FILE = RESULTS_FILE.with_name("convert_bench_detector.md")
+DETECTOR_PROFILES = ("rpi5", "coral-usb", "intel-cpu")
+DETECTOR_ENGINES = {
+    "rpi5": "TFLite, timed with LiteRT",
+    "coral-usb": (
+        "Edge-TPU-ready full-integer TFLite (compile=False, no edgetpu_compiler here), timed on the CPU "
+        "through the bundle's engine with cpu_fallback (no Edge TPU here: CPU numbers, not Edge TPU numbers)"
+    ),
+    "intel-cpu": "OpenVINO IR, timed on device CPU at the bundle's inference precision (f32)",
+}
+DETECTOR_SOURCES = {"keras": "shapes_detector.keras", "onnx": "YOLOv8-layout ONNX"}
+# The ONNX file is the same network as the .keras file, so both must score alike once converted.
+FLOAT_AGREEMENT = 0.005
+INT8_AGREEMENT = 0.01
+NO_BUDGET = 100.0  # max_drop of the extra "budget off" int8 row, only made when the default budget refuses int8
+
+
+@dataclass(frozen=True)
+class DetectorSizes:
+    val: int
+    calib: int
+    rounds: int
+    warmup: int
+
+
+DETECTOR_FULL = DetectorSizes(val=300, calib=200, rounds=1000, warmup=20)  # ~1 ms a model: rounds are cheap
+DETECTOR_QUICK = DetectorSizes(val=60, calib=200, rounds=100, warmup=5)
+
+
+@dataclass
+class DetectorRun:
+    profile: str
+    source: str  # a key of DETECTOR_SOURCES
+    precision: str  # float or int8
+    budget_off: bool = False  # converted with max_drop=NO_BUDGET to have an int8 bundle to time
+    options: dict = field(default_factory=dict)  # extra convert() options
+    report: object | None = None
+    status: str = "ok"  # ok, over budget, failed
+    notes: list[str] = field(default_factory=list)
+    bundle_path: Path | None = None
+    convert_seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile}/{self.source}/{self.precision}{' budget-off' if self.budget_off else ''}"
+
+    @property
+    def accuracy(self):
+        return self.report.accuracy if self.report is not None else None
+
+    def latency(self, q: float) -> float | None:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else None
+
+
+def make_detector_data(root: Path, sizes: DetectorSizes) -> dict[str, Path]:
+    """val: held-out YOLO scenes with truth; calib: scenes on the training photographs (images/ only is used)."""
+    from edge_sdk.samples import shapes
+
+    if (root / DATA_MARKER).is_file():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / DATA_MARKER).touch()
+    val = shapes.write_yolo(root / "val", sizes.val, seed=2026, photos=shapes.HELD_OUT_PHOTOS)
+    calib = shapes.write_yolo(root / "calib", sizes.calib, seed=2027, photos=shapes.TRAIN_PHOTOS)
+    return {"val": val, "calib": calib / "images"}
+
+
+def detector_sources(root: Path) -> dict[str, Path]:
+    """The shipped .keras detector and the same network written as a YOLOv8-layout ONNX file."""
+    from edge_sdk.converters.assets import DETECTOR
+
+    # The ONNX writer is the tests' helper (no exporter or torch is installed here).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import onnx_detectors
+
+    return {"keras": Path(DETECTOR), "onnx": onnx_detectors.yolov8_onnx_of_shipped_detector(root / "shapes_v8.onnx")}
+
+
+def detector_runs(profiles: tuple[str, ...] = DETECTOR_PROFILES) -> list[DetectorRun]:
+    """Float and int8 per profile and source; Coral has no float model (its float row is rpi5's float TFLite)."""
+    runs = []
+    for profile in profiles:
+        for source in DETECTOR_SOURCES:
+            for precision in ("int8",) if profile == "coral-usb" else ("float", "int8"):
+                runs.append(DetectorRun(profile, source, precision))
+    return runs
+
+
+def convert_detector(run: DetectorRun, model: Path, out: Path, data: dict[str, Path]) -> None:
+    """Convert with the default budget; an over-budget int8 keeps its report (``exc.report``), no bundle."""
+    import inspect
+
+    from edge_sdk.converters import convert
+    from edge_sdk.errors import AccuracyBudgetError, ConversionError
+
+    options = dict(profile=run.profile, out=out, calib=data["calib"], val=data["val"], compile=False,
+                   precision="fp32" if run.precision == "float" else "int8", **run.options)
+    if run.budget_off:
+        options["max_drop"] = NO_BUDGET
+        if "max_drop_map50_95" in inspect.signature(convert).parameters:
+            options["max_drop_map50_95"] = NO_BUDGET
+    log(f"detector: converting {run.name} ...")
+    started = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras export and onnx2tf print to stdout
+            result = convert(model, **options)
+    except AccuracyBudgetError as exc:
+        run.report, run.status = exc.report, "over budget"
+    except ConversionError as exc:
+        if run.profile != "coral-usb" or "min_tpu_ops" in run.options or "entirely on the Edge TPU" not in str(exc):
+            raise
+        # The default (every op on the TPU) refuses the model: say why, then measure it as
+        # min_tpu_ops=0 lets it through (ops the pre-check flags would run on the CPU).
+        run.notes.append(f"default refused: {str(exc).split(';')[0]}; converted again with min_tpu_ops=0")
+        run.options["min_tpu_ops"] = 0.0
+        shutil.rmtree(out, ignore_errors=True)
+        convert_detector(run, model, out, data)
+        run.convert_seconds = time.perf_counter() - started
+        return
+    else:
+        run.report, run.bundle_path = result.report, open_bundle(result.bundle.path).path
+    run.convert_seconds = time.perf_counter() - started
+    a = run.accuracy
+    log(f"detector: {run.name}: {run.status}, {run.convert_seconds:.1f} s, mAP@0.5 {a.reference.map50:.4f} -> "
+        f"{a.converted.map50:.4f}, mAP@0.5:0.95 {a.reference.map50_95:.4f} -> {a.converted.map50_95:.4f}")
+
+
+def detector_engine(run: DetectorRun, threads: int):
+    """The bundle's own engine, as a device opens it; the Coral bundle falls back to LiteRT on the CPU."""
+    return open_engine(open_bundle(run.bundle_path), device="CPU", threads=threads, cpu_fallback=True)
+
+
+def detector_input(run: DetectorRun, engine, image_path: Path) -> np.ndarray:
+    """One val scene through the bundle's own preprocessing (NHWC or NCHW), quantized if the input is integer."""
+    x, _ = preprocess(cv2.imread(str(image_path)), open_bundle(run.bundle_path).manifest.preprocessing)
+    spec = engine.input_specs()[0]
+    if np.issubdtype(spec["dtype"], np.integer):
+        scale, zero_point = spec["quantization"]
+        x = quantize(x, scale=scale, zero_point=zero_point, dtype=spec["dtype"])
+    return np.ascontiguousarray(x.astype(spec["dtype"], copy=False))
+
+
+def table_rows(runs: list[DetectorRun], profile: str) -> list[tuple[DetectorRun, str]]:
+    """(run, row label) for one target's table, source by source; Coral borrows rpi5's float rows."""
+    rows = []
+    for source in DETECTOR_SOURCES:
+        for run in runs:
+            if run.source != source:
+                continue
+            if run.profile == profile:
+                label = run.precision + (f", max_drop={NO_BUDGET:g}" if run.budget_off else "")
+                rows.append((run, label))
+            elif profile == "coral-usb" and run.profile == "rpi5" and run.precision == "float":
+                rows.append((run, "float (rpi5's float TFLite)"))
+    return rows
+
+
+def float_of(runs: list[DetectorRun], profile: str, source: str) -> DetectorRun | None:
+    owner = "rpi5" if profile == "coral-usb" else profile
+    return next((r for r in runs if r.profile == owner and r.source == source and r.precision == "float"), None)
+
+
+def points(value: float) -> str:
+    """A 0-1 difference in percentage points, signed; no "-0.00"."""
+    return f"{round(100 * value, 2) + 0.0:+.2f}"
+
+
+def detector_table(runs: list[DetectorRun], profile: str) -> list[str]:
+    lines = [
+        "| source | model | float ref. mAP@0.5 | mAP@0.5 | drop vs float, pts | float ref. mAP@0.5:0.95 | mAP@0.5:0.95 "
+        "| drop vs float, pts | size | latency median / p90 ms | speed vs float | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run, label in table_rows(runs, profile):
+        a = run.accuracy
+        base = float_of(runs, profile, run.source)
+        median, p90 = run.latency(50), run.latency(90)
+        latency = f"{median:.2f} / {p90:.2f}" if median is not None else "— (no bundle)"
+        speed = "1.00x" if run is base else "—"
+        if run is not base and median is not None and base is not None and base.latencies_ms:
+            speed = f"{base.latency(50) / median:.2f}x"
+        status = run.status + (f" (model: {a.remedy_used})" if a.remedy_used != "baseline" else "")
+        lines.append(
+            f"| {DETECTOR_SOURCES[run.source]} | {label} | {a.reference.map50:.4f} | {a.converted.map50:.4f} | "
+            f"{points(a.converted.map50 - a.reference.map50)} | "
+            f"{a.reference.map50_95:.4f} | {a.converted.map50_95:.4f} | "
+            f"{points(a.converted.map50_95 - a.reference.map50_95)} | {megabytes(run.report.converted_bytes)} | "
+            f"{latency} | {speed} | {status} |"
+        )
+    return lines
+
+
+def agreement_check(runs: list[DetectorRun], profile: str) -> list[str]:
+    """ONNX-sourced against Keras-sourced: float mAPs within 0.005, int8 mAPs within 1 point. Printed, never raised."""
+    lines = []
+    for precision, tolerance in (("float", FLOAT_AGREEMENT), ("int8", INT8_AGREEMENT)):
+        if precision == "float":
+            pair = [float_of(runs, profile, s) for s in ("keras", "onnx")]
+        else:
+            pair = [next((r for r in runs if r.profile == profile and r.source == s and r.precision == "int8"
+                          and not r.budget_off), None) for s in ("keras", "onnx")]
+        if None in pair:
+            continue
+        keras_run, onnx_run = pair
+        parts, ok = [], True
+        for metric in ("map50", "map50_95"):
+            k, o = getattr(keras_run.accuracy.converted, metric), getattr(onnx_run.accuracy.converted, metric)
+            ok &= abs(k - o) <= tolerance + 1e-12
+            parts.append(f"{'mAP@0.5' if metric == 'map50' else 'mAP@0.5:0.95'} Keras {k:.4f} vs ONNX {o:.4f} "
+                         f"(|diff| {abs(k - o):.4f})")
+        verdict = "PASS" if ok else "FAIL"
+        lines.append(f"- {profile} {precision}: {'; '.join(parts)}; tolerance {tolerance:g} -> {verdict}")
+    return lines
+
+
+def detector_details(runs: list[DetectorRun]) -> list[str]:
+    lines = []
+    for run in runs:
+        a = run.accuracy
+        tried = ", ".join(f"{r.name} {attempt_scores(r)}" for r in a.remedies)
+        budget = f"budget mAP@0.5 {a.max_drop:g} pts (drop {round(a.drop_points, 2) + 0.0:.2f})"
+        if getattr(a, "max_drop_map50_95", None) is not None:
+            budget += f", mAP@0.5:0.95 {a.max_drop_map50_95:g} pts (drop {round(a.drop_map50_95_points, 2) + 0.0:.2f})"
+        line = (f"- {run.name}: {run.convert_seconds:.1f} s to convert; head {run.report.head}; "
+                f"attempts (mAP@0.5 / mAP@0.5:0.95): {tried}; {budget}; "
+                f"box agreement with the float reference {100 * a.agreement:.1f}%")
+        q = run.report.quantization
+        if q is not None and getattr(q, "decode", None):
+            line += f"; decode {q.decode}"
+        if q is not None and q.float_ops:
+            line += f"; {len(q.float_ops)} float ops"
+        if run.report.edgetpu is not None:
+            e = run.report.edgetpu
+            failed = "; ".join(i.rule for i in e.precheck if i.severity == "error")
+            line += f"; Edge TPU pre-check {'passed' if e.precheck_passed else 'failed: ' + failed}"
+        if run.latencies_ms:
+            line += f"; latency over {len(run.latencies_ms)} runs"
+        lines += [line] + [f"  - {note}" for note in run.notes]
+    return lines
+
+
+def attempt_scores(remedy) -> str:
+    if remedy.top1 is None:
+        return "n/a"
+    second = getattr(remedy, "map50_95", None)
+    return f"{remedy.top1:.4f}" + (f" / {second:.4f}" if second is not None else "")
+
+
+DETECTOR_NOTES = (
+    "Notes: each row is one `convert()` with the default accuracy budget; 'float ref.' is the float model that "
+    "conversion scores against (the source itself), 'drop vs float' is converted minus that reference, in "
+    "percentage points. An int8 conversion over budget writes no bundle; its row comes from the error's report "
+    "(the best attempt, named in status) and has no latency; the extra 'max_drop=100' row is the same "
+    "conversion with the budget switched off, so there is an int8 model to time. Size is the bundle's model "
+    "file(s) (.tflite, or OpenVINO .xml + .bin). Latency: one image, batch 1, all models round-robin in one loop."
+)
+
+
+def render_detector(runs: list[DetectorRun], machine: str, header: str) -> str:
+    parts = ["# convert_bench --detector", "", header, "", machine, ""]
+    for profile in DETECTOR_PROFILES:
+        if not any(r.profile == profile for r in runs):
+            continue
+        parts += [f"## {profile}: {DETECTOR_ENGINES[profile]}", "", *detector_table(runs, profile), ""]
+    parts += ["## ONNX-sourced against Keras-sourced (same network)", ""]
+    for profile in DETECTOR_PROFILES:
+        parts += agreement_check(runs, profile)
+    parts += ["", DETECTOR_NOTES, "", "## Details", "", *detector_details(runs)]
+    return "\n".join(parts) + "\n"
+
+
+def detector_benchmark(work: Path, args: argparse.Namespace) -> str:
+    started = time.monotonic()
+    sizes = DETECTOR_QUICK if args.quick else DETECTOR_FULL
+    rounds = args.rounds or sizes.rounds
+    log(f"detector: writing {sizes.val} val and {sizes.calib} calibration scenes in {work / 'detector'}")
+    data = make_detector_data(work / "detector" / "data", sizes)
+    sources = detector_sources(work / "detector")
+    runs = detector_runs()
+    bundles = work / "detector" / "bundles"
+    for run in list(runs):
+        convert_detector(run, sources[run.source], bundles / run.name.replace("/", "_"), data)
+        if run.status == "over budget":
+            extra = DetectorRun(run.profile, run.source, run.precision, budget_off=True, options=dict(run.options))
+            runs.insert(runs.index(run) + 1, extra)
+            convert_detector(extra, sources[run.source], bundles / (run.name.replace("/", "_") + "_nobudget"), data)
+    timed = [r for r in runs if r.bundle_path is not None]
+    log(f"detector: timing {rounds} rounds x {len(timed)} models, {args.threads} threads")
+    sample = sorted((data["val"] / "images").glob("*.png"))[0]
+    others = other_load(lambda: measure_latency(timed, sample, threads=args.threads, rounds=rounds, warmup=sizes.warmup,
+                                                engine_of=detector_engine, input_of=detector_input))
+    header = (
+        f"The shipped shapes detector (160x160x3, 4 classes, YOLOv5 head, 0-1 boxes) as its `.keras` file and as "
+        f"the same network written as a YOLOv8-layout ONNX file ([1, 8, 400], pixel boxes, NCHW input; "
+        f"TFLite targets go through onnx2tf {metadata.version('onnx2tf')}), converted for "
+        f"{', '.join(DETECTOR_PROFILES)}; {sizes.val} held-out val scenes, {sizes.calib} calibration scenes "
+        f"(training photographs); {rounds} timed rounds after {sizes.warmup} warm-up"
+        f"{' (quick)' if args.quick else ''}, "
+        f"all {len(timed)} bundles round-robin in one loop; other processes used "
+        f"{'n/a' if others is None else f'{100 * others:.0f}%'} of the CPUs while timing; "
+        f"whole run {time.monotonic() - started:.0f} s"
+    )
+    return render_detector(runs, machine_line(args.threads, ("tflite", "openvino")), header)
+
+
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=None, help="timed invokes per model (default 100, 20 with --quick)")
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="timed invokes per model (classifier: default 100, 20 with --quick; detector: 1000, 100 with --quick)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="LiteRT and OpenVINO CPU threads (default 2)")
     parser.add_argument("--out-dir", type=Path, default=None, help="keep data, model and bundles here (default: a temp dir, removed)")
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds: a smoke run")
@@ -507,6 +831,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--raw-init", action="store_true",
         help="keep MobileNetV2's initial BatchNorm statistics (degenerate activations) instead of setting them from train images",
     )
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument(
+        "--detector", action="store_true",
+        help="only the detector part: the shipped detector (.keras and YOLOv8-layout ONNX), float and int8 for rpi5, "
+             f"coral-usb and intel-cpu, with mAP (written to {DETECTOR_RESULTS_FILE.name})",
+    )
+    part.add_argument("--no-detector", action="store_true", help="only the classifier part (--targets applies to it)")
     parser.add_argument(
         "--targets", type=parse_targets, default=TARGETS,
         help="comma-separated targets to benchmark: tflite, openvino (default tflite,openvino)",
@@ -551,19 +882,23 @@ def benchmark(work: Path, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        text = benchmark(args.out_dir, args)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="convert_bench-"))
-        try:
-            text = benchmark(work, args)
-        finally:
+    parts = []
+    if not args.detector:
+        parts.append((benchmark, RESULTS_FILE))
+    if not args.no_detector:
+        parts.append((detector_benchmark, DETECTOR_RESULTS_FILE))
+    work = args.out_dir or Path(tempfile.mkdtemp(prefix="convert_bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for index, (run, results) in enumerate(parts):
+            text = run(work, args)
+            print(("\n" if index else "") + text, end="", flush=True)
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(text, encoding="utf-8")
+            log(f"written to {results}")
+    finally:
+        if args.out_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(text, end="")
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(text, encoding="utf-8")
-    log(f"written to {RESULTS_FILE}")
     return 0
 
 
