@@ -34,9 +34,29 @@ def test_fake_quantized_fine_tuning_gives_an_int8_model_as_accurate_as_float(tfk
     assert top1 >= ref_top1 - 0.015
 
 
-def test_keras3_sources_are_told_why_fake_quantization_is_not_offered(keras3_model):
-    reason = qat.unsupported_reason(models.load_model(keras3_model))
-    assert reason is not None and "tf-keras" in reason and "PyTorch" in reason
+def test_keras3_fine_tuning_on_the_int8_grid_keeps_int8_as_accurate_as_float(keras3_model, digits):
+    source = models.load_model(keras3_model)
+    train = load_labelled(digits["train"], SPEC, what="--train")
+    val = load_labelled(digits["val"], SPEC, what="--val")
+    calib = load_calibration(digits["calib"], SPEC, limit=100, minimum=50)
+    tuned = qat.quantization_aware(source, train, SPEC, qat.QATSettings(epochs=1))
+    assert tuned.kind == "keras3" and tuned.model is not source.model
+    changed = [not np.array_equal(a, b) for a, b in zip(tuned.model.get_weights(), source.model.get_weights())]
+    assert any(changed)  # fine-tuned, and the weights stay float (not snapped to the grid)
+    kernels = [w for w in tuned.model.get_weights() if w.ndim == 4]
+    assert not all(np.allclose(k, qat._int8_grid(k, (0, 1, 2))) for k in kernels)
+
+    engine = LiteRTEngine(tflite.convert(tuned, precision=Precision.INT8, spec=SPEC, calib=calib).content)
+    top1 = float(np.mean(engine_predictions(engine, val, SPEC) == val.labels))
+    reference = np.concatenate([np.argmax(source.predict(b)[0], axis=-1) for b in val.batches(SPEC, size=64)])
+    assert top1 >= float(np.mean(reference == val.labels)) - 0.015
+
+
+def test_sources_that_cannot_be_fine_tuned_are_told_why(tmp_path):
+    import onnx_detectors
+
+    reason = qat.unsupported_reason(models.load_model(onnx_detectors.classifier_onnx(tmp_path / "c.onnx")))
+    assert reason is not None and "Keras source" in reason and "PyTorch" in reason
 
 
 def test_the_ladder_ends_with_quantization_aware_fine_tuning(tfkeras_model, digits):
