@@ -292,8 +292,24 @@ class OpenVINOTarget:
             yield self._run(job, "accuracy-control", calib, OVSettings(accuracy_control=True),
                             "nncf.quantize_with_accuracy_control reverted the most damaging ops to float")
         if job.train_set is not None:
-            yield Attempt("quantization-aware", None, first.settings,
-                          "skipped: NNCF's quantization-aware training needs PyTorch, which edge-sdk does not install", len(calib))
+            yield self._quantization_aware(job, calib, base)
+
+    def _quantization_aware(self, job: Job, calib: ImageSet, settings: OVSettings) -> Attempt:
+        """The Keras model fine-tuned under int8 rounding (converters/qat.py), then NNCF as the baseline."""
+        from edge_sdk.converters import models, qat
+
+        name = "quantization-aware"
+        reason = qat.unsupported_reason(job.source)
+        if reason is not None:
+            return Attempt(name, None, settings, f"skipped: {reason}", len(calib))
+        try:
+            tuned = qat.quantization_aware(job.source, job.train_set, job.spec, progress=job.progress)
+            tuned_job = replace(job, source=tuned, float_tflite=models.float_tflite(tuned, job.spec))
+        except ConversionError as exc:
+            return Attempt(name, None, settings, f"failed: {exc}", len(calib))
+        return self._run(tuned_job, name, calib, settings,
+                         f"fine-tuned {qat.QATSettings().epochs} epochs under int8 rounding on "
+                         f"{len(job.train_set)} --train images, then nncf.quantize")
 
     def package(self, job: Job, attempt: Attempt) -> Packaged:
         ir: IR = attempt.model

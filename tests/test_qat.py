@@ -81,3 +81,21 @@ def test_the_ladder_ends_with_quantization_aware_fine_tuning(tfkeras_model, digi
 
     job.train_set = None
     assert list(TFLiteTarget().attempts(job))[-1].note == "skipped: needs --train images to fine-tune on"
+
+
+def test_openvino_ends_its_ladder_with_the_fine_tuned_keras_model(keras3_model, digits):
+    from edge_sdk.converters.openvino import OpenVINOTarget
+    from edge_sdk.converters.targets import Job, TargetOptions
+    from edge_sdk.profiles import load_profile
+
+    source = models.load_model(keras3_model)
+    job = Job(
+        source=source, float_tflite=models.float_tflite(source, SPEC), spec=SPEC, device=load_profile("intel-cpu"),
+        precision=Precision.INT8, calib_set=load_calibration(digits["calib"], SPEC, limit=100, minimum=50),
+        calib_path=None, calib_limit=100, min_calib=50, val_set=load_labelled(digits["val"], SPEC, what="--val"),
+        reference_score=None, max_drop=0.0, per_channel=True, options=TargetOptions(),
+        train_set=load_labelled(digits["train"], SPEC, what="--train"),
+    )
+    last = list(OpenVINOTarget().attempts(job))[-1]
+    assert last.name == "quantization-aware" and not last.failed, last.note
+    assert last.metrics.top1 > 0.9 and "nncf.quantize" in last.note
