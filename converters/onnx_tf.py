@@ -256,7 +256,7 @@ def _run_onnx2tf(fixed: Path, work: Path, input_name: str, data: np.ndarray, sou
             import onnx2tf
     except ImportError as exc:
         raise ConversionError(
-            "ONNX to TensorFlow needs onnx2tf: pip install \"edge-sdk[onnx]\" && pip install --no-deps onnx2tf==1.29.24"
+            "ONNX to TensorFlow needs onnx2tf: pip install \"edge-sdk[convert]\" && pip install --no-deps onnx2tf==1.29.24"
         ) from exc
     finally:
         np.random.set_state(state)

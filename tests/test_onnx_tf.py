@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx2tf", reason='needs onnx2tf: pip install "edge-sdk[onnx]" && pip install --no-deps onnx2tf')
+pytest.importorskip("onnx2tf", reason='needs onnx2tf: pip install --no-deps onnx2tf==1.29.24')
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
