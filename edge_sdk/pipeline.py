@@ -327,7 +327,8 @@ class Pipeline:
                         break
                     self.stats.frames_in += 1
                     config, model = self.config, self.model
-                    # Files are paced by the source itself when --fps asks for real-time playback.
+                    # The one cap on a live source (cmd/config changes it); files are paced by the
+                    # source itself when --fps asks for real-time playback.
                     min_gap = 1.0 / config.fps if config.fps and source.live else 0.0
                     now = time.monotonic()
                     if seen % config.stride or now - last < min_gap:

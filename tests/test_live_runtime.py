@@ -1,5 +1,5 @@
-"""The runtime on a live stream: the metrics carry the source's dropped frames. Real ffmpeg RTSP
-stream, real bundle, real Mosquitto."""
+"""The runtime on a live stream: the metrics carry the source's dropped frames, and cmd/config's fps
+is the only pacing a live source gets. Real ffmpeg RTSP stream, real bundle, real Mosquitto."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from media import FFMPEG, RtspStream
 from mosquitto import Mosquitto
 from mqtt_peers import Collector
 from reliability_scenarios import small_bundle
-from test_mqtt_runtime import device_settings
+from test_mqtt_runtime import command, device_settings
 
 from edge_sdk.config import RunConfig
 from edge_sdk.mqtt import payloads
@@ -98,3 +98,25 @@ def test_metrics_report_the_frames_the_live_source_dropped(bundle, broker, rtsp,
         device.link.close()
         collector.close()
 
+
+@pytest.mark.timeout(120)
+def test_cmd_config_raises_the_fps_of_a_live_source(bundle, broker, rtsp, tmp_path):
+    device = LiveDevice(bundle, broker, tmp_path, rtsp.url, fps=5)
+    try:
+        deadline = time.monotonic() + 30
+        while not device.arrivals and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert device.arrivals, "no result from the stream"
+        before = device.rate(4.0)
+        answer = command(broker, "config", {"fps": 20})
+        assert answer["ok"], answer
+        time.sleep(0.5)
+        after = device.rate(4.0)
+        device.stop()
+        print(f"results/s before {before:.2f}, after {after:.2f}")
+        # 5 fps -> 20 fps on a 25 fps stream (the pipeline keeps one frame per 1/20 s gap: about
+        # 12.5 fps): generous margins, never a timing bound.
+        assert 0 < before < 8, before
+        assert after > 1.6 * before, (before, after)
+    finally:
+        device.link.close()
