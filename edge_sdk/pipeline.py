@@ -118,6 +118,7 @@ class Stats:
     frame_errors: int = 0
     detections: int = 0
     health: Health = field(default_factory=Health)
+    source: object = field(default=None, repr=False)  # the source being run: its stats() count the frames it dropped
     started: float = field(default_factory=time.monotonic)
     window: dict[str, deque] = field(default_factory=lambda: {k: deque(maxlen=1000) for k in ("preprocess", "infer", "decode", "latency")})
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -132,6 +133,7 @@ class Stats:
             out = {
                 "frames_in": self.frames_in, "frames_done": self.frames_done, "frames_skipped": self.frames_skipped,
                 "frame_errors": self.frame_errors, "detections": self.detections,
+                "frames_dropped": _source_dropped(self.source),
                 "fps": self.frames_done / max(1e-9, time.monotonic() - self.started),
                 "engine_state": self.health.state, "engine_detail": self.health.detail,
                 "engine_restarts": self.health.restarts, "engine_hangs": self.health.hangs,
@@ -143,6 +145,12 @@ class Stats:
                     out[f"{key}_ms_p50"] = float(np.percentile(arr, 50))
                     out[f"{key}_ms_p99"] = float(np.percentile(arr, 99))
         return out
+
+
+def _source_dropped(source) -> int:
+    """Frames ``source`` dropped (a live source keeps only the newest; real-time playback skips late ones)."""
+    stats = getattr(source, "stats", None)
+    return int(stats().get("frames_dropped", 0)) if callable(stats) else 0
 
 
 class RestartLimiter:
@@ -300,6 +308,7 @@ class Pipeline:
         finished: queue.Queue = queue.Queue(maxsize=4)
         stop = threading.Event()
         failures: list[BaseException] = []
+        self.stats.source = source
 
         def put(q: queue.Queue, item) -> bool:
             while not stop.is_set():
@@ -318,7 +327,8 @@ class Pipeline:
                         break
                     self.stats.frames_in += 1
                     config, model = self.config, self.model
-                    # Files are paced by the source itself when --fps asks for real-time playback.
+                    # The one cap on a live source (cmd/config changes it); files are paced by the
+                    # source itself when --fps asks for real-time playback.
                     min_gap = 1.0 / config.fps if config.fps and source.live else 0.0
                     now = time.monotonic()
                     if seen % config.stride or now - last < min_gap:

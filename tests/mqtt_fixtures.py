@@ -27,6 +27,7 @@ pattern write edge/%u/info
 pattern write edge/%u/detections
 pattern write edge/%u/metrics
 pattern write edge/%u/snapshot
+pattern write edge/%u/alert
 pattern write edge/%u/cmd/+/result/#
 pattern write homeassistant/+/%u/+/config
 pattern read edge/%u/cmd/+

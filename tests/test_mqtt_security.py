@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import threading
 import time
 
+import jsonschema
 import mosquitto as harness
 import paho.mqtt.client as mqtt
 import pytest
@@ -120,6 +122,7 @@ CAM_1_WRITES = {
     "edge/cam-1/detections": True,
     "edge/cam-1/metrics": True,
     "edge/cam-1/snapshot": True,
+    "edge/cam-1/alert": True,
     "edge/cam-1/cmd/config/result": True,
     "edge/cam-1/cmd/model/result/0123456789ab": True,  # edge-sdk push's per-request reply topic
     "homeassistant/sensor/cam-1/person/config": True,
@@ -127,6 +130,7 @@ CAM_1_WRITES = {
     "edge/cam-1/unknown": False,
     "edge/cam-2/detections": False,
     "edge/cam-2/status": False,
+    "edge/cam-2/alert": False,
     "edge/cam-2/cmd/config": False,
     "edge/cam-2/cmd/config/result": False,
     "homeassistant/sensor/cam-2/person/config": False,
@@ -178,6 +182,45 @@ def test_the_backend_cannot_write_as_a_device(fleet):
     backend = fleet("backend")
     for topic in ("edge/cam-1/detections", "edge/cam-1/cmd/config/result", "edge/cam-1/cmd/config/extra"):
         assert backend.ack(backend.publish(topic)).value == NOT_AUTHORIZED, topic
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, digits):
+    from reliability_scenarios import small_bundle
+
+    return small_bundle(digits, tmp_path_factory.mktemp("acl-bundle"))
+
+
+@pytest.mark.slow
+def test_a_devices_real_alert_passes_the_fleet_acl_and_another_devices_alert_topic_does_not(password_mosquitto, peers, tmp_path, bundle):
+    from edge_sdk.config import RunConfig
+    from edge_sdk.mqtt.link import FleetLink
+    from edge_sdk.pipeline import open_pipeline
+
+    backend = peers(password_mosquitto.port, username="backend", password=PASSWORDS["backend"])
+    backend.subscribe("edge/#")
+    outbox = tmp_path / "outbox.sqlite3"
+    outbox.write_bytes(b"this is not an SQLite database" * 100)  # damaged: quarantined at start, with an alert
+    settings = MQTTSettings(
+        broker=f"mqtt://{HOST}:{password_mosquitto.port}", device_id="cam-1", username="cam-1", password=PASSWORDS["cam-1"],
+        outbox={"path": str(outbox)}, reconnect_min_s=0.1, reconnect_max_s=0.5,
+    )
+    pipeline = open_pipeline(bundle, config=RunConfig())
+    link = FleetLink(pipeline, settings, source="test").start()
+    try:
+        assert wait(lambda: "edge/cam-1/alert" in backend.topics(), 20), backend.topics()
+        alert = next(m for m in backend.messages if m.topic == "edge/cam-1/alert")
+        body = json.loads(alert.payload)
+        jsonschema.validate(body, payloads.schema("alert"))
+        assert body["kind"] == "outbox-quarantined" and body["device_id"] == "cam-1", body
+    finally:
+        link.close()
+        pipeline.close()
+    cam1 = peers(password_mosquitto.port, username="cam-1", password=PASSWORDS["cam-1"])
+    assert cam1.ack(cam1.publish("edge/cam-2/alert", b'{"kind": "forged"}')).value == NOT_AUTHORIZED
+    cam1.publish("edge/cam-1/status", b"last")
+    assert wait(lambda: any(m.payload == b"last" for m in backend.messages))
+    assert "edge/cam-2/alert" not in backend.topics()
 
 
 def test_on_mqtt_311_a_publish_denied_by_the_acl_is_acknowledged_as_a_success(password_mosquitto, peers):

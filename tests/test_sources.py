@@ -390,15 +390,17 @@ def test_http_stream_server_killed_and_restarted(baseline):
 
 @needs_ffmpeg
 @pytest.mark.timeout(30)
-def test_live_fps_caps_delivery(rtsp, baseline):
+def test_live_fps_does_not_pace_delivery(rtsp, baseline):
+    # The pipeline's RunConfig.fps is the one cap on a live source (cmd/config changes it while it
+    # runs): the source itself hands out every newest frame of the 25 fps stream.
     with open_source(rtsp.url, fps=5) as source:
         frames = source.frames()
         next(frames)
-        started = time.monotonic()
-        for _ in range(5):
+        count, started = 0, time.monotonic()
+        while time.monotonic() - started < 3.0:
             next(frames)
-        elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 3.0, elapsed
+            count += 1
+    assert count > 1.6 * 5 * 3.0, count  # paced to 5 fps it would be about 15
 
 
 @pytest.mark.timeout(30)

@@ -59,13 +59,9 @@ class LiveSource:
     # -- the consumer's side ----------------------------------------------------------------------
     def frames(self) -> Iterator[Frame]:
         """The newest frame each time; blocks while there is none. Raises :class:`SourceError`
-        once retries are exhausted; returns after :meth:`close`."""
-        interval = 1.0 / self._options.fps if self._options.fps else 0.0
-        next_at = 0.0
+        once retries are exhausted; returns after :meth:`close`. Not paced here: the pipeline's
+        ``RunConfig.fps`` caps a live source, so ``cmd/config`` can change the rate while it runs."""
         while True:
-            wait = next_at - time.monotonic()
-            if wait > 0:
-                self._stop.wait(wait)
             with self._cond:
                 while self._newest is None and not self._closed and self._error is None:
                     self._cond.wait()
@@ -75,7 +71,6 @@ class LiveSource:
                     raise self._error
                 frame, self._newest = self._newest, None
                 self._counters.frames_delivered += 1
-            next_at = time.monotonic() + interval
             yield frame
 
     def stats(self) -> dict[str, int]:

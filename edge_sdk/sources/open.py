@@ -42,9 +42,10 @@ def open_source(
 
     Live sources (cameras, streams, pipelines, Picamera2) start a reader thread at once and never
     block here: a source that is absent is retried in the background. Their ``frames()`` hands out
-    the newest frame only (older ones are dropped and counted), ``fps`` caps the delivery rate, a
-    lost source is reopened with capped exponential backoff (``backoff_initial_s`` doubling up to
-    ``backoff_max_s``, with jitter), and ``frames()`` raises :class:`SourceError` after ``retries``
+    the newest frame only (older ones are dropped and counted) as soon as it arrives; they are not
+    paced here (``fps`` is only passed on to a camera's driver): the pipeline's ``RunConfig.fps``
+    caps them, and ``cmd/config`` changes it while they run. A lost source is reopened with capped
+    exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``, with jitter), and ``frames()`` raises :class:`SourceError` after ``retries``
     consecutive failed attempts (``None``: retry forever). FFmpeg and GStreamer opens and reads give
     up after ``open_timeout_s`` and ``read_timeout_s``; no frame for ``stall_after_s`` is reported
     as a ``stalled`` event.
