@@ -59,20 +59,26 @@ def test_sources_that_cannot_be_fine_tuned_are_told_why(tmp_path):
     assert reason is not None and "Keras source" in reason and "PyTorch" in reason
 
 
-def test_the_ladder_ends_with_quantization_aware_fine_tuning(tfkeras_model, digits):
-    """Every attempt of the TFLite ladder, run to its end (convert() stops at the first within budget)."""
+def _ladder_job(model_path, digits, profile: str):
+    """The job convert() would build, with --train given, to run a target's whole ladder."""
     from edge_sdk.converters.targets import Job, TargetOptions
-    from edge_sdk.converters.tflite import TFLiteTarget
     from edge_sdk.profiles import load_profile
 
-    source = models.load_model(tfkeras_model)
-    job = Job(
-        source=source, float_tflite=models.float_tflite(source, SPEC), spec=SPEC, device=load_profile("rpi4"),
+    source = models.load_model(model_path)
+    return Job(
+        source=source, float_tflite=models.float_tflite(source, SPEC), spec=SPEC, device=load_profile(profile),
         precision=Precision.INT8, calib_set=load_calibration(digits["calib"], SPEC, limit=100, minimum=50),
         calib_path=None, calib_limit=100, min_calib=50, val_set=load_labelled(digits["val"], SPEC, what="--val"),
         reference_score=None, max_drop=0.0, per_channel=True, options=TargetOptions(),
         train_set=load_labelled(digits["train"], SPEC, what="--train"),
     )
+
+
+def test_the_ladder_ends_with_quantization_aware_fine_tuning(tfkeras_model, digits):
+    """Every attempt of the TFLite ladder, run to its end (convert() stops at the first within budget)."""
+    from edge_sdk.converters.tflite import TFLiteTarget
+
+    job = _ladder_job(tfkeras_model, digits, "rpi4")
     attempts = list(TFLiteTarget().attempts(job))
     assert [a.name for a in attempts][-1] == "quantization-aware"
     last = attempts[-1]
@@ -85,17 +91,7 @@ def test_the_ladder_ends_with_quantization_aware_fine_tuning(tfkeras_model, digi
 
 def test_openvino_ends_its_ladder_with_the_fine_tuned_keras_model(keras3_model, digits):
     from edge_sdk.converters.openvino import OpenVINOTarget
-    from edge_sdk.converters.targets import Job, TargetOptions
-    from edge_sdk.profiles import load_profile
 
-    source = models.load_model(keras3_model)
-    job = Job(
-        source=source, float_tflite=models.float_tflite(source, SPEC), spec=SPEC, device=load_profile("intel-cpu"),
-        precision=Precision.INT8, calib_set=load_calibration(digits["calib"], SPEC, limit=100, minimum=50),
-        calib_path=None, calib_limit=100, min_calib=50, val_set=load_labelled(digits["val"], SPEC, what="--val"),
-        reference_score=None, max_drop=0.0, per_channel=True, options=TargetOptions(),
-        train_set=load_labelled(digits["train"], SPEC, what="--train"),
-    )
-    last = list(OpenVINOTarget().attempts(job))[-1]
+    last = list(OpenVINOTarget().attempts(_ladder_job(keras3_model, digits, "intel-cpu")))[-1]
     assert last.name == "quantization-aware" and not last.failed, last.note
     assert last.metrics.top1 > 0.9 and "nncf.quantize" in last.note
