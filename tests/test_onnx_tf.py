@@ -113,6 +113,14 @@ def test_float_and_int8_tflite_have_no_transpose_or_flex(classifier):
     assert (probs.argmax(1) == want.argmax(1)).mean() >= 0.9
 
 
+def _save(graph, path: Path, *, opset: int) -> Path:
+    """A graph made with onnx.helper, checked and written at ``opset``."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def _detector(path: Path, *, classes: int = 2) -> Path:
     """A YOLOv8-like head: two strides, each [1, 4+C, h*w], concatenated to [1, 4+C, N], then a
     pooled-feature output and the NCHW feature map itself. Output names are not in sorted order."""
@@ -155,10 +163,7 @@ def _detector(path: Path, *, classes: int = 2) -> Path:
         ],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, opset=13)
 
 
 def test_two_outputs_keep_order_names_and_onnx_layout(tmp_path):
@@ -212,10 +217,7 @@ def _castlike(path: Path, *, name: str) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 3, 8, 8])],
         [numpy_helper.from_array(np.zeros(1, np.float64), "like")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, opset=15)
 
 
 def test_unconvertible_op_names_op_and_node(tmp_path):
@@ -254,9 +256,7 @@ def test_pytorch_style_names_keep_outputs_apart(tmp_path):
         ],
         [w("w1", 8, 3, 3, 3), w("b1", 8), w("fc_w", 8, 5), w("fc_b", 5)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(tmp_path / "torch.onnx"))
+    _save(graph, tmp_path / "torch.onnx", opset=13)
     images = rng.random((3, 16, 20, 3)).astype(np.float32)
     result = to_saved_model(tmp_path / "torch.onnx", tmp_path / "saved", calibration=images)
     names = ["/head/logits:0", "/backbone/feat"]
@@ -429,10 +429,7 @@ def _yolov8_like(path: Path, *, reg_max: int = 16, classes: int = 3) -> Path:
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + classes, "anchors"])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, opset=17)
 
 
 def test_yolov8_like_head_keeps_its_layout(tmp_path):

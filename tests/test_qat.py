@@ -16,40 +16,35 @@ pytestmark = pytest.mark.slow
 SPEC = Preprocessing(width=32, height=32, channels=3)
 
 
-def test_fake_quantized_fine_tuning_gives_an_int8_model_as_accurate_as_float(tfkeras_model, digits):
-    source = models.load_model(tfkeras_model)
-    train = load_labelled(digits["train"], SPEC, what="--train")
+def _tune_and_score(model_path, digits):
+    """The source, its fine-tuned copy, the copy's int8 model, and top-1 of float source and int8 copy."""
+    source = models.load_model(model_path)
     val = load_labelled(digits["val"], SPEC, what="--val")
-    calib = load_calibration(digits["calib"], SPEC, limit=100, minimum=50)
-    aware = qat.quantization_aware(source, train, SPEC, qat.QATSettings(epochs=1))
-    assert aware.model is not source.model and aware.kind == "tf-keras"
-
-    model = tflite.convert(aware, precision=Precision.INT8, spec=SPEC, calib=calib)
-    engine = LiteRTEngine(model.content)
-    assert not model.float_ops  # int8 all through, I/O quantize and dequantize aside
-    predicted = engine_predictions(engine, val, SPEC)
+    tuned = qat.quantization_aware(source, load_labelled(digits["train"], SPEC, what="--train"), SPEC,
+                                   qat.QATSettings(epochs=1))
+    model = tflite.convert(tuned, precision=Precision.INT8, spec=SPEC,
+                           calib=load_calibration(digits["calib"], SPEC, limit=100, minimum=50))
+    top1 = float(np.mean(engine_predictions(LiteRTEngine(model.content), val, SPEC) == val.labels))
     reference = np.concatenate([np.argmax(source.predict(b)[0], axis=-1) for b in val.batches(SPEC, size=64)])
-    top1, ref_top1 = float(np.mean(predicted == val.labels)), float(np.mean(reference == val.labels))
+    return source, tuned, model, float(np.mean(reference == val.labels)), top1
+
+
+def test_fake_quantized_fine_tuning_gives_an_int8_model_as_accurate_as_float(tfkeras_model, digits):
+    source, aware, model, ref_top1, top1 = _tune_and_score(tfkeras_model, digits)
+    assert aware.model is not source.model and aware.kind == "tf-keras"
+    assert not model.float_ops  # int8 all through, I/O quantize and dequantize aside
     assert ref_top1 > 0.9
     assert top1 >= ref_top1 - 0.015
 
 
 def test_keras3_fine_tuning_on_the_int8_grid_keeps_int8_as_accurate_as_float(keras3_model, digits):
-    source = models.load_model(keras3_model)
-    train = load_labelled(digits["train"], SPEC, what="--train")
-    val = load_labelled(digits["val"], SPEC, what="--val")
-    calib = load_calibration(digits["calib"], SPEC, limit=100, minimum=50)
-    tuned = qat.quantization_aware(source, train, SPEC, qat.QATSettings(epochs=1))
+    source, tuned, _, ref_top1, top1 = _tune_and_score(keras3_model, digits)
     assert tuned.kind == "keras3" and tuned.model is not source.model
     changed = [not np.array_equal(a, b) for a, b in zip(tuned.model.get_weights(), source.model.get_weights())]
     assert any(changed)  # fine-tuned, and the weights stay float (not snapped to the grid)
     kernels = [w for w in tuned.model.get_weights() if w.ndim == 4]
     assert not all(np.allclose(k, qat._int8_grid(k, (0, 1, 2))) for k in kernels)
-
-    engine = LiteRTEngine(tflite.convert(tuned, precision=Precision.INT8, spec=SPEC, calib=calib).content)
-    top1 = float(np.mean(engine_predictions(engine, val, SPEC) == val.labels))
-    reference = np.concatenate([np.argmax(source.predict(b)[0], axis=-1) for b in val.batches(SPEC, size=64)])
-    assert top1 >= float(np.mean(reference == val.labels)) - 0.015
+    assert top1 >= ref_top1 - 0.015
 
 
 def test_sources_that_cannot_be_fine_tuned_are_told_why(tmp_path):
