@@ -94,8 +94,13 @@ def recognise(shapes: Sequence[Shape]) -> Head | None:
     return None
 
 
+def describe(shape: Shape) -> str:
+    """``[1, ?, 640, 640]``: a shape as messages show it, ``?`` for a dynamic size."""
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 def describe_shapes(shapes: Sequence[Shape]) -> str:
-    return ", ".join("[" + ", ".join("?" if d is None else str(d) for d in s) + "]" for s in shapes)
+    return ", ".join(describe(s) for s in shapes)
 
 
 def _is_e2e(rows: np.ndarray) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.converters import _tf
-from edge_sdk.converters.heads import Head
+from edge_sdk.converters.heads import Head, describe
 from edge_sdk.errors import ConfigError, ModelError
 
 Shape = tuple[int | None, ...]
@@ -134,10 +134,6 @@ def layout_of(shape: Shape) -> str:
     if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
         return "NCHW"
     return "NHWC"
-
-
-def describe(shape: Shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def static(shape: Any) -> Shape:

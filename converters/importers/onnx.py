@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.converters.models import Format, SourceModel, describe, image_size, static
+from edge_sdk.converters.heads import describe
+from edge_sdk.converters.models import Format, SourceModel, image_size, static
 from edge_sdk.errors import ConversionError, ModelError
 
 MIN_OPSET = 13
