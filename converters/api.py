@@ -140,10 +140,13 @@ def _precision(source, device: DeviceProfile, precision: str | Precision | None)
         own = Precision.INT8 if source.quantized else Precision.FP32
         if chosen not in (None, own) or (device.require_full_integer and own is not Precision.INT8):
             wanted = (chosen or Precision.INT8).value
+            if device.require_full_integer:
+                kind = "full-integer" if source.quantized else "float"
+                raise ConfigError(
+                    f"model {source.name} is a {kind} .tflite and cannot be re-quantized to {wanted} for {device.name}; "
+                    "bring its Keras, SavedModel or ONNX source, or a full-integer .tflite"
+                )
             raise ConfigError(
-                f"model {source.name} is a {'full-integer' if source.quantized else 'float'} .tflite and cannot be "
-                f"re-quantized to {wanted} for {device.name}; bring its Keras, SavedModel or ONNX source, or a "
-                f"full-integer .tflite" if device.require_full_integer else
                 f"model {source.name} is a {own.value} .tflite and cannot be re-quantized to {wanted}; bring its "
                 "Keras, SavedModel or ONNX source"
             )
