@@ -156,7 +156,7 @@ def convert(
 @app.command("run")
 def run_command(
     bundle: Path = typer.Argument(..., help="Bundle folder to run."),
-    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index, /dev/videoN, file, rtsp:// or http:// URL, folder, glob, GStreamer pipeline, picamera2."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index, /dev/videoN, file, rtsp:// or http:// URL, folder, glob, GStreamer pipeline, picamera2 (one camera; several: 'cameras:' in --config)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration; flags override it."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
     fps: Optional[float] = typer.Option(None, help="Live: process at most F frames/s. Files: real-time playback at F."),
@@ -179,13 +179,11 @@ def run_command(
         help="Run the engine in a child process, so a hang is killed and a crash survived (watchdog.isolate).",
     ),
 ) -> None:
-    """Run a bundle on a frame source; JSON lines per frame (stdout, or MQTT with --broker), a summary on stderr."""
+    """Run a bundle on one camera (--source) or several (cameras: in --config); JSON lines per frame (stdout, or MQTT with --broker), a summary on stderr."""
     import json
 
     from edge_sdk.config import load_config
-    from edge_sdk.errors import ConfigError
-    from edge_sdk.pipeline import open_pipeline
-    from edge_sdk.sources import open_source
+    from edge_sdk.runtime import Runtime
 
     settings = load_config(
         config, source=source, max_frames=max_frames, fps=fps, threshold=threshold, jsonl=jsonl,
@@ -193,89 +191,43 @@ def run_command(
         threads=threads, device=device, cpu_fallback=cpu_fallback, broker=broker, device_id=device_id, http=http,
         isolate_engine=isolate_engine,
     )
-    if settings.source is None:
-        raise ConfigError("--source is required (or 'source:' in the --config file)")
     err = Console(stderr=True)
-    link = None
-    if settings.mqtt is not None:
-        from edge_sdk.mqtt.link import check_settings
-
-        check_settings(settings.mqtt)
-        installed = None
-        if settings.mqtt.update_keys:
-            from edge_sdk.ota.store import BundleStore
-
-            installed = BundleStore(settings.mqtt.store_path).current()
-        if installed is not None:
-            err.print(f"running the model update installed at {installed} (in place of {bundle})", highlight=False)
-            bundle = installed
-    pipeline = open_pipeline(bundle, config=settings)
-    # The live view binds its port before the fleet hears of this run, so a busy port fails fast.
-    view = _live_view(pipeline, settings.http, err) if settings.http is not None else None
-    if settings.mqtt is not None:
-        from edge_sdk.mqtt.link import FleetLink
-
-        try:
-            link = FleetLink(pipeline, settings.mqtt, source=settings.source).start()
-        except BaseException:
-            if view is not None:
-                view.close()
-            raise
-        err.print(f"publishing to {settings.mqtt.redacted_broker()} as {settings.mqtt.device_id}", highlight=False)
-        if view is not None:
-            view.link = link
-
-    def event(e) -> None:
-        err.print(f"[dim]source {getattr(e.state, 'value', e.state)}[/]: {e.detail}", highlight=False)
-        if link is not None:
-            link.on_source_event(e)
-
+    runtime = Runtime(bundle, settings, notify=lambda line: err.print(line, highlight=False, markup=False))
     sink = None
     try:
-        frames = open_source(settings.source, fps=settings.fps, loop=settings.loop, on_event=event, retries=settings.retries)
-        if view is not None:
-            view.source = frames
-        sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else (sys.stdout if link is None else None)
-        listeners = [x.on_result for x in (link, view) if x is not None]
-
-        def notify(result) -> None:
-            for listener in listeners:
-                listener(result)
-
-        for result in pipeline.run(frames, on_result=notify):
-            if sink is not None:
-                sink.write(json.dumps(result.to_json()) + "\n")
-                sink.flush()
+        with runtime:
+            sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else (sys.stdout if runtime.link is None else None)
+            for result in runtime.results():
+                if sink is not None:
+                    sink.write(json.dumps(result.to_json()) + "\n")
+                    sink.flush()
     finally:
-        if view is not None:
-            view.close()
         if sink is not None and sink is not sys.stdout:
             sink.close()
-        pipeline.close()
-        stats = pipeline.stats.snapshot()
-        summary = (
-            f"frames {stats['frames_done']} ({stats['frames_skipped']} skipped, {stats['frame_errors']} bad), "
-            f"{stats['fps']:.1f} fps, latency p50 {stats.get('latency_ms_p50', 0):.1f} ms "
-            f"p99 {stats.get('latency_ms_p99', 0):.1f} ms, {stats['detections']} detections"
-        )
-        if stats["engine_restarts"] or stats["engine_state"] != "ok":
-            summary += f"; engine {stats['engine_state']}, {stats['engine_restarts']} restarts ({stats['engine_hangs']} hangs)"
-        if link is not None:
-            link.close()
-            sent = link.publisher.stats()
-            summary += (f"; mqtt: {sent.get('acked', 0)} acked, {sent.get('outbox_depth', 0)} kept in the outbox, "
-                        f"{sent.get('outbox_dropped_overflow', 0)} dropped, {sent.get('refused', 0)} refused")
-        err.print(summary, highlight=False)
+        if runtime.pipeline is not None:
+            err.print(_summary(runtime), highlight=False, markup=False)
 
 
-def _live_view(pipeline, address: str, err: Console):
-    from edge_sdk.liveview import LiveView, parse_address
-
-    host, port = parse_address(address)
-    view = LiveView(pipeline, host=host, port=port).start()
-    scope = "listening on every interface; " if host in ("0.0.0.0", "::") else ""
-    err.print(f"live view on {view.url} ({scope}also /metrics and /healthz)", highlight=False)
-    return view
+def _summary(runtime) -> str:
+    """The run in one line per camera, then the engine and MQTT, for stderr."""
+    stats = runtime.stats()
+    lines = []
+    for camera in stats.cameras:
+        s = camera.stats
+        line = (f"frames {s.frames_done} ({s.frames_skipped} skipped, {s.frame_errors} bad), {s.fps:.1f} fps, "
+                f"latency p50 {s.latency_ms_p50 or 0:.1f} ms p99 {s.latency_ms_p99 or 0:.1f} ms, {s.detections} detections")
+        if len(stats.cameras) > 1 or camera.state == "failed":
+            line = f"camera {camera.id} {camera.state}: {line}"
+        lines.append(line)
+    engine = stats.engine
+    tail = ""
+    if engine.restarts or engine.state != "ok":
+        tail += f"; engine {engine.state}, {engine.restarts} restarts ({engine.hangs} hangs)"
+    if runtime.link is not None:
+        sent = runtime.link.publisher.stats()
+        tail += (f"; mqtt: {sent.get('acked', 0)} acked, {sent.get('outbox_depth', 0)} kept in the outbox, "
+                 f"{sent.get('outbox_dropped_overflow', 0)} dropped, {sent.get('refused', 0)} refused")
+    return "\n".join(lines) + tail
 
 
 @app.command()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.mqtt.settings import MQTTSettings
@@ -33,12 +34,65 @@ class WatchdogSettings(BaseModel):
     start_s: float = Field(default=120.0, gt=0, description="Time allowed to open a fresh engine (an NPU compiles the model first).")
 
 
+# A camera id is one MQTT topic level under the device's prefix: no wildcard or separator (which
+# would widen ACL patterns), and none of the device-level names (cmd would even read as a command).
+CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESERVED_CAMERA_IDS = frozenset({"cmd", "status", "info", "metrics", "alert", "detections", "snapshot", "events", "counts"})
+
+
+def check_camera_id(value: str) -> str:
+    if not isinstance(value, str) or not CAMERA_ID.match(value):
+        raise ValueError(f"camera id {value!r} is not a safe topic level: use 1-64 letters, digits, '_' or '-', "
+                         "starting with a letter or digit")
+    if value in RESERVED_CAMERA_IDS:
+        raise ValueError(f"camera id {value!r} is reserved for a device-level topic; choose another")
+    return value
+
+
+def _check_zones(zones):
+    for i, polygon in enumerate(zones or []):
+        if len(polygon) < 3:
+            raise ValueError(f"zone {i} needs at least 3 points")
+        if any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in polygon):
+            raise ValueError(f"zone {i} has a point outside the frame (use normalised 0-1 coordinates)")
+    return zones
+
+
+class CameraConfig(BaseModel):
+    """One camera of a run: where its frames come from, and its own pacing and filters. A field
+    left out takes the run's value (the top-level ``fps``, ``threshold``... of the config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Names the camera in results, topics ({prefix}{id}/detections) and the live view.")
+    source: str = Field(description="Camera index, /dev/videoN, file, URL, folder, glob or GStreamer pipeline.")
+    fps: float | None = Field(default=None, gt=0, description="Live: process at most this many frames/s. Files: real-time playback.")
+    stride: int | None = Field(default=None, ge=1, description="Process every Nth frame.")
+    threshold: float | None = Field(default=None, ge=0, le=1, description="Minimum score of a reported detection.")
+    labels: list[str] | None = Field(default=None, description="Report only these labels.")
+    zones: list[list[tuple[float, float]]] | None = Field(default=None, description="Polygons of normalised points.")
+    min_area: float | None = Field(default=None, ge=0, le=1, description="Minimum box area as a share of the frame.")
+    loop: bool | None = Field(default=None, description="Restart a video file or folder at its end.")
+
+    _id = field_validator("id")(classmethod(lambda cls, v: check_camera_id(v)))
+    _zones = field_validator("zones")(classmethod(lambda cls, v: _check_zones(v)))
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class RunConfig(BaseModel):
     """How ``edge-sdk run`` turns a source into results."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str | None = Field(default=None, description="Camera index, /dev/videoN, file, URL, folder, glob or GStreamer pipeline.")
+    cameras: list[CameraConfig] | None = Field(
+        default=None, description="Several cameras on one engine, each {id, source, fps?, stride?, threshold?, labels?, zones?, "
+        "min_area?, loop?}; instead of 'source'.",
+    )
     max_frames: int | None = Field(default=None, ge=1, description="Stop after this many processed frames.")
     fps: float | None = Field(
         default=None, gt=0,
@@ -80,24 +134,43 @@ class RunConfig(BaseModel):
             parse_address(value)
         return value
 
-    @field_validator("zones")
+    _zones = field_validator("zones")(classmethod(lambda cls, v: _check_zones(v)))
+
+    @field_validator("cameras")
     @classmethod
-    def _zones(cls, zones):
-        for i, polygon in enumerate(zones or []):
-            if len(polygon) < 3:
-                raise ValueError(f"zone {i} needs at least 3 points")
-            if any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in polygon):
-                raise ValueError(f"zone {i} has a point outside the frame (use normalised 0-1 coordinates)")
-        return zones
+    def _cameras(cls, cameras):
+        if cameras is not None and not cameras:
+            raise ValueError("the list is empty; give at least one camera, or use 'source'")
+        seen = set()
+        for camera in cameras or []:
+            if camera.id in seen:
+                raise ValueError(f"camera id {camera.id!r} is given twice")
+            seen.add(camera.id)
+        return cameras
+
+    @model_validator(mode="after")
+    def _one_way_to_name_sources(self):
+        if self.cameras is not None and self.source is not None:
+            raise ValueError("'cameras' and 'source' (--source) are both given; list every camera under 'cameras', or give one 'source'")
+        return self
+
+    def camera_list(self, *, default_id: str = "main") -> list[CameraConfig]:
+        """Every camera of the run with each field it leaves out taken from the run's; [] without a source."""
+        shared = {k: getattr(self, k) for k in ("fps", "stride", "threshold", "labels", "zones", "min_area", "loop")}
+        if self.cameras is None:
+            return [] if self.source is None else [CameraConfig(id=default_id, source=self.source, **shared)]
+        return [camera.model_copy(update={k: v for k, v in shared.items() if getattr(camera, k) is None}) for camera in self.cameras]
 
 
 def field_error(exc: ValidationError, *, noun: str = "field") -> str:
     """The first error of a pydantic validation as one line: "field 'a.b': what is wrong"."""
     first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "payload"
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:
+        return message  # a rule across fields: the message names them
+    field = ".".join(str(p) for p in first["loc"])
     # Keys come from the user: a newline or control character would break the one-line error.
     field = "".join(c if c.isprintable() else repr(c)[1:-1] for c in field[:64]) + ("..." if len(field) > 64 else "")
-    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     return f"{noun} '{field}': {message}"
 
 

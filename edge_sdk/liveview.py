@@ -1,9 +1,10 @@
-"""The live view of a running pipeline over HTTP: an annotated MJPEG stream, stats, /metrics, /healthz.
+"""The live view of a run over HTTP: every camera's annotated MJPEG stream, stats, /metrics, /healthz.
 
 Standard library only (``http.server``), so a device needs nothing more to be watched from a
-browser on another machine or scraped by Prometheus. Frames are drawn and encoded only while
-someone watches, at most ``MAX_STREAM_FPS`` a second, once per new frame for every viewer; each
-viewer has its own thread, so a slow or vanished one holds up nobody, least of all the pipeline.
+browser on another machine or scraped by Prometheus. A camera's frames are drawn and encoded only
+while someone watches it, at most ``MAX_STREAM_FPS`` a second, once per new frame for every
+viewer; each viewer has its own thread, so a slow or vanished one holds up nobody, least of all
+the cameras. The view reads the run through the small :class:`Watched` interface.
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 from edge_sdk import __version__
 from edge_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     from edge_sdk.mqtt.link import FleetLink
-    from edge_sdk.pipeline import Pipeline
     from edge_sdk.results import FrameResult
-    from edge_sdk.sources import Source
 
 log = logging.getLogger("edge_sdk.liveview")
 
@@ -54,6 +53,22 @@ def parse_address(text: str) -> tuple[str, int]:
     if any(c.isspace() for c in host):
         raise ValueError(f"the host in {text!r} contains a space")
     return host or "0.0.0.0", int(port)
+
+
+class Watched(Protocol):
+    """What the live view reads of the run it shows (``edge_sdk.Runtime`` provides it)."""
+
+    model_name: str
+
+    def camera_ids(self) -> list[str]: ...
+
+    def latest(self, camera: str):
+        """``(frame, detections)`` of the camera's newest result, or None before the first."""
+        ...
+
+    def stats(self):
+        """A RuntimeStats: every camera's state and counters, and the engine's health."""
+        ...
 
 
 class FrameFeed:
@@ -90,26 +105,25 @@ class FrameFeed:
 
 
 class LiveView:
-    """Serves a pipeline's live view on ``host:port`` (port 0: a free one) from ``start`` to ``close``.
+    """Serves a run's live view on ``host:port`` (port 0: a free one) from ``start`` to ``close``.
 
-    Pass :meth:`on_result` to ``pipeline.run`` so /healthz and the current fps know when frames
-    arrive. ``link`` (a running MQTT ``FleetLink``) and ``source`` add their counters when set.
+    Pass :meth:`on_result` every result so /healthz and the current fps know when frames arrive.
+    ``link`` (a running MQTT ``FleetLink``) adds its counters when set.
     """
 
     def __init__(
-        self, pipeline: Pipeline, *, host: str = "127.0.0.1", port: int = 0, link: FleetLink | None = None,
-        source: Source | None = None, stall_s: float = 5.0,
+        self, watched: Watched, *, host: str = "127.0.0.1", port: int = 0, link: FleetLink | None = None, stall_s: float = 5.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {port}")
         if stall_s <= 0:
             raise ConfigError(f"stall_s must be positive, not {stall_s}")
-        self.pipeline, self.host, self.link, self.source, self.stall_s = pipeline, host, link, source, stall_s
+        self.watched, self.host, self.link, self.stall_s = watched, host, link, stall_s
         self.port = port
-        self.feed = FrameFeed()
-        self._arrivals: deque[float] = deque(maxlen=256)  # monotonic times of the latest results
+        self.feeds = {camera: FrameFeed() for camera in watched.camera_ids()}
+        self._arrivals = {camera: deque(maxlen=256) for camera in self.feeds}  # monotonic times of the latest results
         self._lock = threading.Lock()
-        self._viewers = 0
+        self._viewers = {camera: 0 for camera in self.feeds}
         self._watched = threading.Event()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -135,7 +149,8 @@ class LiveView:
     def close(self) -> None:
         self._stopping.set()
         self._watched.set()  # wakes the encoder so it sees the stop
-        self.feed.close()
+        for feed in self.feeds.values():
+            feed.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -154,92 +169,127 @@ class LiveView:
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
+    def describe(self) -> str:
+        """Where the view is, in one line for the person who started the run."""
+        scope = "listening on every interface; " if self.host in ("0.0.0.0", "::") else ""
+        return f"live view on {self.url} ({scope}also /metrics and /healthz)"
+
     def on_result(self, result: FrameResult) -> None:
-        with self._lock:
-            self._arrivals.append(time.monotonic())
+        arrivals = self._arrivals.get(result.camera)
+        if arrivals is not None:
+            with self._lock:
+                arrivals.append(time.monotonic())
 
-    # -- viewers and the shared stream ------------------------------------------------------
+    # -- viewers and the shared streams -----------------------------------------------------
 
-    def admit(self) -> bool:
+    def admit(self, camera: str) -> bool:
         with self._lock:
-            if self._viewers >= MAX_VIEWERS:
+            if sum(self._viewers.values()) >= MAX_VIEWERS:
                 return False
-            self._viewers += 1
+            self._viewers[camera] += 1
             self._watched.set()
             return True
 
-    def leave(self) -> None:
+    def leave(self, camera: str) -> None:
         with self._lock:
-            self._viewers -= 1
-            if self._viewers == 0 and not self._stopping.is_set():
+            self._viewers[camera] -= 1
+            if not any(self._viewers.values()) and not self._stopping.is_set():
                 self._watched.clear()
 
     def _encode_loop(self) -> None:
         from edge_sdk.annotate import annotate, jpeg
 
-        shown = None
+        shown: dict[str, object] = {}
         while not self._stopping.is_set():
             self._watched.wait()
-            # Two attributes, not read atomically: at worst a frame is drawn with its successor's
-            # detections, which a viewer cannot tell from the real thing at stream rates.
-            frame, detections = self.pipeline.latest_frame, self.pipeline.latest_detections
-            if frame is not None and frame is not shown:
-                shown = frame
-                data = jpeg(annotate(frame, detections))
-                if data is not None:
-                    self.feed.publish(data)
+            with self._lock:
+                watched = [camera for camera, count in self._viewers.items() if count]
+            for camera in watched:
+                latest = self.watched.latest(camera)
+                if latest is not None and latest[0] is not shown.get(camera):
+                    shown[camera] = latest[0]
+                    data = jpeg(annotate(*latest))
+                    if data is not None:
+                        self.feeds[camera].publish(data)
             self._stopping.wait(1.0 / MAX_STREAM_FPS)
 
     # -- what the endpoints report ----------------------------------------------------------
 
-    def _rate(self, now: float) -> tuple[float | None, float]:
-        """Age of the newest result (None before the first) and results per second over the last 5 s (256 at most)."""
+    def _times(self, camera: str) -> list[float]:
         with self._lock:
-            times = list(self._arrivals)
+            return list(self._arrivals[camera])
+
+    @staticmethod
+    def _rate(times: list[float], now: float) -> tuple[float | None, float]:
+        """Age of the newest result (None before the first) and results per second over the last 5 s (256 at most)."""
         if not times:
             return None, 0.0
         recent = [t for t in times if now - t <= 5.0]
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
         return now - times[-1], fps
 
-    def health(self) -> tuple[bool, dict]:
-        """Healthy while results keep coming: the last one within max(stall_s, 3 frame intervals)."""
-        with self._lock:
-            times = list(self._arrivals)
-        engine = self.pipeline.health
-        if engine.state != "ok":  # restarting after a hang or a failure, or given up on
-            return False, {"status": f"engine {engine.state}", "reason": engine.detail or "", "frames": self.pipeline.stats.frames_done}
+    def _camera_health(self, camera, now: float) -> tuple[bool, dict]:
+        """A camera is healthy while results keep coming: the last within max(stall_s, 3 frame intervals).
+        One that ended (a file played to its end, max_frames) is done, not unhealthy."""
+        times = self._times(camera.id)
+        body = {"camera": camera.id, "state": camera.state, "frames": camera.stats.frames_done}
+        if camera.state in ("ended", "done"):
+            return True, {**body, "status": camera.state}
+        if camera.state == "failed":
+            return False, {**body, "status": "failed", "reason": camera.detail or ""}
         if not times:
-            return False, {"status": "starting", "reason": "no frame processed yet"}
-        age = time.monotonic() - times[-1]
+            return False, {**body, "status": "starting", "reason": "no frame processed yet"}
+        age = now - times[-1]
         interval = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
         limit = max(self.stall_s, 3 * interval)
-        body = {"frames": self.pipeline.stats.frames_done, "last_frame_age_s": round(age, 3)}
+        body["last_frame_age_s"] = round(age, 3)
         if age > limit:
-            return False, {"status": "stalled", "reason": f"no frame for {age:.1f} s (limit {limit:.1f} s)", **body}
+            return False, {**body, "status": "stalled", "reason": f"no frame for {age:.1f} s (limit {limit:.1f} s)"}
+        return True, {**body, "status": "ok"}
+
+    def health(self) -> tuple[bool, dict]:
+        """Healthy while the engine is and every camera that has not ended delivers frames."""
+        stats, now = self.watched.stats(), time.monotonic()
+        cameras = [self._camera_health(camera, now) for camera in stats.cameras]
+        body = {"frames": stats.frames, "cameras": [c for _, c in cameras]}
+        if stats.engine.state != "ok":  # restarting after a hang or a failure, or given up on
+            return False, {"status": f"engine {stats.engine.state}", "reason": stats.engine.detail or "", **body}
+        sick = next((c for ok, c in cameras if not ok), None)
+        if sick is not None:
+            reason = f"camera {sick['camera']}: {sick.get('reason') or sick['status']}" if len(cameras) > 1 else sick.get("reason", "")
+            return False, {"status": sick["status"], "reason": reason, **body}
         return True, {"status": "ok", **body}
 
     def snapshot(self) -> dict:
-        """Everything the page and /metrics show, as JSON-ready values."""
-        age, fps = self._rate(time.monotonic())
-        stats = self.pipeline.stats.snapshot()
-        source = self.source.stats() if self.source is not None else {}
+        """Everything the page and /metrics show, as JSON-ready values: each camera, then totals."""
+        stats, now = self.watched.stats(), time.monotonic()
+        cameras = []
+        for camera in stats.cameras:
+            age, fps = self._rate(self._times(camera.id), now)
+            latest = self.watched.latest(camera.id)
+            cameras.append({
+                **camera.stats.as_dict(), "id": camera.id, "state": camera.state, "detail": camera.detail,
+                "fps_avg": camera.stats.fps, "fps": fps, "last_frame_age_s": age, "viewers": self._viewers[camera.id],
+                "latest": [d.to_json() for d in latest[1]] if latest is not None else [],
+            })
+        engine = stats.engine
+        totals = {key: sum(c[key] for c in cameras) for key in ("frames_in", "frames_done", "frames_skipped", "frame_errors",
+                                                                "frames_dropped", "detections", "fps", "viewers")}
         return {
-            **stats, "fps_avg": stats["fps"], "fps": fps, "model": self.pipeline.bundle.manifest.name,
-            "version": __version__, "last_frame_age_s": age, "viewers": self._viewers,
-            "source_dropped": source.get("frames_dropped"), "source_reconnects": source.get("reconnects"),
-            "latest": [d.to_json() for d in self.pipeline.latest_detections], "mqtt": self._mqtt(stats),
+            **totals, "cameras": cameras, "model": self.watched.model_name, "version": __version__,
+            "engine_state": engine.state, "engine_detail": engine.detail, "engine_restarts": engine.restarts,
+            "engine_hangs": engine.hangs, "engine_lost_frames": engine.lost_frames, "mqtt": self._mqtt(),
         }
 
-    def _mqtt(self, stats: dict) -> dict | None:
+    def _mqtt(self) -> dict | None:
         if self.link is None:
             return None
         from edge_sdk.mqtt.payloads import metrics_body
 
         # The fleet's own metrics message defines published/dropped/reconnects; the page agrees with it.
-        publisher = self.link.publisher.stats()
-        publisher["rate_limited"] = self.link.gate.rate_limited
-        body = metrics_body(stats, publisher, rss_mb=None, cpu_temp_c=None, source_state=self.link.source_state)
+        publisher = self.link.publisher_stats()
+        body = metrics_body({"cameras": [], "engine": {"state": "ok", "restarts": 0, "hangs": 0, "lost_frames": 0}},
+                            publisher, rss_mb=None, cpu_temp_c=None)
         keys = ("published", "acked", "dropped", "refused", "reconnects", "outbox_depth", "outbox_bytes")
         return {**{k: body[k] for k in keys}, "connected": publisher.get("state") == "online"}
 
@@ -248,13 +298,14 @@ class LiveView:
 
 _STAGES = {"preprocess": "preprocess", "infer": "infer", "decode": "decode", "latency": "end_to_end"}
 _COUNTERS = (
-    ("frames_in", "frames_in_total", "Frames the source delivered to the pipeline."),
+    ("frames_in", "frames_in_total", "Frames the camera's source delivered."),
     ("frames_done", "frames_processed_total", "Frames inferred, decoded and filtered."),
     ("frames_skipped", "frames_skipped_total", "Frames skipped on purpose (stride or fps cap)."),
     ("frame_errors", "frame_errors_total", "Frames that could not be preprocessed or inferred."),
     ("detections", "detections_total", "Detections reported, after the filters."),
-    ("source_dropped", "source_frames_dropped_total", "Frames a live source dropped to stay on the newest one."),
-    ("source_reconnects", "source_reconnects_total", "Times the source reconnected."),
+    ("frames_dropped", "source_frames_dropped_total", "Frames a live source dropped to stay on the newest one."),
+)
+_ENGINE = (
     ("engine_restarts", "engine_restarts_total", "Fresh inference engines opened by the watchdog after a hang or a failure."),
     ("engine_hangs", "engine_hangs_total", "Inferences that ran past watchdog.hang_s."),
     ("engine_lost_frames", "engine_lost_frames_total", "Frames that were inside a hung or failed inference."),
@@ -286,25 +337,32 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[dict, floa
 
 
 def metrics_text(snapshot: dict) -> str:
-    """A :meth:`LiveView.snapshot` in the Prometheus text exposition format, version 0.0.4."""
+    """A :meth:`LiveView.snapshot` in the Prometheus text exposition format, version 0.0.4; one
+    sample per camera (label ``camera``) for what is counted per camera."""
+    cameras = snapshot["cameras"]
     lines = _family("info", "gauge", "The model being run and the SDK version.",
                     [({"model": snapshot["model"], "version": snapshot["version"]}, 1)])
     for key, name, help_text in _COUNTERS:
-        if snapshot.get(key) is not None:
-            lines += _family(name, "counter", help_text, [({}, snapshot[key])])
-    lines += _family("fps", "gauge", "Frames processed per second, over the last 5 seconds or 256 frames.", [({}, snapshot["fps"])])
-    latency = [({"stage": stage, "quantile": q}, snapshot[f"{key}_ms_{p}"] / 1e3)
-               for key, stage in _STAGES.items() for q, p in (("0.5", "p50"), ("0.99", "p99")) if f"{key}_ms_{p}" in snapshot]
+        lines += _family(name, "counter", help_text, [({"camera": c["id"]}, c[key]) for c in cameras])
+    lines += _family("fps", "gauge", "Frames processed per second, over the last 5 seconds or 256 frames.",
+                     [({"camera": c["id"]}, c["fps"]) for c in cameras])
+    latency = [({"camera": c["id"], "stage": stage, "quantile": q}, c[f"{key}_ms_{p}"] / 1e3)
+               for c in cameras for key, stage in _STAGES.items() for q, p in (("0.5", "p50"), ("0.99", "p99"))
+               if c[f"{key}_ms_{p}"] is not None]
     if latency:
         lines += _family("latency_seconds", "gauge",
                          "Per-stage time and end-to-end latency (capture to result) over the last 1000 frames, by quantile.", latency)
-    if snapshot["last_frame_age_s"] is not None:
-        lines += _family("last_frame_age_seconds", "gauge", "Seconds since the last frame was processed.",
-                         [({}, snapshot["last_frame_age_s"])])
-    if "engine_state" in snapshot:
-        lines += _family("engine_healthy", "gauge", "1 while the inference engine is healthy, 0 while the watchdog restarts it or has given up.",
-                         [({}, int(snapshot["engine_state"] == "ok"))])
-    lines += _family("stream_viewers", "gauge", "Browsers watching the live stream.", [({}, snapshot["viewers"])])
+    ages = [({"camera": c["id"]}, c["last_frame_age_s"]) for c in cameras if c["last_frame_age_s"] is not None]
+    if ages:
+        lines += _family("last_frame_age_seconds", "gauge", "Seconds since the camera's last frame was processed.", ages)
+    lines += _family("camera_up", "gauge", "1 while the camera is starting or delivering frames, 0 once it failed or ended.",
+                     [({"camera": c["id"], "state": c["state"]}, int(c["state"] not in ("failed", "ended", "done"))) for c in cameras])
+    for key, name, help_text in _ENGINE:
+        lines += _family(name, "counter", help_text, [({}, snapshot[key])])
+    lines += _family("engine_healthy", "gauge", "1 while the inference engine is healthy, 0 while the watchdog restarts it or has given up.",
+                     [({}, int(snapshot["engine_state"] == "ok"))])
+    lines += _family("stream_viewers", "gauge", "Browsers watching a camera's live stream.",
+                     [({"camera": c["id"]}, c["viewers"]) for c in cameras])
     for key, kind, name, help_text in _MQTT if snapshot["mqtt"] is not None else ():
         lines += _family(name, kind, help_text, [({}, snapshot["mqtt"][key])])
     return "\n".join(lines) + "\n"
@@ -385,7 +443,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self) -> None:
         view = self.server.view
-        if not view.admit():
+        asked = parse_qs(urlsplit(self.path).query).get("camera")
+        camera = asked[0] if asked else next(iter(view.feeds), None)
+        if camera not in view.feeds:
+            self._send(404, "text/plain; charset=utf-8", b"no such camera\n")
+            return
+        if not view.admit(camera):
             self._send(503, "text/plain; charset=utf-8", f"{MAX_VIEWERS} viewers already; try again later\n".encode())
             return
         try:
@@ -395,9 +458,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
             self.wfile.write(b"--" + BOUNDARY + b"\r\n")
-            self._parts(view.feed)
+            self._parts(view.feeds[camera])
         finally:
-            view.leave()
+            view.leave(camera)
 
     def _parts(self, feed: FrameFeed) -> None:
         seen = 0
@@ -418,33 +481,56 @@ PAGE = """<!doctype html>
 <title>edge-sdk live view</title>
 <style>
 body{margin:0;font:14px system-ui,sans-serif;background:#111;color:#eee;display:flex;flex-wrap:wrap;gap:16px;padding:16px}
-img{max-width:100%;min-width:320px;background:#222;image-rendering:pixelated}
+main{display:flex;flex-wrap:wrap;gap:12px;flex:1 1 640px}figure{margin:0}figcaption{padding:4px 0}
+img{max-width:100%;min-width:320px;background:#222;image-rendering:pixelated;display:block}
 table{border-collapse:collapse;min-width:260px}td{padding:3px 8px;border-bottom:1px solid #333}
 td:last-child{text-align:right;font-variant-numeric:tabular-nums}h1{font-size:16px;margin:0 0 8px}
 .bad{color:#f66}.mqtt{display:none}.has-mqtt .mqtt{display:table-row}
 </style></head>
-<body><main><img id="stream" src="stream.mjpg" alt="live stream"></main>
+<body><main id="cameras"></main>
 <section id="panel"><h1 id="model">edge-sdk</h1><table>
 <tr><td>status</td><td id="status">…</td></tr>
 <tr><td>fps</td><td id="fps">–</td></tr>
-<tr><td>latency p50 / p99 (ms)</td><td id="latency">–</td></tr>
 <tr><td>frames</td><td id="frames">0</td></tr>
 <tr><td>detections</td><td id="detections">0</td></tr>
 <tr><td>dropped / skipped / bad</td><td id="drops">–</td></tr>
-<tr><td>latest</td><td id="latest">–</td></tr>
+<tr><td>engine</td><td id="engine">–</td></tr>
 <tr class="mqtt"><td>mqtt published / acked</td><td id="mqtt-sent">–</td></tr>
 <tr class="mqtt"><td>mqtt outbox / dropped / refused</td><td id="mqtt-kept">–</td></tr>
 </table></section>
 <script>
 const $ = (id) => document.getElementById(id);
-const ms = (v) => v === undefined ? "–" : v.toFixed(1);
+const ms = (v) => v === null || v === undefined ? "–" : v.toFixed(1);
+function tile(c) {
+  // One figure per camera, made once: its <img> keeps its stream open across refreshes.
+  let figure = document.querySelector(`figure[data-camera="${CSS.escape(c.id)}"]`);
+  if (figure) return figure;
+  figure = document.createElement("figure");
+  figure.dataset.camera = c.id;
+  const img = document.createElement("img");
+  img.className = "stream"; img.alt = "camera " + c.id;
+  img.src = "stream.mjpg?camera=" + encodeURIComponent(c.id);
+  // A stream that ended (restart, too many viewers) is retried rather than left frozen.
+  img.onerror = () => setTimeout(() => { img.src = "stream.mjpg?camera=" + encodeURIComponent(c.id) + "&t=" + Date.now(); }, 2000);
+  const caption = document.createElement("figcaption");
+  figure.append(img, caption);
+  $("cameras").append(figure);
+  return figure;
+}
 function show(s) {
   $("model").textContent = s.model; $("status").textContent = "running"; $("status").className = "";
   $("fps").textContent = s.fps.toFixed(1);
-  $("latency").textContent = ms(s.latency_ms_p50) + " / " + ms(s.latency_ms_p99);
   $("frames").textContent = s.frames_done; $("detections").textContent = s.detections;
-  $("drops").textContent = (s.source_dropped ?? "–") + " / " + s.frames_skipped + " / " + s.frame_errors;
-  $("latest").textContent = s.latest.map((d) => d.label + " " + d.score.toFixed(2)).join(", ") || "–";
+  $("drops").textContent = s.frames_dropped + " / " + s.frames_skipped + " / " + s.frame_errors;
+  $("engine").textContent = s.engine_state + (s.engine_restarts ? " (" + s.engine_restarts + " restarts)" : "");
+  $("engine").className = s.engine_state === "ok" ? "" : "bad";
+  for (const c of s.cameras) {
+    const caption = tile(c).querySelector("figcaption");
+    const latest = c.latest.map((d) => d.label + " " + d.score.toFixed(2)).join(", ") || "–";
+    caption.textContent = c.id + " · " + c.state + " · " + c.fps.toFixed(1) + " fps · p50/p99 " + ms(c.latency_ms_p50) +
+      " / " + ms(c.latency_ms_p99) + " ms · " + latest;
+    caption.className = ["failed", "stalled", "reconnecting"].includes(c.state) ? "bad" : "";
+  }
   document.body.classList.toggle("has-mqtt", s.mqtt !== null);
   if (s.mqtt) {
     $("mqtt-sent").textContent = s.mqtt.published + " / " + s.mqtt.acked;
@@ -455,8 +541,6 @@ async function tick() {
   try { show(await (await fetch("stats.json", {cache: "no-store"})).json()); }
   catch (e) { $("status").textContent = "unreachable"; $("status").className = "bad"; }
 }
-// A stream that ended (restart, too many viewers) is retried rather than left frozen.
-$("stream").onerror = () => setTimeout(() => { $("stream").src = "stream.mjpg?" + Date.now(); }, 2000);
 tick(); setInterval(tick, 1000);
 </script></body></html>
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -84,9 +84,14 @@ class FrameResult:
     frame_size: tuple[int, int]  # (width, height) of the source frame
     detections: tuple[Detection, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    camera: str | None = None  # the id of the camera the frame came from
+
+    def for_camera(self, camera: str) -> FrameResult:
+        return replace(self, camera=camera)
 
     def to_json(self) -> dict:
         return {
+            **({"camera": self.camera} if self.camera is not None else {}),
             "frame": self.index,
             "ts": round(self.timestamp, 6),
             "width": self.frame_size[0],

@@ -137,15 +137,19 @@ def test_running_bundles_never_imports_tensorflow(bundles):
         for path in {[str(p) for p in bundles.values()]!r}:
             pipeline = open_pipeline(path, config=RunConfig(cpu_fallback=True))
             result = pipeline.infer(np.zeros((48, 64, 3), np.uint8))
-        # The fleet side too: publisher, outbox, commands, updates, Home Assistant (broker absent).
-        from edge_sdk.mqtt.link import FleetLink
+        # The whole runtime too: cameras, publisher, outbox, commands, updates, Home Assistant, live view (broker absent).
+        import cv2
+        from edge_sdk import Runtime
         from edge_sdk.mqtt.settings import MQTTSettings
         import edge_sdk.mqtt.commands, edge_sdk.mqtt.homeassistant, edge_sdk.ota.store, edge_sdk.cli_fleet
+        frame = {str(bundles["tflite"].parent / "notf-frame.png")!r}
+        cv2.imwrite(frame, np.zeros((48, 64, 3), np.uint8))
         settings = MQTTSettings(broker="mqtt://127.0.0.1:9", device_id="t", home_assistant=True,
                                 outbox={{"path": {str(bundles["tflite"].parent / "notf-outbox.sqlite3")!r}}})
-        link = FleetLink(pipeline, settings).start()
-        link.on_result(result)
-        link.close(flush_timeout=0.2)
+        config = RunConfig(cameras=[{{"id": "a", "source": frame}}, {{"id": "b", "source": frame}}], mqtt=settings,
+                           http="127.0.0.1:0", max_frames=2)
+        with Runtime({str(bundles["tflite"])!r}, config) as runtime:
+            assert len(list(runtime.results())) == 2
         heavy = [m for m in ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "nncf") if m in sys.modules]
         print("heavy:", heavy)
         """
@@ -188,8 +192,8 @@ def test_pipeline_callback_stride_and_max_frames(bundles, digits, tmp_path):
     assert [r.index for r in results] == list(range(0, 20, 2))
     assert seen == results
     stats = pipeline.stats.snapshot()
-    assert stats["frames_done"] == 10 and stats["frames_skipped"] >= 9
-    assert stats["infer_ms_p50"] > 0 and stats["latency_ms_p99"] >= stats["infer_ms_p50"]
+    assert stats.frames_done == 10 and stats.frames_skipped >= 9
+    assert stats.infer_ms_p50 > 0 and stats.latency_ms_p99 >= stats.infer_ms_p50
 
 
 @pytest.mark.timeout(90)

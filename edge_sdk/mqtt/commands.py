@@ -1,7 +1,8 @@
 """Fleet commands: an allow-list of names, each a function from a request to a result body.
 
 A command never stops the runtime: bad JSON, a wrong type, an unknown name or an oversized
-payload is answered with ``{"ok": false, "error": ...}``.
+payload is answered with ``{"ok": false, "error": ...}``. Commands act on :class:`Controls`, the
+small interface they declare here; the runtime provides it.
 """
 
 from __future__ import annotations
@@ -10,17 +11,31 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_sdk.config import field_error
 from edge_sdk.errors import CommandError, EdgeSDKError
 from edge_sdk.mqtt.client import Command
-from edge_sdk.mqtt.settings import PublishMode
+from edge_sdk.mqtt.settings import MQTTSettings, PublishMode
 
-if TYPE_CHECKING:
-    from edge_sdk.mqtt.link import FleetLink
+
+class Controls(Protocol):
+    """What fleet commands may do to a running device."""
+
+    def configure(self, changes: dict, *, camera: str | None) -> dict:
+        """Apply live settings to ``camera`` (None: every camera); returns what is now in force.
+        Raises CommandError naming a bad field or an unknown camera."""
+        ...
+
+    def snapshot(self, *, camera: str | None) -> dict:
+        """Publish the newest annotated frame of ``camera`` (None: every camera); returns ``{camera: bytes}``."""
+        ...
+
+    def install_model(self, archive: bytes) -> dict:
+        """Verify, install, try and swap in a signed bundle archive; ``{old_sha256, new_sha256, version}``."""
+        ...
 
 
 class ConfigChange(BaseModel):
@@ -37,6 +52,16 @@ class ConfigChange(BaseModel):
     min_area: float | None = Field(default=None, ge=0, le=1, description="Minimum box area share.")
     publish: PublishMode | None = Field(default=None, description="every_frame, on_detection or on_change.")
     max_rate: float | None = Field(default=None, ge=0, description="Most detections messages per second; 0 removes the cap.")
+    camera: str | None = Field(default=None, description="The camera to change; absent: every camera.")
+    request_id: str | int | None = Field(default=None, description="Echoed in the result.")
+
+
+class SnapshotRequest(BaseModel):
+    """``cmd/snapshot``: the newest frame of one camera, or of each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera: str | None = Field(default=None, description="The camera; absent: every camera.")
     request_id: str | int | None = Field(default=None, description="Echoed in the result.")
 
 
@@ -106,26 +131,25 @@ def _validated(model: type[BaseModel], data: dict) -> BaseModel:
         raise CommandError(field_error(exc)) from None
 
 
-def config(link: FleetLink, command: Command) -> dict:
+def config(controls: Controls, settings: MQTTSettings, command: Command) -> dict:
     change = _validated(ConfigChange, _object(command))
-    applied = link.apply_config(change.model_dump(exclude_none=True, exclude={"request_id"}))
-    return {"ok": True, "applied": applied, "request_id": change.request_id}
+    # Fields given as null mean "leave alone" except where null is the way to clear (none here):
+    # [] clears labels and zones, 0 removes the rate cap.
+    applied = controls.configure(change.model_dump(exclude_none=True, exclude={"request_id", "camera"}), camera=change.camera)
+    return {"ok": True, "applied": applied, "camera": change.camera, "request_id": change.request_id}
 
 
-def snapshot(link: FleetLink, command: Command) -> dict:
-    data = _object(command)
-    request_id = data.pop("request_id", None)
-    if data:
-        raise CommandError(f"field '{next(iter(data))}': unknown field")
-    size = link.publish_snapshot(force=True)
-    if size is None:
+def snapshot(controls: Controls, settings: MQTTSettings, command: Command) -> dict:
+    request = _validated(SnapshotRequest, _object(command))
+    sizes = controls.snapshot(camera=request.camera)
+    if not sizes:
         raise CommandError("no frame has been processed yet")
-    return {"ok": True, "bytes": size, "request_id": request_id}
+    return {"ok": True, "bytes": sum(sizes.values()), "cameras": sizes, "request_id": request.request_id}
 
 
-def model(link: FleetLink, command: Command) -> dict:
+def model(controls: Controls, settings: MQTTSettings, command: Command) -> dict:
     if command.too_large:
-        raise CommandError(f"model archive larger than {link.settings.update_max_bytes} bytes")
+        raise CommandError(f"model archive larger than {settings.update_max_bytes} bytes")
     if command.payload[:2] == b"\x1f\x8b":
         archive, request_id = command.payload, None
     else:
@@ -136,28 +160,28 @@ def model(link: FleetLink, command: Command) -> dict:
         if request.url is not None:
             from edge_sdk.ota.archive import fetch_archive
 
-            if not link.settings.update_keys:  # a device that refuses updates downloads nothing for anyone
+            if not settings.update_keys:  # a device that refuses updates downloads nothing for anyone
                 raise CommandError("model updates are off: no update_keys are configured on this device")
 
-            archive = fetch_archive(request.url, max_bytes=link.settings.update_max_bytes, ca_file=link.settings.update_ca_file)
+            archive = fetch_archive(request.url, max_bytes=settings.update_max_bytes, ca_file=settings.update_ca_file)
         else:
             try:
                 archive = base64.b64decode(request.archive_b64, validate=True)
             except (binascii.Error, ValueError):
                 raise CommandError("'archive_b64' is not valid base64") from None
-    return {"ok": True, **link.install_model(archive), "request_id": request_id}
+    return {"ok": True, **controls.install_model(archive), "request_id": request_id}
 
 
-ALLOWED: dict[str, Callable[[FleetLink, Command], dict]] = {"config": config, "snapshot": snapshot, "model": model}
+ALLOWED: dict[str, Callable[[Controls, MQTTSettings, Command], dict]] = {"config": config, "snapshot": snapshot, "model": model}
 
 
-def handle(link: FleetLink, command: Command) -> dict:
+def handle(controls: Controls, settings: MQTTSettings, command: Command) -> dict:
     """The result body for ``command``; errors become ``{"ok": false, "error": ...}``."""
     handler = ALLOWED.get(command.name)
     if handler is None:
         # repr: a topic level may hold a newline or control characters, and the error is one line.
         return {"ok": False, "error": f"unknown command {command.name[:64]!r}; allowed: {', '.join(sorted(ALLOWED))}"}
     try:
-        return handler(link, command)
+        return handler(controls, settings, command)
     except EdgeSDKError as exc:
         return {"ok": False, "error": str(exc)}

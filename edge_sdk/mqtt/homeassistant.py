@@ -28,8 +28,9 @@ def _config_topic(settings: MQTTSettings, component: str, name: str) -> str:
     return f"{settings.discovery_prefix}/{component}/{object_id(settings.device_id)}/{name}/config"
 
 
-def _entities(settings: MQTTSettings, labels: list[str]) -> list[tuple[str, str, dict]]:
-    """(component, object id, the entity's own fields) for every entity the device announces."""
+def _entities(settings: MQTTSettings, labels: list[str], cameras: list[str]) -> list[tuple[str, str, dict]]:
+    """(component, object id, the entity's own fields) for every entity the device announces:
+    the device's fps, and for each camera its last detection and one binary sensor per label."""
     def topic(name: str) -> str:
         return topics.topic(settings.device_id, name, prefix=settings.prefix)
 
@@ -38,28 +39,30 @@ def _entities(settings: MQTTSettings, labels: list[str]) -> list[tuple[str, str,
             "name": "FPS", "state_topic": topic(topics.METRICS), "value_template": "{{ value_json.fps }}",
             "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer",
         }),
-        ("sensor", "last_detection", {
-            "name": "Last detection", "state_topic": topic(topics.DETECTIONS), "icon": "mdi:eye",
-            "value_template": "{{ value_json.detections[0].label if value_json.detections else 'none' }}",
-        }),
     ]
-    used: set[str] = set()
-    for label in labels:
-        base = ident = object_id(label)
-        count = 1
-        while ident in used:  # "a b" and "a_b" must not share an entity
-            count += 1
-            ident = f"{base}_{count}"
-        used.add(ident)
-        entities.append(("binary_sensor", f"seen_{ident}", {
-            "name": f"{label} detected", "state_topic": topic(topics.DETECTIONS), "payload_on": "ON", "payload_off": "OFF",
-            "value_template": "{{ 'ON' if value_json.detections | selectattr('label', 'equalto', %r) | list | length > 0 else 'OFF' }}" % label,
-            "off_delay": OFF_DELAY_S, "device_class": "occupancy",
+    for camera in cameras:
+        detections = topic(topics.camera_name(camera, topics.DETECTIONS))
+        entities.append(("sensor", f"{camera}_last_detection", {
+            "name": f"{camera} last detection", "state_topic": detections, "icon": "mdi:eye",
+            "value_template": "{{ value_json.detections[0].label if value_json.detections else 'none' }}",
         }))
+        used: set[str] = set()
+        for label in labels:
+            base = ident = object_id(label)
+            count = 1
+            while ident in used:  # "a b" and "a_b" must not share an entity
+                count += 1
+                ident = f"{base}_{count}"
+            used.add(ident)
+            entities.append(("binary_sensor", f"{camera}_seen_{ident}", {
+                "name": f"{camera} {label} detected", "state_topic": detections, "payload_on": "ON", "payload_off": "OFF",
+                "value_template": "{{ 'ON' if value_json.detections | selectattr('label', 'equalto', %r) | list | length > 0 else 'OFF' }}" % label,
+                "off_delay": OFF_DELAY_S, "device_class": "occupancy",
+            }))
     return entities
 
 
-def discovery_messages(settings: MQTTSettings, *, model_name: str, labels: list[str]) -> list[tuple[str, dict]]:
+def discovery_messages(settings: MQTTSettings, *, model_name: str, labels: list[str], cameras: list[str]) -> list[tuple[str, dict]]:
     """(config topic, config payload) for each entity, ready to publish retained."""
     node = object_id(settings.device_id)
     device = {
@@ -71,7 +74,7 @@ def discovery_messages(settings: MQTTSettings, *, model_name: str, labels: list[
         "value_template": "{{ value_json.state }}", "payload_available": "online", "payload_not_available": "offline",
     }]
     messages = []
-    for component, name, fields in _entities(settings, labels):
+    for component, name, fields in _entities(settings, labels, cameras):
         # default_entity_id replaced object_id in Home Assistant 2025.10 (object_id stops working
         # in 2026.4); both are sent so older installations name the entities the same way.
         payload = {**fields, "unique_id": f"edge-sdk-{node}-{name}", "default_entity_id": f"{component}.{node}_{name}",
@@ -80,6 +83,6 @@ def discovery_messages(settings: MQTTSettings, *, model_name: str, labels: list[
     return messages
 
 
-def remove_messages(settings: MQTTSettings, *, labels: list[str]) -> list[tuple[str, bytes]]:
+def remove_messages(settings: MQTTSettings, *, labels: list[str], cameras: list[str]) -> list[tuple[str, bytes]]:
     """The empty retained payloads that delete the entities ``discovery_messages`` announced."""
-    return [(_config_topic(settings, component, name), b"") for component, name, _ in _entities(settings, labels)]
+    return [(_config_topic(settings, component, name), b"") for component, name, _ in _entities(settings, labels, cameras)]

@@ -1,30 +1,53 @@
-"""The runtime's link to the fleet: results to MQTT, metrics on a timer, commands back in."""
+"""The runtime's link to the fleet: it publishes what it is given, and hands commands on.
+
+The link knows nothing of pipelines or cameras: it reads the run through the small
+:class:`Observed` interface, and passes each command to the ``on_command`` function it was given.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from pydantic import ValidationError
+import numpy as np
 
-from edge_sdk.config import RunConfig, field_error
-from edge_sdk.errors import CommandError, ConfigError, EdgeSDKError, UpdateError
+from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.mqtt import payloads, topics
 from edge_sdk.mqtt.client import Command, Publisher
 from edge_sdk.mqtt.settings import MQTTSettings, PublishMode
-from edge_sdk.pipeline import Model, Pipeline
 from edge_sdk.results import FrameResult
 
 log = logging.getLogger("edge_sdk.mqtt")
 
-SNAPSHOT_MIN_GAP_S = 1.0  # even on request: a JPEG per second at most
-TRIAL_FRAMES = 3
+SNAPSHOT_MIN_GAP_S = 1.0  # per camera, even on request: a JPEG per second at most
+
+
+class Observed(Protocol):
+    """What the link reads of the run it publishes."""
+
+    def info(self) -> dict:
+        """The retained birth message's body (:func:`payloads.info_body`)."""
+        ...
+
+    def status(self) -> dict:
+        """The run's side of the metrics message: cameras, engine, totals (:func:`payloads.run_status`)."""
+        ...
+
+    def latest(self, camera: str) -> tuple[np.ndarray, tuple] | None:
+        """The newest frame of ``camera`` and its detections, or None before the first."""
+        ...
+
+    def camera_ids(self) -> list[str]: ...
+
+    def watched_labels(self) -> list[str]: ...
 
 
 class PublishGate:
-    """Which frame results become detections messages: the mode, then the rate cap."""
+    """Which frame results become detections messages: the mode, then the rate cap (one gate per camera)."""
 
     def __init__(self, mode: PublishMode, max_rate: float | None) -> None:
         self.mode, self.max_rate = mode, max_rate
@@ -70,23 +93,24 @@ def _cpu_temp_c() -> float | None:
 
 
 class FleetLink:
-    """Connects a pipeline to the broker for the length of a run."""
+    """Connects a run to the broker for its length: results, metrics, status and alerts out, commands in."""
 
-    def __init__(self, pipeline: Pipeline, settings: MQTTSettings, *, source: str | None = None) -> None:
-        self.pipeline, self.settings, self.source = pipeline, settings, source
-        self.gate = PublishGate(settings.publish, settings.max_rate)
+    def __init__(self, settings: MQTTSettings, observed: Observed, *, on_command: Callable[[Command], dict] | None = None) -> None:
+        self.settings, self.observed = settings, observed
+        self._on_command = on_command
+        self.mode, self.max_rate = settings.publish, settings.max_rate
+        self.gates: dict[str, PublishGate] = {}
         self.publisher = Publisher(settings, on_command=self._command)
-        self.source_state: str | None = None
+        self.source_states: dict[str, str] = {}
         self._stop = threading.Event()
         self._metrics_thread: threading.Thread | None = None
-        self._last_snapshot = -1e9
+        self._last_snapshot: dict[str, float] = {}
         self._snapshot_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> FleetLink:
-        self._announce()
-        self.pipeline.health_listeners.append(self.on_health)
+        self.announce()
         quarantined = self.publisher.outbox.quarantined
         if quarantined is not None:
             detail = (f"the outbox {self.publisher.outbox.path} was damaged and moved aside to {quarantined}; "
@@ -101,47 +125,71 @@ class FleetLink:
     def close(self, *, flush_timeout: float = 5.0) -> None:
         """Publish final metrics, give the outbox ``flush_timeout`` to drain, then disconnect."""
         self._stop.set()
-        if self.on_health in self.pipeline.health_listeners:
-            self.pipeline.health_listeners.remove(self.on_health)
         if self._metrics_thread is not None:
             self._metrics_thread.join(5)
-        self.publish_metrics()
+        self._quietly(self.publish_metrics)
         self.publisher.flush(flush_timeout)
         self.publisher.close()
 
-    def _announce(self) -> None:
-        info = payloads.info_body(self.pipeline.bundle, source=self.source)
+    def announce(self) -> None:
+        """The retained info (what this device runs), and Home Assistant discovery when asked."""
+        info = self.observed.info()
         self.publisher.set_retained(topics.INFO, self.publisher.envelope(payloads.INFO, info), qos=self.settings.qos.status)
         if self.settings.home_assistant:
             from edge_sdk.mqtt.homeassistant import discovery_messages
 
-            watch = self.settings.watch_labels or self.pipeline.config.labels or []
-            for topic, payload in discovery_messages(self.settings, model_name=self.pipeline.bundle.manifest.name, labels=watch):
+            watch = self.settings.watch_labels or self.observed.watched_labels()
+            for topic, payload in discovery_messages(self.settings, model_name=info["model"]["name"], labels=watch,
+                                                     cameras=self.observed.camera_ids()):
                 self.publisher.set_retained("", payload, qos=1, topic=topic)
 
-    # -- results ----------------------------------------------------------------------------
+    @staticmethod
+    def _quietly(publish: Callable[[], object]) -> None:
+        try:
+            publish()
+        except EdgeSDKError:
+            pass  # a full disk: the run goes on; the next metrics say what failed
+
+    # -- what the run hands over ------------------------------------------------------------
+
+    def gate(self, camera: str) -> PublishGate:
+        gate = self.gates.get(camera)
+        if gate is None:
+            gate = self.gates[camera] = PublishGate(self.mode, self.max_rate)
+        return gate
+
+    def set_publishing(self, *, mode: PublishMode | None = None, max_rate: float | None | bool = False) -> None:
+        """Change the publish mode and rate cap of every camera (``max_rate=None`` removes the cap)."""
+        if mode is not None:
+            self.mode = mode
+        if max_rate is not False:
+            self.max_rate = max_rate or None
+        for gate in self.gates.values():
+            gate.mode, gate.max_rate = self.mode, self.max_rate
 
     def on_result(self, result: FrameResult) -> None:
         """Called for every frame result; publishes what the mode and rate admit. Never blocks on the network."""
         now = time.monotonic()
-        if self.gate.admit(result, now):
+        camera = result.camera or "main"
+        if self.gate(camera).admit(result, now):
             body = payloads.detections_body(result)
-            self.publisher.publish(topics.DETECTIONS, self.publisher.envelope(payloads.DETECTIONS, body), qos=self.settings.qos.detections)
-        if self.settings.snapshot_interval_s and now - self._last_snapshot >= self.settings.snapshot_interval_s:
-            self.publish_snapshot()
+            self.publisher.publish(topics.camera_name(camera, topics.DETECTIONS), self.publisher.envelope(payloads.DETECTIONS, body),
+                                   qos=self.settings.qos.detections)
+        interval = self.settings.snapshot_interval_s
+        if interval and now - self._last_snapshot.get(camera, -1e9) >= interval:
+            self.publish_snapshot(camera)
 
-    def on_source_event(self, event) -> None:
-        state = getattr(event.state, "value", str(event.state))
-        changed, self.source_state = state != self.source_state, state
+    def on_camera_state(self, camera: str, state: str, detail: str | None) -> None:
+        """A camera's state changed: metrics go out at once, and an alert when it failed."""
+        changed, self.source_states[camera] = state != self.source_states.get(camera), state
         if not changed:
             return
+        if state == "failed":
+            self.alert("camera-failed", detail or state, camera=camera)
         # Metrics go out every 10 s by default: a camera that stalls and recovers in between would
         # never be seen by the fleet, and a lost one only seconds late. A change of state is
         # published at once (called from the source's thread; publish never waits on the network).
-        try:
-            self.publish_metrics()
-        except EdgeSDKError:
-            pass  # a full disk: the source must keep running; the next metrics say what failed
+        self._quietly(self.publish_metrics)
 
     def alert(self, kind: str, detail: str, **extra: str) -> None:
         """One event on ``alert`` (QoS 1 through the outbox, like detections); never raises."""
@@ -161,121 +209,50 @@ class FleetLink:
             self.publisher.set_health(f"inference engine {health.state}: {health.detail}")
             log.warning("inference engine %s: %s", health.state, health.detail)
             self.alert("engine-failed" if health.state == "failed" else "engine-restarted", health.detail or health.state)
-        try:
-            self.publish_metrics()
-        except EdgeSDKError:
-            pass  # a full disk: the next metrics say what failed
+        self._quietly(self.publish_metrics)
+
+    def publisher_stats(self) -> dict:
+        """The publisher's counters, with the frames every camera's rate cap skipped."""
+        stats = self.publisher.stats()
+        stats["rate_limited"] = sum(gate.rate_limited for gate in list(self.gates.values()))
+        return stats
 
     def publish_metrics(self) -> None:
-        stats = self.pipeline.stats.snapshot()
-        publisher = self.publisher.stats()
-        publisher["rate_limited"] = self.gate.rate_limited
-        body = payloads.metrics_body(stats, publisher, rss_mb=_rss_mb(), cpu_temp_c=_cpu_temp_c(), source_state=self.source_state)
+        body = payloads.metrics_body(self.observed.status(), self.publisher_stats(), rss_mb=_rss_mb(), cpu_temp_c=_cpu_temp_c())
         self.publisher.publish(topics.METRICS, self.publisher.envelope(payloads.METRICS, body), qos=self.settings.qos.metrics)
 
     def _metrics_loop(self) -> None:
         while not self._stop.wait(self.settings.metrics_interval_s):
-            try:
-                self.publish_metrics()
-            except EdgeSDKError:
-                pass  # a full disk shows in the next metrics; the run goes on
+            self._quietly(self.publish_metrics)
 
-    def publish_snapshot(self, *, force: bool = False) -> int | None:
-        """Publish the newest frame, annotated, as JPEG; returns its size, or None when there is no frame."""
+    def publish_snapshot(self, camera: str, *, force: bool = False) -> int | None:
+        """Publish ``camera``'s newest frame, annotated, as JPEG; its size, or None when there is no frame."""
         from edge_sdk.annotate import annotate, jpeg
 
         with self._snapshot_lock:
-            wait = SNAPSHOT_MIN_GAP_S - (time.monotonic() - self._last_snapshot)
+            wait = SNAPSHOT_MIN_GAP_S - (time.monotonic() - self._last_snapshot.get(camera, -1e9))
             if wait > 0:
                 if not force:
                     return None
                 time.sleep(wait)
-            frame = self.pipeline.latest_frame
-            if frame is None:
+            latest = self.observed.latest(camera)
+            if latest is None:
                 return None
-            data = jpeg(annotate(frame, self.pipeline.latest_detections))
+            data = jpeg(annotate(*latest))
             if data is None:
                 return None
-            self._last_snapshot = time.monotonic()
-            self.publisher.publish(topics.SNAPSHOT, data, qos=self.settings.qos.snapshot)
+            self._last_snapshot[camera] = time.monotonic()
+            self.publisher.publish(topics.camera_name(camera, topics.SNAPSHOT), data, qos=self.settings.qos.snapshot)
             return len(data)
 
     # -- commands ---------------------------------------------------------------------------
 
     def _command(self, command: Command) -> None:
-        from edge_sdk.mqtt.commands import handle
-
-        self.publisher.respond(command, handle(self, command))
-
-    def apply_config(self, changes: dict) -> dict:
-        """Validate and apply a live configuration change; returns what is now in force."""
-        run_keys = {"threshold", "fps", "stride", "labels", "zones", "min_area"}
-        run_changes = {k: v for k, v in changes.items() if k in run_keys}
-        if "labels" in run_changes and run_changes["labels"] == []:
-            run_changes["labels"] = None
-        if "zones" in run_changes and run_changes["zones"] == []:
-            run_changes["zones"] = None
-        try:
-            new = RunConfig.model_validate({**self.pipeline.config.model_dump(), **run_changes})
-        except ValidationError as exc:
-            raise CommandError(field_error(exc)) from None
-        self.pipeline.config = new
-        if "publish" in changes:
-            self.gate.mode = PublishMode(changes["publish"])
-        if "max_rate" in changes:
-            self.gate.max_rate = changes["max_rate"] or None
-        applied = {k: getattr(new, k) for k in run_changes}
-        if "publish" in changes:
-            applied["publish"] = self.gate.mode.value
-        if "max_rate" in changes:
-            applied["max_rate"] = self.gate.max_rate
-        return {k: ([list(p) for p in v] if k == "zones" and v else v) for k, v in applied.items()}
-
-    def install_model(self, archive: bytes) -> dict:
-        """Verify, install, trial-run and swap in a signed bundle archive; the old one stays for rollback."""
-        from edge_sdk.bundle import open_bundle
-        from edge_sdk.ota.keys import load_public_keys
-        from edge_sdk.ota.store import BundleStore
-
-        if not self.settings.update_keys:
-            raise UpdateError("model updates are off: no update_keys are configured on this device")
-        keys = load_public_keys(self.settings.update_keys)
-
-        def trial(folder: Path) -> None:
-            bundle = open_bundle(folder)
-            engine = self.pipeline.open_engine(bundle)
-            candidate = Model.build(bundle, engine)
-            frame = self.pipeline.latest_frame
-            if frame is None:
-                raise UpdateError("no live frame to try the new model on yet")
-            try:
-                for _ in range(TRIAL_FRAMES):
-                    self.pipeline.infer(frame, model=candidate)
-            finally:
-                close = getattr(engine, "close", None)
-                if close is not None:
-                    close()  # an engine in a child process: the installed copy gets its own below
-
-        store = BundleStore(self.settings.store_path)
-        old_sha = self._model_sha()
-        result = store.install(archive, public_keys=keys, check=trial, max_bytes=self.settings.update_max_bytes)
-        # The trial ran from the staging folder; load the installed copy so the files in use are the kept ones.
-        installed = open_bundle(result.path)
-        engine = self.pipeline.open_engine(installed)
-
-        def on_failure(exc: BaseException) -> None:
-            # Runs in the inference thread, which has already put the old model back.
-            log.warning("model update %s failed on a live frame (%s); rolled back", result.new_sha256[:12], exc)
-            store.rollback()
-            self._announce()  # info shows the model that runs again
-
-        self.pipeline.swap(Model.build(installed, engine), on_failure=on_failure)
-        self._announce()
-        return {"old_sha256": old_sha, "new_sha256": self._model_sha(), "version": result.version}
-
-    def _model_sha(self) -> str | None:
-        manifest = self.pipeline.bundle.manifest
-        return next((f.sha256 for f in manifest.files if f.path == manifest.model_file), None)
+        if self._on_command is None:
+            body = {"ok": False, "error": "this device takes no commands"}
+        else:
+            body = self._on_command(command)
+        self.publisher.respond(command, body)
 
 
 def check_settings(settings: MQTTSettings) -> None:

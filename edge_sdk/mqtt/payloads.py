@@ -35,7 +35,7 @@ def detections_body(result: FrameResult) -> dict:
     return body
 
 
-def info_body(bundle: Bundle, *, source: str | None = None) -> dict:
+def info_body(bundle: Bundle, *, source: str | None = None, cameras: list[dict] | None = None) -> dict:
     """The retained birth message: what this device runs and how well it converted."""
     manifest = bundle.manifest
     model_file = next((f for f in manifest.files if f.path == manifest.model_file), None)
@@ -57,20 +57,45 @@ def info_body(bundle: Bundle, *, source: str | None = None) -> dict:
         },
         "accuracy": accuracy,
         "source": source,
+        "cameras": cameras or [],
     }
 
 
-def metrics_body(pipeline_stats: dict, publisher_stats: dict, *, rss_mb: float | None, cpu_temp_c: float | None, source_state: str | None) -> dict:
-    """Rates, latencies and counters for the fleet's dashboards."""
+def camera_status(camera: str, state: str, detail: str | None, stats) -> dict:
+    """One camera's part of the metrics: its state and counters (``stats`` is a StatsSnapshot)."""
     return {
-        "fps": round(pipeline_stats.get("fps", 0.0), 3),
-        "latency_ms_p50": round(pipeline_stats.get("latency_ms_p50", 0.0), 3),
-        "latency_ms_p99": round(pipeline_stats.get("latency_ms_p99", 0.0), 3),
-        "frames": pipeline_stats.get("frames_done", 0),
-        "frames_skipped": pipeline_stats.get("frames_skipped", 0),
-        "frames_dropped": pipeline_stats.get("frames_dropped", 0),
-        "frame_errors": pipeline_stats.get("frame_errors", 0),
-        "detections": pipeline_stats.get("detections", 0),
+        "camera": camera, "state": state, "detail": detail,
+        "fps": round(stats.fps, 3), "frames": stats.frames_done, "frames_skipped": stats.frames_skipped,
+        "frames_dropped": stats.frames_dropped, "frame_errors": stats.frame_errors, "detections": stats.detections,
+        "latency_ms_p50": round(stats.latency_ms_p50 or 0.0, 3), "latency_ms_p99": round(stats.latency_ms_p99 or 0.0, 3),
+    }
+
+
+def run_status(cameras: list[dict], health) -> dict:
+    """The run's side of the metrics: every camera (:func:`camera_status`) and the engine's health."""
+    return {
+        "cameras": cameras,
+        "engine": {"state": health.state, "detail": health.detail, "restarts": health.restarts, "hangs": health.hangs,
+                   "failures": health.failures, "lost_frames": health.lost_frames},
+    }
+
+
+def metrics_body(status: dict, publisher_stats: dict, *, rss_mb: float | None, cpu_temp_c: float | None) -> dict:
+    """Rates, latencies and counters for the fleet's dashboards: totals over the cameras, then each camera."""
+    cameras, engine = status["cameras"], status["engine"]
+
+    def total(key: str) -> int:
+        return sum(c[key] for c in cameras)
+
+    return {
+        "fps": round(sum(c["fps"] for c in cameras), 3),
+        "latency_ms_p50": max((c["latency_ms_p50"] for c in cameras), default=0.0),
+        "latency_ms_p99": max((c["latency_ms_p99"] for c in cameras), default=0.0),
+        "frames": total("frames"),
+        "frames_skipped": total("frames_skipped"),
+        "frames_dropped": total("frames_dropped"),
+        "frame_errors": total("frame_errors"),
+        "detections": total("detections"),
         "outbox_depth": publisher_stats.get("outbox_depth", 0),
         "outbox_bytes": publisher_stats.get("outbox_bytes", 0),
         "published": publisher_stats.get("sent", 0) + publisher_stats.get("qos0_sent", 0),
@@ -81,11 +106,13 @@ def metrics_body(pipeline_stats: dict, publisher_stats: dict, *, rss_mb: float |
         "reconnects": max(0, publisher_stats.get("connected", 0) - 1),
         "rss_mb": None if rss_mb is None else round(rss_mb, 1),
         "cpu_temp_c": cpu_temp_c,
-        "source_state": source_state,
-        "engine_state": pipeline_stats.get("engine_state", "ok"),
-        "engine_restarts": pipeline_stats.get("engine_restarts", 0),
-        "engine_hangs": pipeline_stats.get("engine_hangs", 0),
-        "engine_lost_frames": pipeline_stats.get("engine_lost_frames", 0),
+        # One camera: its state; several: the first that is not running, so a dashboard sees trouble.
+        "source_state": next((c["state"] for c in cameras if c["state"] != "running"), cameras[0]["state"] if cameras else None),
+        "engine_state": engine["state"],
+        "engine_restarts": engine["restarts"],
+        "engine_hangs": engine["hangs"],
+        "engine_lost_frames": engine["lost_frames"],
+        "cameras": cameras,
     }
 
 

@@ -42,6 +42,11 @@ def topic(device_id: str, name: str, *, prefix: str = DEFAULT_PREFIX) -> str:
     return prefix_for(device_id, prefix) + name
 
 
+def camera_name(camera: str, name: str) -> str:
+    """The name of a message about one camera, under the device's prefix: ``{camera}/{name}``."""
+    return f"{camera}/{name}"
+
+
 def command_topic(device_id: str, command: str, *, prefix: str = DEFAULT_PREFIX) -> str:
     return topic(device_id, f"cmd/{command}", prefix=prefix)
 
