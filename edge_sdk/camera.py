@@ -83,6 +83,11 @@ class Camera:
         if self.source is not None:
             self.source.close()
 
+    def forget(self) -> None:
+        """Drop the listeners and the opener (which refer back to whoever made the camera)."""
+        self.listeners.clear()
+        self._opener = self._frames = None
+
 
 @dataclass(frozen=True)
 class _End:

@@ -157,6 +157,7 @@ class LiveView:
             self._server = None
         for thread in self._threads:
             thread.join(5)
+        self.link = None
 
     def __enter__(self) -> LiveView:
         return self.start()

@@ -181,6 +181,12 @@ class Runtime:
             self.link.close()
         if self.pipeline is not None:
             self.pipeline.close()
+        # Break every cycle through this object, so a program that opens run after run frees each
+        # old engine (and its native threads) at once, not whenever the collector runs.
+        for camera in self.cameras:
+            camera.forget()
+        self._listeners.clear()
+        self._run = None
 
     def __enter__(self) -> Runtime:
         return self.open()

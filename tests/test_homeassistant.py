@@ -8,6 +8,8 @@ import jinja2
 import pytest
 
 from edge_sdk.mqtt import payloads
+from edge_sdk.stats import StatsSnapshot
+from edge_sdk.watchdog import Health
 from edge_sdk.mqtt.homeassistant import discovery_messages, object_id, remove_messages
 from edge_sdk.mqtt.settings import MQTTSettings
 from edge_sdk.results import BBox, Detection, FrameResult
@@ -27,7 +29,7 @@ def detections_payload(labels: list[str]) -> dict:
 
 
 def test_discovery_configs_follow_the_documented_format():
-    messages = discovery_messages(SETTINGS, model_name="ssd-shapes", labels=LABELS)
+    messages = discovery_messages(SETTINGS, model_name="ssd-shapes", labels=LABELS, cameras=["main"])
     assert len(messages) == 2 + len(LABELS)
     ids = set()
     for topic, config in messages:
@@ -41,19 +43,20 @@ def test_discovery_configs_follow_the_documented_format():
         assert config["default_entity_id"] == f"{component}.porch_cam_{name}" == f"{component}.{config['object_id']}"
         ids.add(config["unique_id"])
     assert len(ids) == len(messages)  # 'traffic light' and 'traffic_light' stay two entities
-    assert [t for t, _ in remove_messages(SETTINGS, labels=LABELS)] == [t for t, _ in messages]
+    assert [t for t, _ in remove_messages(SETTINGS, labels=LABELS, cameras=["main"])] == [t for t, _ in messages]
 
 
 def test_templates_give_the_right_states_on_real_payloads():
-    configs = {topic.split("/")[3]: config for topic, config in discovery_messages(SETTINGS, model_name="m", labels=LABELS)}
+    configs = {topic.split("/")[3]: config for topic, config in discovery_messages(SETTINGS, model_name="m", labels=LABELS, cameras=["main"])}
     seen = detections_payload(["traffic light", "dog"])
-    assert render(configs["seen_traffic_light"]["value_template"], seen) == "ON"
-    assert render(configs["seen_traffic_light_2"]["value_template"], seen) == "OFF"
-    assert render(configs["seen_person"]["value_template"], seen) == "OFF"
-    assert render(configs["seen_person"]["value_template"], detections_payload([])) == "OFF"
-    assert render(configs["last_detection"]["value_template"], seen) == "traffic light"
-    assert render(configs["last_detection"]["value_template"], detections_payload([])) == "none"
-    metrics = payloads.metrics_body({"fps": 12.5}, {}, rss_mb=80.0, cpu_temp_c=None, source_state="connected")
+    assert render(configs["main_seen_traffic_light"]["value_template"], seen) == "ON"
+    assert render(configs["main_seen_traffic_light_2"]["value_template"], seen) == "OFF"
+    assert render(configs["main_seen_person"]["value_template"], seen) == "OFF"
+    assert render(configs["main_seen_person"]["value_template"], detections_payload([])) == "OFF"
+    assert render(configs["main_last_detection"]["value_template"], seen) == "traffic light"
+    assert render(configs["main_last_detection"]["value_template"], detections_payload([])) == "none"
+    camera = payloads.camera_status("main", "running", None, StatsSnapshot(0, 10, 0, 0, 0, 3, fps=12.5))
+    metrics = payloads.metrics_body(payloads.run_status([camera], Health()), {}, rss_mb=80.0, cpu_temp_c=None)
     assert render(configs["fps"]["value_template"], metrics) == "12.5"
     status = {"schema": payloads.STATUS, "device_id": "porch.cam", "state": "online", "ts": 1.0}
     availability = configs["fps"]["availability"][0]

@@ -21,11 +21,10 @@ from edge_sdk.cli import main
 from edge_sdk.config import RunConfig
 from edge_sdk.converters import convert
 from edge_sdk.mqtt import payloads
-from edge_sdk.mqtt.link import FleetLink, PublishGate
+from edge_sdk.mqtt.link import PublishGate
 from edge_sdk.mqtt.settings import MQTTSettings, PublishMode
-from edge_sdk.pipeline import open_pipeline
+from edge_sdk.runtime import Runtime
 from edge_sdk.results import BBox, Detection, FrameResult
-from edge_sdk.sources import open_source
 
 pytestmark = pytest.mark.slow
 
@@ -55,31 +54,22 @@ def broker(tmp_path):
 
 
 class Device:
-    """The runtime's pipeline and fleet link on a looping video, in a background thread."""
+    """The runtime with its fleet link on a looping video, in a background thread."""
 
     def __init__(self, bundle, settings: MQTTSettings, video, *, config: RunConfig | None = None) -> None:
-        self.pipeline = open_pipeline(bundle, config=config or RunConfig(threshold=0))
-        self.link = FleetLink(self.pipeline, settings, source=str(video)).start()
+        config = (config or RunConfig(threshold=0)).model_copy(update={"mqtt": settings, "source": str(video), "loop": True, "fps": 25})
+        self.runtime = Runtime(bundle, config).open()
+        self.pipeline, self.link, self.camera = self.runtime.pipeline, self.runtime.link, self.runtime.cameras[0]
         # Commands are not kept for a device that has not subscribed yet: a test's first command
         # must not race the connection (a busy CI machine lost that race once).
         assert self.link.publisher.wait_online(30), "the device did not connect to the broker"
-        self.source = open_source(str(video), loop=True, fps=25)
-        self.error: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for _ in self.pipeline.run(self.source, on_result=self.link.on_result):
-                pass
-        except BaseException as exc:  # surfaced by stop()
-            self.error.append(exc)
+        self.runtime.start()
+        self.thread = self.runtime._thread
 
     def stop(self) -> None:
-        self.source.close()
-        self.thread.join(15)
-        self.link.close()
-        assert not self.error, self.error
+        self.runtime.stop()
+        assert self.runtime.wait(15)
+        self.runtime.close()
 
 
 def device_settings(broker, tmp_path, **extra) -> MQTTSettings:
@@ -200,26 +190,25 @@ def test_a_closed_fleet_link_lets_go_of_its_pipeline_without_waiting_for_the_gar
     gc.collect()
     gc.disable()
     try:
-        pipeline = open_pipeline(classifier, config=RunConfig())
-        link = FleetLink(pipeline, device_settings(broker, tmp_path), source="test").start()
-        assert link.publisher.wait_online(10)
-        link.close()
-        gone = weakref.ref(pipeline)
-        del pipeline, link
+        runtime = Runtime(classifier, RunConfig(source="test.mp4", mqtt=device_settings(broker, tmp_path))).open()
+        assert runtime.link.publisher.wait_online(10)
+        runtime.close()
+        gone = weakref.ref(runtime.pipeline)
+        del runtime
         assert gone() is None
     finally:
         gc.enable()
 
 
 def test_config_command_changes_the_run_live_and_echoes_what_it_applied(classifier, video, broker, tmp_path):
-    collector = Collector(broker.port, "edge/cam-1/detections")
+    collector = Collector(broker.port, "edge/cam-1/main/detections")
     device = Device(classifier, device_settings(broker, tmp_path, publish="every_frame"), video)
     try:
         assert collector.wait_for(lambda c: len(c.payloads("/detections")) >= 5)
         answer = command(broker, "config", {"threshold": 0.97, "labels": ["1", "7"], "max_rate": 5, "request_id": "r1"})
         assert answer["ok"] and answer["request_id"] == "r1"
         assert answer["applied"] == {"threshold": 0.97, "labels": ["1", "7"], "max_rate": 5}
-        assert device.pipeline.config.threshold == 0.97
+        assert device.camera.settings.threshold == 0.97
         mark = len(collector.payloads("/detections"))
         assert collector.wait_for(lambda c: len(c.payloads("/detections")) >= mark + 5)
         for body in collector.payloads("/detections")[mark + 1:]:
@@ -250,9 +239,9 @@ def test_bad_commands_get_an_error_and_the_runtime_keeps_running(running_device,
     broker, device = running_device
     answer = command(broker, name, payload)
     assert answer["ok"] is False and error in answer["error"], answer
-    before = device.pipeline.stats.frames_done
+    before = device.camera.stats.frames_done
     time.sleep(0.3)
-    assert device.pipeline.stats.frames_done > before and device.thread.is_alive()
+    assert device.camera.stats.frames_done > before and device.thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +265,7 @@ def _public_key(tmp_path):
 
 
 def test_snapshot_command_publishes_the_current_frame_as_jpeg(classifier, video, broker, tmp_path):
-    collector = Collector(broker.port, "edge/cam-1/snapshot")
+    collector = Collector(broker.port, "edge/cam-1/main/snapshot")
     device = Device(classifier, device_settings(broker, tmp_path), video)
     try:
         time.sleep(1.0)
@@ -348,8 +337,8 @@ def test_signed_model_updates_are_tried_swapped_and_reported_and_bad_ones_change
         assert (answer["old_sha256"], answer["new_sha256"], answer["version"], answer["request_id"]) == (old, new, 5, 9)
         assert _sha(device.pipeline.bundle.path) == new
         assert collector.wait_for(lambda c: c.payloads("/info")[-1]["model"]["sha256"] == new)
-        frames = device.pipeline.stats.frames_done
-        assert collector.wait_for(lambda c: device.pipeline.stats.frames_done > frames + 5)
+        frames = device.camera.stats.frames_done
+        assert collector.wait_for(lambda c: device.camera.stats.frames_done > frames + 5)
         replay = _signed_archive(second_model, tmp_path, tmp_path / "fleet.key", 4, "older")
         answer = command(broker, "model", replay)
         assert answer["ok"] is False and "not newer" in answer["error"]
@@ -376,7 +365,7 @@ def test_home_assistant_discovery_is_published_retained_when_asked(classifier, v
         collector = Collector(broker.port, "homeassistant/#")  # joins late: the configs are retained
         assert collector.wait_for(lambda c: len(c.messages) == 4)
         topics = sorted(m.topic for m in collector.messages)
-        assert topics[0] == "homeassistant/binary_sensor/cam-1/seen_1/config" and all(m.retain for m in collector.messages)
+        assert topics[0] == "homeassistant/binary_sensor/cam-1/main_seen_1/config" and all(m.retain for m in collector.messages)
         collector.close()
     finally:
         device.stop()
@@ -434,10 +423,10 @@ def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, 
         from edge_sdk.ota.store import BundleStore
 
         assert BundleStore(tmp_path / "store").current() is None  # a restart will not load it either
-        frames = device.pipeline.stats.frames_done
-        assert collector.wait_for(lambda c: device.pipeline.stats.frames_done > frames + 5)
+        frames = device.camera.stats.frames_done
+        assert collector.wait_for(lambda c: device.camera.stats.frames_done > frames + 5)
         assert collector.wait_for(lambda c: c.payloads("/info")[-1]["model"]["sha256"] == _sha(classifier))
-        assert device.thread.is_alive() and not device.error
+        assert device.thread.is_alive() and device.runtime._error is None
     finally:
         device.stop()
         collector.close()

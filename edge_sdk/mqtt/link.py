@@ -130,6 +130,7 @@ class FleetLink:
         self._quietly(self.publish_metrics)
         self.publisher.flush(flush_timeout)
         self.publisher.close()
+        self.observed = self._on_command = None  # the run refers to this link; no cycle outlives it
 
     def announce(self) -> None:
         """The retained info (what this device runs), and Home Assistant discovery when asked."""
