@@ -172,7 +172,8 @@ def run_command(
     device_id: Optional[str] = typer.Option(None, "--device-id", help="Device id in MQTT topics (default: the host name)."),
     http: Optional[str] = typer.Option(
         None, "--http", metavar="[HOST]:PORT",
-        help="Serve the live view, /metrics and /healthz: ':8080' on every interface, '127.0.0.1:8080' on this machine only.",
+        help="Serve the live view, /metrics and /healthz: ':8080' on every interface (needs a token or password, "
+        "e.g. $EDGE_SDK_HTTP_TOKEN; without one it listens on 127.0.0.1), '127.0.0.1:8080' on this machine only.",
     ),
     isolate_engine: Optional[bool] = typer.Option(
         None, "--isolate-engine/--no-isolate-engine",
@@ -268,13 +269,11 @@ def run_command(
         err.print(summary, highlight=False)
 
 
-def _live_view(pipeline, address: str, err: Console):
-    from edge_sdk.liveview import LiveView, parse_address
+def _live_view(pipeline, settings, err: Console):
+    from edge_sdk.liveview import LiveView
 
-    host, port = parse_address(address)
-    view = LiveView(pipeline, host=host, port=port).start()
-    scope = "listening on every interface; " if host in ("0.0.0.0", "::") else ""
-    err.print(f"live view on {view.url} ({scope}also /metrics and /healthz)", highlight=False)
+    view = LiveView(pipeline, settings=settings).start()
+    err.print(f"live view on {view.url} ({view.notice}; also /metrics and /healthz)", highlight=False, soft_wrap=True)
     return view
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -34,6 +35,13 @@ pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FRAME_SIZE = (240, 180)
 PLAYBACK_FPS = 30
+
+
+@pytest.fixture(autouse=True)
+def _no_credential_in_the_environment(monkeypatch):
+    # These tests watch the open live view of loopback; tests/test_liveview_auth.py gives credentials.
+    for name in ("EDGE_SDK_HTTP_TOKEN", "EDGE_SDK_HTTP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +84,11 @@ def served(bundle, video, tmp_path_factory):
         log = root / "stderr.txt"
         cmd = [sys.executable, "-m", "edge_sdk.cli", "run", str(bundle), "--source", str(video), "--loop",
                "--fps", str(PLAYBACK_FPS), "--threshold", "0", "--config", str(root / "run.yaml"), "--http", "127.0.0.1:0"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_SDK_HTTP_")}  # open: loopback, no credential
         with open(log, "wb") as err:
             # A shell's background job ignores SIGINT, and the child would inherit that; the run must
             # meet the Ctrl-C it is stopped with below.
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             yield _wait_for_url(proc, log, timeout=60).rstrip("/")
