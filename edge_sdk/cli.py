@@ -172,7 +172,8 @@ def run_command(
     device_id: Optional[str] = typer.Option(None, "--device-id", help="Device id in MQTT topics (default: the host name)."),
     http: Optional[str] = typer.Option(
         None, "--http", metavar="[HOST]:PORT",
-        help="Serve the live view, /metrics and /healthz: ':8080' on every interface, '127.0.0.1:8080' on this machine only.",
+        help="Serve the live view, /metrics and /healthz: ':8080' on every interface (needs a token or password, "
+        "e.g. $EDGE_SDK_HTTP_TOKEN; without one it listens on 127.0.0.1), '127.0.0.1:8080' on this machine only.",
     ),
     isolate_engine: Optional[bool] = typer.Option(
         None, "--isolate-engine/--no-isolate-engine",
@@ -192,10 +193,11 @@ def run_command(
         isolate_engine=isolate_engine,
     )
     err = Console(stderr=True)
-    runtime = Runtime(bundle, settings, notify=lambda line: err.print(line, highlight=False, markup=False))
-    sink = None
+    runtime = Runtime(bundle, settings, notify=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
+    sink, opened = None, False
     try:
         with runtime:
+            opened = True
             sink = open(settings.jsonl, "a", encoding="utf-8") if settings.jsonl else (sys.stdout if runtime.link is None else None)
             for result in runtime.results():
                 if sink is not None:
@@ -204,8 +206,8 @@ def run_command(
     finally:
         if sink is not None and sink is not sys.stdout:
             sink.close()
-        if runtime.pipeline is not None:
-            err.print(_summary(runtime), highlight=False, markup=False)
+        if opened:
+            err.print(_summary(runtime), highlight=False, markup=False, soft_wrap=True)
 
 
 def _summary(runtime) -> str:

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.httpsettings import LiveViewSettings, parse_address
 from edge_sdk.mqtt.settings import MQTTSettings
 
 
@@ -113,10 +114,11 @@ class RunConfig(BaseModel):
     retries: int | None = Field(default=None, ge=0, description="Source reconnect attempts before giving up (default: forever for live sources).")
     mqtt: MQTTSettings | None = Field(default=None, description="Publish results to an MQTT broker (see the README's MQTT section).")
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings, description="Inference watchdog: hang detection, restarts, isolation.")
-    http: str | None = Field(
+    http: LiveViewSettings | None = Field(
         default=None,
-        description="Serve the live view, /metrics and /healthz on [HOST]:PORT: ':8080' listens on every IPv4 "
-        "interface, '127.0.0.1:8080' on this machine only, port 0 on a free port.",
+        description="Serve the live view, /metrics and /healthz: '[HOST]:PORT' alone (':8080' on every IPv4 interface, "
+        "'127.0.0.1:8080' on this machine only, port 0 on a free port), or a mapping with listen, a token or password, "
+        "and HTTPS. Without a token or password it listens on loopback only.",
     )
 
     @field_validator("source", mode="before")
@@ -125,13 +127,13 @@ class RunConfig(BaseModel):
         # YAML reads `source: 0` (the first camera) as an integer.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("http")
+    @field_validator("http", mode="before")
     @classmethod
     def _http(cls, value):
-        if value is not None:
-            from edge_sdk.liveview import parse_address  # http.server is loaded only for runs that serve
-
+        # `--http :8080` and `http: ":8080"` are the address alone; checked here so the error names 'http'.
+        if isinstance(value, str):
             parse_address(value)
+            return {"listen": value}
         return value
 
     _zones = field_validator("zones")(classmethod(lambda cls, v: _check_zones(v)))
@@ -248,6 +250,11 @@ def load_config(path: str | Path | None, **overrides) -> RunConfig:
         data["watchdog"] = {**(section if isinstance(section, dict) else {}), "isolate": isolate}
     mqtt = {k: overrides.pop(k) for k in ("broker", "device_id") if overrides.get(k) is not None}
     overrides.pop("broker", None), overrides.pop("device_id", None)
+    listen = overrides.pop("http", None)
+    if isinstance(listen, str) and isinstance(data.get("http"), dict):
+        data["http"] = {**data["http"], "listen": listen}  # --http moves the file's live view, keeping its credential
+    elif listen is not None:
+        data["http"] = listen
     data.update({k: v for k, v in overrides.items() if v is not None})
     if mqtt:
         section = data.get("mqtt")

@@ -1,19 +1,22 @@
 """The live view of a run over HTTP: every camera's annotated MJPEG stream, stats, /metrics, /healthz.
 
 Standard library only (``http.server``), so a device needs nothing more to be watched from a
-browser on another machine or scraped by Prometheus. A camera's frames are drawn and encoded only
-while someone watches it, at most ``MAX_STREAM_FPS`` a second, once per new frame for every
-viewer; each viewer has its own thread, so a slow or vanished one holds up nobody, least of all
-the cameras. The view reads the run through the small :class:`Watched` interface.
+browser on another machine or scraped by Prometheus. Every request passes :class:`~edge_sdk.httpauth.Gate`
+before any route; without a credential the server listens on loopback only. A camera's frames are
+drawn and encoded only while someone watches it, at most ``MAX_STREAM_FPS`` a second, once per new
+frame for every viewer; each viewer has its own thread, so a slow or vanished one holds up nobody,
+least of all the cameras. The view reads the run through the small :class:`Watched` interface.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import select
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -24,6 +27,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge_sdk import __version__
 from edge_sdk.errors import ConfigError
+from edge_sdk.httpauth import Answer, Credential, Gate, load_credential, load_tls
+from edge_sdk.httpsettings import PASSWORD_ENV, TOKEN_ENV, LiveViewSettings, format_address, parse_address
+
+__all__ = ["LiveView", "LiveViewSettings", "metrics_text", "parse_address"]
 
 if TYPE_CHECKING:
     from edge_sdk.mqtt.link import FleetLink
@@ -41,18 +48,26 @@ BOUNDARY = b"edge-sdk-frame"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``[HOST]:PORT`` as ``(host, port)``; no host means every IPv4 interface, port 0 a free port."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ValueError(f"expected [HOST]:PORT such as :8080 or 127.0.0.1:8080, not {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"an IPv6 host goes in brackets, e.g. [::1]:8080, not {text!r}")
-    if any(c.isspace() for c in host):
-        raise ValueError(f"the host in {text!r} contains a space")
-    return host or "0.0.0.0", int(port)
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _bind_host(asked: str, credential: Credential | None, *, tls: bool) -> tuple[str, str]:
+    """The host to bind and a one-line notice of who can reach it."""
+    wildcard = asked in ("0.0.0.0", "::", "")
+    if credential is None:
+        if _is_loopback(asked):
+            return asked, "this machine only: no token or password given"
+        loopback = "::1" if ":" in asked else "127.0.0.1"
+        # Refusing would break `--http :8080` as it worked before; binding loopback keeps it safe and says why.
+        return loopback, (f"listening on {loopback} only, not {'every interface' if wildcard else asked}: no token or password "
+                          f"given (http.token_file, http.password_file, ${TOKEN_ENV} or ${PASSWORD_ENV})")
+    scope = "every interface; " if wildcard else ""
+    clear = "" if tls or _is_loopback(asked) else "; sent in clear text without http.cert_file and http.key_file"
+    return asked, f"{scope}{credential.describe()}{clear}"
 
 
 class Watched(Protocol):
@@ -105,21 +120,37 @@ class FrameFeed:
 
 
 class LiveView:
-    """Serves a run's live view on ``host:port`` (port 0: a free one) from ``start`` to ``close``.
+    """Serves a run's live view as ``settings`` say, from ``start`` to ``close``.
+
+    ``host`` and ``port`` (0: a free one) override ``settings.listen``; no settings at all means
+    127.0.0.1, a free port, and a credential only if the environment holds one. The token or password
+    and the certificate are read here: a :class:`ConfigError` names what is wrong. Without a
+    credential a host beyond this machine is replaced by loopback; :attr:`notice` says so in one
+    line, for the caller to show with :attr:`url`.
 
     Pass :meth:`on_result` every result so /healthz and the current fps know when frames arrive.
     ``link`` (a running MQTT ``FleetLink``) adds its counters when set.
     """
 
     def __init__(
-        self, watched: Watched, *, host: str = "127.0.0.1", port: int = 0, link: FleetLink | None = None, stall_s: float = 5.0,
+        self, watched: Watched, *, settings: LiveViewSettings | None = None, host: str | None = None,
+        port: int | None = None, link: FleetLink | None = None, stall_s: float = 5.0,
     ) -> None:
-        if not 0 <= port <= 65535:
+        if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {port}")
         if stall_s <= 0:
             raise ConfigError(f"stall_s must be positive, not {stall_s}")
-        self.watched, self.host, self.link, self.stall_s = watched, host, link, stall_s
-        self.port = port
+        settings = settings or LiveViewSettings(listen="127.0.0.1:0")
+        asked_host, asked_port = settings.address
+        if host is not None or port is not None:
+            asked_host, asked_port = host if host is not None else asked_host, port if port is not None else asked_port
+            settings = settings.model_copy(update={"listen": format_address(asked_host, asked_port)})
+        self.settings = settings
+        self.credential: Credential | None = load_credential(settings)
+        self.tls: ssl.SSLContext | None = load_tls(settings)
+        self.host, self.notice = _bind_host(asked_host, self.credential, tls=self.tls is not None)
+        self.watched, self.link, self.stall_s = watched, link, stall_s
+        self.port = asked_port
         self.feeds = {camera: FrameFeed() for camera in watched.camera_ids()}
         self._arrivals = {camera: deque(maxlen=256) for camera in self.feeds}  # monotonic times of the latest results
         self._lock = threading.Lock()
@@ -133,11 +164,14 @@ class LiveView:
 
     def start(self) -> LiveView:
         try:
-            self._server = _Server((self.host, self.port), self)
+            self._server = _Server((self.host, self.port), self, tls=self.tls)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ConfigError(f"--http: cannot listen on {self.host}:{self.port}: {reason[:1].lower()}{reason[1:]}") from exc
         self.port = self._server.server_address[1]
+        self._server.gate = Gate(self.credential, metrics_public=self.settings.metrics_public,
+                                 secure=self.tls is not None, port=self.port)
+        log.info("live view on %s (%s)", self.url, self.notice)
         self._threads = [
             threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="edge-sdk-http", daemon=True),
             threading.Thread(target=self._encode_loop, name="edge-sdk-stream", daemon=True),
@@ -168,12 +202,12 @@ class LiveView:
     @property
     def url(self) -> str:
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
     def describe(self) -> str:
         """Where the view is, in one line for the person who started the run."""
-        scope = "listening on every interface; " if self.host in ("0.0.0.0", "::") else ""
-        return f"live view on {self.url} ({scope}also /metrics and /healthz)"
+        return f"live view on {self.url} ({self.notice}; also /metrics and /healthz)"
 
     def on_result(self, result: FrameResult) -> None:
         arrivals = self._arrivals.get(result.camera)
@@ -249,12 +283,14 @@ class LiveView:
         return True, {**body, "status": "ok"}
 
     def health(self) -> tuple[bool, dict]:
-        """Healthy while the engine is and every camera that has not ended delivers frames."""
+        """Healthy while the engine is, every camera that has not ended delivers frames, and one has not ended."""
         stats, now = self.watched.stats(), time.monotonic()
         cameras = [self._camera_health(camera, now) for camera in stats.cameras]
         body = {"frames": stats.frames, "cameras": [c for _, c in cameras]}
         if stats.engine.state != "ok":  # restarting after a hang or a failure, or given up on
             return False, {"status": f"engine {stats.engine.state}", "reason": stats.engine.detail or "", **body}
+        if cameras and all(c["status"] in ("ended", "done") for _, c in cameras):
+            return False, {"status": "ended", "reason": "every camera has ended", **body}
         sick = next((c for ok, c in cameras if not ok), None)
         if sick is not None:
             reason = f"camera {sick['camera']}: {sick.get('reason') or sick['status']}" if len(cameras) > 1 else sick.get("reason", "")
@@ -374,11 +410,27 @@ def metrics_text(snapshot: dict) -> str:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    gate: Gate
 
-    def __init__(self, address: tuple[str, int], view: LiveView) -> None:
+    def __init__(self, address: tuple[str, int], view: LiveView, *, tls: ssl.SSLContext | None = None) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.view = view
+        self.view, self.tls = view, tls
         super().__init__(address, _Handler)
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        # The handshake happens here, in the connection's own thread and under its timeout: done on
+        # accept, one client that connects and says nothing would hold up every other.
+        request.settimeout(VIEWER_TIMEOUT_S)
+        try:
+            secured = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ValueError):
+            return  # not TLS, or gone; wrap_socket closed it
+        try:
+            super().finish_request(secured, client_address)
+        finally:
+            self.shutdown_request(secured)
 
     def server_bind(self) -> None:
         # HTTPServer's own server_bind asks DNS for this host's full name (getfqdn), which waits
@@ -396,6 +448,18 @@ def _peer_gone(sock: socket.socket) -> bool:
     """Whether the other end closed the connection (readable with nothing to read)."""
     if not select.select([sock], [], [], 0)[0]:
         return False
+    if isinstance(sock, ssl.SSLSocket):
+        # TLS cannot peek: the byte read (if any) is one a viewer sent after its request, never used.
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            return sock.recv(1) == b""
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return False  # part of a record, not a close
+        except OSError:
+            return True
+        finally:
+            sock.settimeout(timeout)
     try:
         return sock.recv(1, socket.MSG_PEEK) == b""
     except OSError:
@@ -408,6 +472,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = VIEWER_TIMEOUT_S
 
     def do_GET(self) -> None:
+        answer = self.server.gate.check(self.client_address[0], self.path, self.headers)
+        if answer is not None:
+            self._answer(answer)
+            return
         route = {"/": self._page, "/stream.mjpg": self._stream, "/stats.json": self._stats,
                  "/metrics": self._metrics, "/healthz": self._health}.get(urlsplit(self.path).path)
         if route is None:
@@ -417,6 +485,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         pass  # stderr carries the run's events and summary; a page polling every second would bury them
+
+    def _answer(self, answer: Answer) -> None:
+        self.send_response(answer.status)
+        for name, value in answer.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(answer.body)
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
         self.send_response(status)
@@ -538,8 +615,10 @@ function show(s) {
     $("mqtt-kept").textContent = s.mqtt.outbox_depth + " / " + s.mqtt.dropped + " / " + s.mqtt.refused;
   }
 }
+// From the origin, not relative to the address: an address typed with user:password@ makes fetch() refuse.
+const here = location.origin + location.pathname.replace(/[^/]*$/, "");
 async function tick() {
-  try { show(await (await fetch("stats.json", {cache: "no-store"})).json()); }
+  try { show(await (await fetch(here + "stats.json", {cache: "no-store"})).json()); }
   catch (e) { $("status").textContent = "unreachable"; $("status").className = "bad"; }
 }
 tick(); setInterval(tick, 1000);

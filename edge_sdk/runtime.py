@@ -148,10 +148,9 @@ class Runtime:
             self.link.on_camera_state(camera.id, camera.state, camera.detail)
 
     def _open_view(self) -> None:
-        from edge_sdk.liveview import LiveView, parse_address
+        from edge_sdk.liveview import LiveView
 
-        host, port = parse_address(self.config.http)
-        self.view = LiveView(self, host=host, port=port).start()
+        self.view = LiveView(self, settings=self.config.http).start()
         self._listeners.append(self.view.on_result)
         self.notify(self.view.describe())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -23,9 +24,8 @@ import pytest
 from edge_sdk.cli import main
 from edge_sdk.config import RunConfig
 from edge_sdk.converters import convert
-from edge_sdk.liveview import MAX_STREAM_FPS, MAX_VIEWERS, VIEWER_TIMEOUT_S, LiveView
-from edge_sdk.pipeline import open_pipeline
-from edge_sdk.sources import open_source
+from edge_sdk.liveview import MAX_STREAM_FPS, MAX_VIEWERS, VIEWER_TIMEOUT_S
+from edge_sdk.runtime import Runtime
 from media import free_port
 from mosquitto import Mosquitto
 
@@ -34,6 +34,13 @@ pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FRAME_SIZE = (240, 180)
 PLAYBACK_FPS = 30
+
+
+@pytest.fixture(autouse=True)
+def _no_credential_in_the_environment(monkeypatch):
+    # These tests watch the open live view of loopback; tests/test_liveview_auth.py gives credentials.
+    for name in ("EDGE_SDK_HTTP_TOKEN", "EDGE_SDK_HTTP_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +83,11 @@ def served(bundle, video, tmp_path_factory):
         log = root / "stderr.txt"
         cmd = [sys.executable, "-m", "edge_sdk.cli", "run", str(bundle), "--source", str(video), "--loop",
                "--fps", str(PLAYBACK_FPS), "--threshold", "0", "--config", str(root / "run.yaml"), "--http", "127.0.0.1:0"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_SDK_HTTP_")}  # open: loopback, no credential
         with open(log, "wb") as err:
             # A shell's background job ignores SIGINT, and the child would inherit that; the run must
             # meet the Ctrl-C it is stopped with below.
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             yield _wait_for_url(proc, log, timeout=60).rstrip("/")
@@ -179,7 +187,7 @@ def test_headless_chromium_shows_the_stream_and_live_counters(served, bundle, tm
     try:
         driver.get(served + "/")
         size = _wait(lambda: driver.execute_script(
-            "const i = document.getElementById('stream'); return i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];"),
+            "const i = document.querySelector('img.stream'); return i && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];"),
             20, "the stream's first frame in the <img>")
         assert tuple(size) == FRAME_SIZE
 
@@ -192,7 +200,7 @@ def test_headless_chromium_shows_the_stream_and_live_counters(served, bundle, tm
         assert float(driver.find_element(By.ID, "fps").text) > 0
         assert driver.find_element(By.ID, "mqtt-sent").is_displayed()
         assert "://" not in driver.page_source  # offline devices: nothing fetched from anywhere else
-        rect = driver.execute_script("const r = document.getElementById('stream').getBoundingClientRect();"
+        rect = driver.execute_script("const r = document.querySelector('img.stream').getBoundingClientRect();"
                                      "return [r.left, r.top, r.width, r.height, window.devicePixelRatio];")
         shot = tmp_path / "liveview.png"
         assert driver.save_screenshot(str(shot))
@@ -302,32 +310,31 @@ def test_stalled_and_extra_viewers_hold_up_nobody(served):
 
 
 @pytest.mark.timeout(60, func_only=True)
-def test_healthz_is_503_before_the_first_frame_and_after_frames_stop(bundle, video):
-    pipeline = open_pipeline(bundle, config=RunConfig(threshold=0))
-    with LiveView(pipeline, host="127.0.0.1", port=0, stall_s=1.0) as view:
-        base = f"http://127.0.0.1:{view.port}"
+def test_healthz_is_503_before_the_first_frame_ok_while_frames_flow_and_503_once_every_camera_ended(bundle, video):
+    config = RunConfig(source=str(video), fps=PLAYBACK_FPS, threshold=0, http="127.0.0.1:0")
+    with Runtime(bundle, config) as runtime:
+        base = f"http://127.0.0.1:{runtime.view.port}"
         status, _, body = _get(base + "/healthz")
         assert status == 503 and json.loads(body)["status"] == "starting"
-        assert b"edge_sdk_frames_processed_total 0.0" in _get(base + "/metrics")[2]
-        results = list(pipeline.run(open_source(str(video)), on_result=view.on_result))
-        assert len(results) == 40
-        status, _, body = _get(base + "/healthz")
-        assert status == 200 and json.loads(body)["frames"] == 40
-        time.sleep(1.2)
+        assert b'edge_sdk_frames_processed_total{camera="main"} 0.0' in _get(base + "/metrics")[2]
+        runtime.start()
+        health = _wait(lambda: (lambda got: got[0] == 200 and json.loads(got[2]))(_get(base + "/healthz")), 10, "a healthy view")
+        assert health["status"] == "ok" and health["cameras"][0]["camera"] == "main" and health["frames"] > 0, health
+        assert runtime.wait(15)
         status, _, body = _get(base + "/healthz")
         health = json.loads(body)
-        assert status == 503 and health["status"] == "stalled" and "no frame for" in health["reason"], health
+        assert status == 503 and health["status"] == "ended" and health["frames"] == 40, health
+        port = runtime.view.port
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", view.port), timeout=2)
+        socket.create_connection(("127.0.0.1", port), timeout=2)
     assert not [t for t in threading.enumerate() if t.name in ("edge-sdk-http", "edge-sdk-stream")]
 
 
 @pytest.mark.timeout(30, func_only=True)
 def test_a_viewer_who_leaves_is_let_go_even_when_no_frame_comes(bundle, video):
-    pipeline = open_pipeline(bundle, config=RunConfig(threshold=0, max_frames=3))
-    with LiveView(pipeline, host="127.0.0.1", port=0) as view:
-        list(pipeline.run(open_source(str(video)), on_result=view.on_result))
-        base = f"http://127.0.0.1:{view.port}"
+    with Runtime(bundle, RunConfig(source=str(video), threshold=0, max_frames=3, http="127.0.0.1:0")) as runtime:
+        list(runtime.results())
+        base = f"http://127.0.0.1:{runtime.view.port}"
         reader = MjpegReader(base)
         reader.read_part()  # the last frame, then nothing new: the server has nothing to write
         assert _stats(base)["viewers"] == 1
