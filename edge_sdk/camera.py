@@ -46,6 +46,7 @@ class Camera:
         self.latest_frame = None
         self.latest_detections: tuple = ()
         self.listeners: list[Callable[[Camera], None]] = []  # told of every change of state
+        self.source_listeners: list[Callable[[SourceEvent], None]] = []  # told of each of the source's events
         self.source: Source | None = None if callable(source) and not hasattr(source, "frames") else source
         self._opener = None if self.source is not None else source
         self._frames: Iterator | None = None
@@ -65,6 +66,8 @@ class Camera:
 
     def on_source_event(self, event: SourceEvent) -> None:
         """Pass as the source's ``on_event``: the camera's state follows its source."""
+        for listener in list(self.source_listeners):
+            listener(event)
         state = _FROM_SOURCE.get(getattr(event.state, "value", str(event.state)))
         if state is not None and self.state not in (FAILED, DONE):
             self.set_state(state, event.detail)
@@ -86,6 +89,7 @@ class Camera:
     def forget(self) -> None:
         """Drop the listeners and the opener (which refer back to whoever made the camera)."""
         self.listeners.clear()
+        self.source_listeners.clear()
         self._opener = self._frames = None
 
 

@@ -243,10 +243,10 @@ class Pipeline:
         """An inference raised while ``turn`` held the engine: a recovery takes the engine over.
         False when the watchdog had already given up on ``turn``."""
         why = f"the engine failed: {describe(exc)}"
-        self._count(failures=1, lost_frames=1)
         recovery = Turn()
         if not self.gate.hand_over(turn, recovery):
-            return False  # the watchdog already gave up on this turn and started a recovery
+            return False  # the watchdog already gave up on this turn (and killed the engine it was in)
+        self._count(failures=1, lost_frames=1)
         if self._recovering is not None and why == self._recovering:
             # A fresh engine that fails its first frame as the last one did will not be mended by
             # another restart: stop and say so.
@@ -261,11 +261,11 @@ class Pipeline:
         reason = f"{span.what} took over {span.limit_s:g} s (hung)"
         inference = span.what == "an inference"
         self._count(hangs=1, lost_frames=int(inference))
+        recovery = Turn()
+        self.gate.seize(recovery)  # first: the stuck call, once woken, must find its turn taken
         abort = getattr(span.engine, "abort", None)
         if abort is not None:
             abort(reason)  # an engine in a child process: killed now, the stuck call wakes and leaves
-        recovery = Turn()
-        self.gate.seize(recovery)
         if span.owner.abandoned is not None:
             span.owner.abandoned()  # the camera whose thread is stuck gets a new one
         self._spawn_recovery(reason, recovery)

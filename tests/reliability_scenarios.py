@@ -1,7 +1,7 @@
 """The runtime's reliability gates as scenarios, written once and sized by the tier that runs them.
 
 A. A network camera (ffmpeg ``testsrc`` behind an RTSP server) starts late, freezes (SIGSTOP) and
-   drops (SIGKILL, then back on the same URL) under the real pipeline and FleetLink: the stall is
+   drops (SIGKILL, then back on the same URL) under the real Runtime and its fleet link: the stall is
    seen within 5 s, frames are back within 10 s, the fleet is told both, and threads and
    descriptors return to their baseline.
 B. The real Publisher, offline behind a refusing proxy, takes events into a small outbox: memory
@@ -40,9 +40,8 @@ from reliability_report import Check, Plot, Section, Series
 from edge_sdk.config import RunConfig
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
-from edge_sdk.mqtt.link import FleetLink
 from edge_sdk.mqtt.settings import MQTTSettings
-from edge_sdk.pipeline import open_pipeline
+from edge_sdk.runtime import Runtime
 from edge_sdk.sources import SourceEvent, SourceState, open_source
 
 STALL_BOUND_S = 5.0  # a frozen or vanished camera is reported stalled within this
@@ -51,7 +50,7 @@ MEMORY_GROWTH_MB = 20.0  # gate B: RSS growth over the whole outage and drain
 P99_BOUND_S = 2.0  # gate C: publish (payload ts) to the backend's receipt
 SLOPE_BOUND_MB_H = 5.0  # gate C: RSS slope after warm-up, over an hour
 WARMUP_ALLOWANCE_MB = 1.0  # gate C: growth a fitted window may show whatever its length
-DOWN, UP = frozenset({"stalled", "reconnecting"}), frozenset({"connected", "resumed"})
+DOWN, UP = frozenset({"stalled", "reconnecting"}), frozenset({"running"})
 
 
 # -- sizes ----------------------------------------------------------------------------------------
@@ -171,31 +170,30 @@ class TimedSubscriber(DedupSubscriber):
 
 # -- A: camera freeze, drop and late start ----------------------------------------------------------
 class Device:
-    """The runtime under test, in this process: the real pipeline on a live source, with FleetLink."""
+    """The runtime under test, in this process: the real Runtime on a live source, with its fleet link."""
 
     def __init__(self, bundle: Path, url: str, broker_url: str, *, device_id: str, outbox: Path) -> None:
         self.events: list[tuple[float, SourceEvent]] = []
         self.frames: list[tuple[float, float]] = []  # (monotonic arrival, wall time the frame was captured)
-        self.errors: list[BaseException] = []
-        self.pipeline = open_pipeline(bundle, config=RunConfig(threshold=0))
         settings = MQTTSettings(broker=broker_url, device_id=device_id, outbox={"path": str(outbox)})
-        self.link = FleetLink(self.pipeline, settings, source=url).start()
-        self.started = time.monotonic()
         # The runtime's defaults (`edge-sdk run` passes none of the timing options).
-        self.source = open_source(url, on_event=self._on_event)
-        self.thread = threading.Thread(target=self._run, name="device-under-test", daemon=True)
-        self.thread.start()
+        self.runtime = Runtime(bundle, RunConfig(source=url, threshold=0, mqtt=settings)).open()
+        self.pipeline, self.link = self.runtime.pipeline, self.runtime.link
+        self.runtime.cameras[0].source_listeners.append(self._on_event)
+        self.started = time.monotonic()
+        self.runtime.start(on_result=lambda result: self.frames.append((time.monotonic(), result.timestamp)))
+        self.thread = self.runtime._thread
+
+    @property
+    def source(self):
+        return self.runtime.cameras[0].source
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return [] if self.runtime._error is None else [self.runtime._error]
 
     def _on_event(self, event: SourceEvent) -> None:
         self.events.append((time.monotonic(), event))
-        self.link.on_source_event(event)
-
-    def _run(self) -> None:
-        try:
-            for result in self.pipeline.run(self.source, on_result=self.link.on_result):
-                self.frames.append((time.monotonic(), result.timestamp))
-        except BaseException as exc:  # reported by the gate
-            self.errors.append(exc)
 
     def first_event(self, state: SourceState, after: float) -> float | None:
         return next((t for t, e in list(self.events) if e.state == state and t >= after), None)
@@ -214,9 +212,9 @@ class Device:
         return bisect.bisect_left(frames, end, key=lambda f: f[1]) - bisect.bisect_left(frames, start, key=lambda f: f[1])
 
     def close(self) -> None:
-        self.source.close()
+        self.runtime.stop()
         self.thread.join(15)
-        self.link.close()
+        self.runtime.close()
 
 
 def _first_state(watcher: TimedSubscriber, states: frozenset[str], after: float) -> float | None:

@@ -288,19 +288,20 @@ def _check_answer(answer: dict, schema: dict) -> None:
 
 
 def test_440_commands_through_the_handler_are_answered_and_leave_the_runtime_running(tiny_bundle, tmp_path):
-    from edge_sdk.config import RunConfig
+    from edge_sdk.config import CameraConfig, RunConfig
     from edge_sdk.mqtt import payloads
     from edge_sdk.mqtt.commands import handle
-    from edge_sdk.mqtt.link import FleetLink
     from edge_sdk.mqtt.settings import MQTTSettings
     from edge_sdk.ota.keys import generate_keypair
-    from edge_sdk.pipeline import open_pipeline
+    from edge_sdk.ota.update import model_sha
+    from edge_sdk.runtime import Runtime
 
     generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
     settings = MQTTSettings(broker="mqtt://127.0.0.1:1", device_id="fuzz", outbox={"path": str(tmp_path / "outbox.sqlite3")},
                             update_keys=[tmp_path / "fleet.pub"], bundle_store=tmp_path / "store")
-    pipeline = open_pipeline(tiny_bundle, config=RunConfig(threshold=0))
-    link = FleetLink(pipeline, settings)  # not started: the handler is exercised directly, no broker
+    # No broker answers on port 1: the handler is exercised directly, the link only queues.
+    runtime = Runtime(tiny_bundle, RunConfig(source="not-run.png", threshold=0, mqtt=settings)).open()
+    pipeline, camera = runtime.pipeline, runtime.cameras[0]
     schema = payloads.schema("command-result")
     fixed = fuzz_inputs.command_fixed_cases(settings.command_max_bytes)
     generated = fuzz_inputs.command_generated(440 - len(fixed), command_max_bytes=settings.command_max_bytes)
@@ -311,20 +312,19 @@ def test_440_commands_through_the_handler_are_answered_and_leave_the_runtime_run
     try:
         for i, (name, command, payload) in enumerate(cases):
             start = time.monotonic()
-            answer = handle(link, _received(settings, command, payload))
+            answer = handle(runtime, settings, _received(settings, command, payload))
             times.append((time.monotonic() - start, name))
             _check_answer(answer, schema)
             if i < len(fixed):
                 assert answer["ok"] is False and fixed[i][3] in answer["error"], (name, answer)
-            RunConfig.model_validate(pipeline.config.model_dump())  # whatever was applied is still a valid config
+            CameraConfig.model_validate(camera.settings.model_dump())  # whatever was applied is still a valid config
         worst = max(times)
         assert worst[0] < CASE_LIMIT_S, worst
         print(f"fuzz commands (handler): {len(times)} cases, slowest {worst[0]:.2f} s ({worst[1][:60]})")
-        pipeline.config = RunConfig(threshold=0)
         assert pipeline.infer(_frame()).detections, "the pipeline no longer runs after the commands"
-        assert link._model_sha() == _model_sha(tiny_bundle), "a fuzzed command replaced the model"
+        assert model_sha(pipeline) == _model_sha(tiny_bundle), "a fuzzed command replaced the model"
     finally:
-        link.publisher.close()
+        runtime.close()
 
 
 def _model_sha(bundle_path) -> str:
@@ -347,7 +347,7 @@ class _Requester:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe([(self.reply, 1), ("edge/fuzz/detections", 0)])
+        self.client.subscribe([(self.reply, 1), ("edge/fuzz/main/detections", 0)])
         self.client.loop_start()
         time.sleep(0.3)
 
@@ -395,11 +395,10 @@ def test_a_burst_of_60_commands_over_a_real_broker_neither_stalls_detections_nor
 ):
     from edge_sdk.config import RunConfig
     from edge_sdk.mqtt import payloads
-    from edge_sdk.mqtt.link import FleetLink
     from edge_sdk.mqtt.settings import MQTTSettings
     from edge_sdk.ota.keys import generate_keypair
-    from edge_sdk.pipeline import open_pipeline
-    from edge_sdk.sources import open_source
+    from edge_sdk.ota.update import model_sha
+    from edge_sdk.runtime import Runtime
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -410,20 +409,9 @@ def test_a_burst_of_60_commands_over_a_real_broker_neither_stalls_detections_nor
         broker=mosquitto.url, device_id="fuzz", outbox={"path": str(tmp_path / "outbox.sqlite3")}, publish="every_frame",
         update_keys=[tmp_path / "fleet.pub"], bundle_store=tmp_path / "store", reconnect_min_s=0.1, reconnect_max_s=0.5,
     )
-    pipeline = open_pipeline(tiny_bundle, config=RunConfig(threshold=0))
-    link = FleetLink(pipeline, settings, source=str(frames)).start()
-    source = open_source(str(frames), loop=True, fps=30)
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            for _ in pipeline.run(source, on_result=link.on_result):
-                pass
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            failures.append(exc)
-
-    device = threading.Thread(target=run, daemon=True)
-    device.start()
+    runtime = Runtime(tiny_bundle, RunConfig(source=str(frames), loop=True, fps=30, threshold=0, mqtt=settings)).open()
+    pipeline, link, stats = runtime.pipeline, runtime.link, runtime.cameras[0].stats
+    runtime.start()
     backend = _Requester(mosquitto.port)
     schema = payloads.schema("command-result")
     try:
@@ -442,8 +430,8 @@ def test_a_burst_of_60_commands_over_a_real_broker_neither_stalls_detections_nor
         during = [t for t in backend.detections if sent_at <= t <= answered_at]
         print(f"fuzz commands (broker burst): 60 answered in {answered_at - sent_at:.2f} s, "
               f"{len(during)} detections published meanwhile")
-        frames_before = pipeline.stats.frames_done
-        assert _wait(lambda: pipeline.stats.frames_done > frames_before + 5, 5), "detections stalled after the burst"
+        frames_before = stats.frames_done
+        assert _wait(lambda: stats.frames_done > frames_before + 5, 5), "detections stalled after the burst"
         assert _wait(lambda: len([t for t in backend.detections if t > answered_at]) >= 5, 10)
 
         # A signed update installs once; the same archive again, or an older one, is a replay.
@@ -452,23 +440,20 @@ def test_a_burst_of_60_commands_over_a_real_broker_neither_stalls_detections_nor
         first = backend.send("model", v3)
         assert backend.wait([first], 30)
         assert backend.answers[first]["ok"] is True and backend.answers[first]["version"] == 3, backend.answers[first]
-        installed = link._model_sha()
+        installed = model_sha(pipeline)
         replays = [backend.send("model", v3), backend.send("model", json.dumps({"archive_b64": base64.b64encode(v3).decode()}).encode()),
                    backend.send("model", v2)]
         assert backend.wait(replays, 30)
         for i in replays:
             answer = backend.answers[i]
             assert answer["ok"] is False and "not newer" in answer["error"], answer
-        assert link._model_sha() == installed
-        frames_before = pipeline.stats.frames_done
-        assert _wait(lambda: pipeline.stats.frames_done > frames_before + 5, 5), "the runtime stopped after the replays"
-        assert device.is_alive() and not failures, failures
+        assert model_sha(pipeline) == installed
+        frames_before = stats.frames_done
+        assert _wait(lambda: stats.frames_done > frames_before + 5, 5), "the runtime stopped after the replays"
+        assert runtime._thread.is_alive() and runtime._error is None, runtime._error
     finally:
         backend.close()
-        source.close()
-        device.join(10)
-        link.close(flush_timeout=1.0)
-    assert not failures, failures
+        runtime.close()
 
 
 def _wait(predicate, timeout: float) -> bool:

@@ -16,9 +16,7 @@ from test_mqtt_runtime import command, device_settings
 
 from edge_sdk.config import RunConfig
 from edge_sdk.mqtt import payloads
-from edge_sdk.mqtt.link import FleetLink
-from edge_sdk.pipeline import open_pipeline
-from edge_sdk.sources import open_source
+from edge_sdk.runtime import Runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")]
 
@@ -41,28 +39,27 @@ def rtsp():
 
 
 class LiveDevice:
-    """Pipeline + fleet link on a live stream in a background thread; ``consumer_s`` slows the consumer."""
+    """The runtime with its fleet link on a live stream, in a background thread; ``consumer_s`` slows the consumer."""
 
     def __init__(self, bundle, broker, tmp_path, url: str, *, fps: float | None, consumer_s: float = 0.0) -> None:
-        self.pipeline = open_pipeline(bundle, config=RunConfig(threshold=0, fps=fps))
-        self.link = FleetLink(self.pipeline, device_settings(broker, tmp_path, metrics_interval_s=3600), source=url).start()
+        settings = device_settings(broker, tmp_path, metrics_interval_s=3600)
+        self.runtime = Runtime(bundle, RunConfig(source=url, threshold=0, fps=fps, mqtt=settings)).open()
+        self.link = self.runtime.link
         assert self.link.publisher.wait_online(30)
-        # As `edge-sdk run` opens it: the same fps for the source and the pipeline.
-        self.source = open_source(url, fps=fps)
         self.arrivals: list[float] = []
-        self.error: list[BaseException] = []
         self._consumer_s = consumer_s
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.runtime.start(on_result=self._arrived)
+        self.thread = self.runtime._thread
+        camera = self.runtime.cameras[0]
+        deadline = time.monotonic() + 10
+        while camera.source is None and time.monotonic() < deadline:  # opened in the camera's own thread
+            time.sleep(0.01)
+        self.source = camera.source
 
-    def _run(self) -> None:
-        try:
-            for _ in self.pipeline.run(self.source, on_result=self.link.on_result):
-                self.arrivals.append(time.monotonic())
-                if self._consumer_s:
-                    time.sleep(self._consumer_s)
-        except BaseException as exc:
-            self.error.append(exc)
+    def _arrived(self, result) -> None:
+        self.arrivals.append(time.monotonic())
+        if self._consumer_s:
+            time.sleep(self._consumer_s)
 
     def rate(self, seconds: float) -> float:
         """Results per second over the next ``seconds``."""
@@ -71,10 +68,8 @@ class LiveDevice:
         return (len(self.arrivals) - before) / seconds
 
     def stop(self) -> None:
-        self.source.close()
-        self.thread.join(15)
-        assert not self.thread.is_alive()
-        assert not self.error, self.error
+        self.runtime.stop()
+        assert self.runtime.wait(15)
 
 
 @pytest.mark.timeout(120)
@@ -95,7 +90,7 @@ def test_metrics_report_the_frames_the_live_source_dropped(bundle, broker, rtsp,
         for body in collector.payloads("/metrics"):
             jsonschema.validate(body, payloads.schema("metrics"))
     finally:
-        device.link.close()
+        device.runtime.close()
         collector.close()
 
 
@@ -119,4 +114,4 @@ def test_cmd_config_raises_the_fps_of_a_live_source(bundle, broker, rtsp, tmp_pa
         assert 0 < before < 8, before
         assert after > 1.6 * before, (before, after)
     finally:
-        device.link.close()
+        device.runtime.close()

@@ -194,8 +194,7 @@ def bundle(tmp_path_factory, digits):
 @pytest.mark.slow
 def test_a_devices_real_alert_passes_the_fleet_acl_and_another_devices_alert_topic_does_not(password_mosquitto, peers, tmp_path, bundle):
     from edge_sdk.config import RunConfig
-    from edge_sdk.mqtt.link import FleetLink
-    from edge_sdk.pipeline import open_pipeline
+    from edge_sdk.runtime import Runtime
 
     backend = peers(password_mosquitto.port, username="backend", password=PASSWORDS["backend"])
     backend.subscribe("edge/#")
@@ -205,8 +204,7 @@ def test_a_devices_real_alert_passes_the_fleet_acl_and_another_devices_alert_top
         broker=f"mqtt://{HOST}:{password_mosquitto.port}", device_id="cam-1", username="cam-1", password=PASSWORDS["cam-1"],
         outbox={"path": str(outbox)}, reconnect_min_s=0.1, reconnect_max_s=0.5,
     )
-    pipeline = open_pipeline(bundle, config=RunConfig())
-    link = FleetLink(pipeline, settings, source="test").start()
+    runtime = Runtime(bundle, RunConfig(source="not-run.mp4", mqtt=settings)).open()  # the alert goes out as the link starts
     try:
         assert wait(lambda: "edge/cam-1/alert" in backend.topics(), 20), backend.topics()
         alert = next(m for m in backend.messages if m.topic == "edge/cam-1/alert")
@@ -214,8 +212,7 @@ def test_a_devices_real_alert_passes_the_fleet_acl_and_another_devices_alert_top
         jsonschema.validate(body, payloads.schema("alert"))
         assert body["kind"] == "outbox-quarantined" and body["device_id"] == "cam-1", body
     finally:
-        link.close()
-        pipeline.close()
+        runtime.close()
     cam1 = peers(password_mosquitto.port, username="cam-1", password=PASSWORDS["cam-1"])
     assert cam1.ack(cam1.publish("edge/cam-2/alert", b'{"kind": "forged"}')).value == NOT_AUTHORIZED
     cam1.publish("edge/cam-1/status", b"last")

@@ -231,13 +231,15 @@ def test_a_stopped_then_killed_engine_process_is_replaced_and_frames_keep_coming
 
 
 def test_a_failure_that_a_fresh_engine_repeats_stops_the_run_after_one_restart(plugin_bundle, video):
-    from edge_sdk.liveview import LiveView
+    from edge_sdk.runtime import Runtime
 
     misbehaving_decoder.reset(fail="same")
-    pipeline = open_pipeline(plugin_bundle, config=config())
-    with LiveView(pipeline, host="127.0.0.1", port=0) as view:
-        run = Run(pipeline, live(video))
-        run.thread.join(30)
+    settings = RunConfig.model_validate({**config().model_dump(), "source": str(video), "loop": True, "http": "127.0.0.1:0"})
+    with Runtime(plugin_bundle, settings) as runtime:
+        view, pipeline = runtime.view, runtime.pipeline
+        runtime.start()
+        with pytest.raises(EngineError) as stopped:
+            runtime.wait(30)
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{view.port}/healthz", timeout=5)
             raise AssertionError("/healthz answered 200 after the engine was given up on")
@@ -245,9 +247,7 @@ def test_a_failure_that_a_fresh_engine_repeats_stops_the_run_after_one_restart(p
             assert exc.code == 503
             health = json.loads(exc.read())
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{view.port}/metrics", timeout=5).read().decode()
-    assert not run.thread.is_alive()
-    assert isinstance(run.error, EngineError)
-    assert str(run.error) == "the inference engine failed again after a restart: RuntimeError: the decoder's device went away"
+    assert str(stopped.value) == "the inference engine failed again after a restart: RuntimeError: the decoder's device went away"
     assert pipeline.health.restarts == 1 and pipeline.health.state == "failed"
     assert health["status"] == "engine failed" and "a fresh engine failed the same way" in health["reason"], health
     assert "edge_sdk_engine_healthy 0.0" in metrics and "edge_sdk_engine_restarts_total 1.0" in metrics
