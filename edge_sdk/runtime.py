@@ -100,7 +100,10 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> Runtime:
-        """Open everything a run needs; on any failure, close what was opened and raise."""
+        """Open everything a run needs; on any failure, close what was opened and raise. Opening
+        an open runtime does nothing."""
+        if self.pipeline is not None:
+            return self
         config = self.config
         settings = config.camera_list()
         if not settings:

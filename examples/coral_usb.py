@@ -38,10 +38,9 @@ from typing import NoReturn
 
 from edge_sdk import EdgeSDKError, EngineError
 from edge_sdk.bundle import open_bundle
+from edge_sdk import FrameResult, Runtime
 from edge_sdk.config import load_config
-from edge_sdk.pipeline import open_pipeline
-from edge_sdk.results import FrameResult
-from edge_sdk.sources import open_source, parse_spec
+from edge_sdk.sources import parse_spec
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,10 +77,6 @@ def describe(result: FrameResult) -> str:
     return f"frame {result.index}: {', '.join(parts) or '-'}"
 
 
-def log_event(event) -> None:
-    print(f"source {event.state}: {event.detail}", file=sys.stderr)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(prog="coral_usb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path, help="bundle folder built with --profile coral-usb")
@@ -110,36 +105,36 @@ def run(args: argparse.Namespace) -> None:
         cpu_fallback=args.cpu_fallback,
     )
     parse_spec(config.source)  # a mistyped file or URL fails here, before the model loads
+    runtime = Runtime(args.bundle, config, notify=lambda line: print(line, file=sys.stderr))
     try:
-        pipeline = open_pipeline(args.bundle, config=config)
+        runtime.open()  # opens the Edge TPU once; every camera of a run shares it
     except EngineError as exc:
         if args.cpu_fallback:
             raise
         raise EngineError(f"{exc} (or add --cpu-fallback to run the same model on the CPU)") from exc
-    frames = open_source(config.source, fps=config.fps, on_event=log_event)
-
-    # EdgeTPUEngine records whether the libedgetpu delegate loaded or the CPU fallback took over.
-    on_cpu = bool(getattr(pipeline.engine, "fallback", False))
-    if on_cpu:
-        where = "CPU FALLBACK"
-        print("Edge TPU: not available -> running the Edge-TPU-ready model.tflite on the CPU (--cpu-fallback).\n"
-              "  Same int8 model, so the same results to within rounding; speeds are CPU speeds, not Edge TPU speeds.\n"
-              f"  why: {pipeline.engine.fallback_reason}", file=sys.stderr)
-    else:
-        where = "EDGE TPU" if compiled else "CPU, UNCOMPILED MODEL"
-        print("Edge TPU: delegate loaded (libedgetpu), a Coral answered", file=sys.stderr)
-        if not compiled:
-            # The delegate only takes the custom op edgetpu_compiler makes; an uncompiled model runs whole on the CPU.
-            print("warning: this bundle was converted with --no-compile, so every op runs on the CPU anyway; "
-                  "convert again where edgetpu_compiler is installed (x86-64 Linux)", file=sys.stderr)
-    try:
-        for result in pipeline.run(frames):
-            print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
-    finally:
-        frames.close()
-        stats = pipeline.stats.snapshot()
-        print(f"[{where}] {stats['frames_done']} frames, {stats['fps']:.1f} fps, "
-              f"inference p50 {stats.get('infer_ms_p50', 0):.1f} ms, {stats['detections']} detections", file=sys.stderr)
+    with runtime:
+        engine = runtime.pipeline.engine
+        # EdgeTPUEngine records whether the libedgetpu delegate loaded or the CPU fallback took over.
+        on_cpu = bool(getattr(engine, "fallback", False))
+        if on_cpu:
+            where = "CPU FALLBACK"
+            print("Edge TPU: not available -> running the Edge-TPU-ready model.tflite on the CPU (--cpu-fallback).\n"
+                  "  Same int8 model, so the same results to within rounding; speeds are CPU speeds, not Edge TPU speeds.\n"
+                  f"  why: {engine.fallback_reason}", file=sys.stderr)
+        else:
+            where = "EDGE TPU" if compiled else "CPU, UNCOMPILED MODEL"
+            print("Edge TPU: delegate loaded (libedgetpu), a Coral answered", file=sys.stderr)
+            if not compiled:
+                # The delegate only takes the custom op edgetpu_compiler makes; an uncompiled model runs whole on the CPU.
+                print("warning: this bundle was converted with --no-compile, so every op runs on the CPU anyway; "
+                      "convert again where edgetpu_compiler is installed (x86-64 Linux)", file=sys.stderr)
+        try:
+            for result in runtime.results():
+                print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
+        finally:
+            stats = runtime.stats().cameras[0].stats
+            print(f"[{where}] {stats.frames_done} frames, {stats.fps:.1f} fps, "
+                  f"inference p50 {stats.infer_ms_p50 or 0:.1f} ms, {stats.detections} detections", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

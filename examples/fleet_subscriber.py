@@ -20,7 +20,7 @@ How nothing is lost, and nothing is stored twice:
   duplicates are counted and dropped.
 Run one process per client id (a second one with the same id takes the session over). To spread
 the load over several, give each its own id and subscribe them to a shared subscription
-($share/<group>/edge/+/detections).
+($share/<group>/edge/+/+/detections).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS messages (
     device_id   TEXT    NOT NULL,
     seq         INTEGER NOT NULL,
     topic       TEXT    NOT NULL,
+    camera      TEXT,               -- the camera of the device the frame came from
     frame       INTEGER,
     frame_ts    REAL,               -- when the device captured the frame (seconds since the epoch)
     received_ts REAL    NOT NULL,
@@ -117,8 +118,8 @@ class Store:
         """Store one detections message; False when (device_id, seq) is already there."""
         with self.db:  # commits, or rolls back the message and its detections together
             cursor = self.db.execute(
-                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (body["device_id"], body["seq"], topic, body.get("frame"), body.get("frame_ts"), time.time(),
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (body["device_id"], body["seq"], topic, body.get("camera"), body.get("frame"), body.get("frame_ts"), time.time(),
                  body.get("width"), body.get("height"), json.dumps(body, separators=(",", ":"))),
             )
             if cursor.rowcount == 0:
@@ -148,22 +149,25 @@ class Store:
 
 
 class Topics:
-    """The subscription for a device prefix such as 'edge/{device_id}/', and the device a topic names."""
+    """The subscription for a device prefix such as 'edge/{device_id}/' (every camera's
+    '{camera}/detections' under it), and the device and camera a topic names."""
 
     def __init__(self, prefix: str) -> None:
         if "+" in prefix or "#" in prefix:
             raise BadInput(f"--prefix {prefix!r} must not contain MQTT wildcards; write {{device_id}} where the id goes")
         prefix = prefix if prefix.endswith("/") else prefix + "/"
-        self.filter = prefix.replace("{device_id}", "+") + "detections"
-        pattern = re.escape(prefix).replace(re.escape("{device_id}"), "([^/]+)")
-        self._pattern = re.compile(f"^{pattern}detections$") if "{device_id}" in prefix else None
+        self.filter = prefix.replace("{device_id}", "+") + "+/detections"
+        pattern = re.escape(prefix).replace(re.escape("{device_id}"), "(?P<device>[^/]+)")
+        self._pattern = re.compile(f"^{pattern}(?P<camera>[^/]+)/detections$")
 
     def check(self, topic: str, body: dict) -> None:
-        """Refuse a message whose device_id is not the one in its topic: the broker's ACL vouches
-        for the topic only, so this stops one device from writing rows for another."""
-        match = self._pattern.match(topic) if self._pattern else None
-        if match and match.group(1) != body["device_id"]:
+        """Refuse a message whose device_id or camera is not the one in its topic: the broker's ACL
+        vouches for the topic only, so this stops one device from writing rows for another."""
+        match = self._pattern.match(topic)
+        if match and "device" in match.groupdict() and match.group("device") != body["device_id"]:
             raise ValueError(f"device_id {body['device_id']!r} does not match the topic")
+        if match and body.get("camera") != match.group("camera"):
+            raise ValueError(f"camera {body.get('camera')!r} does not match the topic")
 
 
 def validate(body: object) -> dict:
@@ -186,7 +190,7 @@ def validate(body: object) -> dict:
 
 def describe(body: dict) -> str:
     found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in body["detections"]) or "-"
-    return f"{body['device_id']} seq {body['seq']} frame {body.get('frame')}: {found}"
+    return f"{body['device_id']}/{body.get('camera')} seq {body['seq']} frame {body.get('frame')}: {found}"
 
 
 def connect(args: argparse.Namespace) -> mqtt.Client:

@@ -36,10 +36,9 @@ from typing import NoReturn
 
 from edge_sdk import ConfigError, EdgeSDKError, EngineError
 from edge_sdk.bundle import open_bundle
+from edge_sdk import FrameResult, Runtime
 from edge_sdk.config import load_config
-from edge_sdk.pipeline import open_pipeline
-from edge_sdk.results import FrameResult
-from edge_sdk.sources import open_source, parse_spec
+from edge_sdk.sources import parse_spec
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,10 +73,6 @@ def describe(result: FrameResult) -> str:
             text += f" at ({x1},{y1})-({x2},{y2})"
         parts.append(text)
     return f"frame {result.index}: {', '.join(parts) or '-'}"
-
-
-def log_event(event) -> None:
-    print(f"source {event.state}: {event.detail}", file=sys.stderr)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,16 +129,15 @@ def run(args: argparse.Namespace) -> None:
     config = load_config(
         None, source=args.source, fps=args.fps, threshold=args.threshold, max_frames=args.max_frames, device=device,
     )
-    pipeline = open_pipeline(args.bundle, config=config)  # compiles the IR for the device: slow on the first NPU start
-    frames = open_source(config.source, fps=config.fps, on_event=log_event)
-    try:
-        for result in pipeline.run(frames):
-            print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
-    finally:
-        frames.close()
-        stats = pipeline.stats.snapshot()
-        print(f"[{device}] {stats['frames_done']} frames, {stats['fps']:.1f} fps, "
-              f"inference p50 {stats.get('infer_ms_p50', 0):.1f} ms, {stats['detections']} detections", file=sys.stderr)
+    # Opening compiles the IR for the device: slow on the first NPU start (the driver caches it).
+    with Runtime(args.bundle, config, notify=lambda line: print(line, file=sys.stderr)) as runtime:
+        try:
+            for result in runtime.results():
+                print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
+        finally:
+            stats = runtime.stats().cameras[0].stats
+            print(f"[{device}] {stats.frames_done} frames, {stats.fps:.1f} fps, "
+                  f"inference p50 {stats.infer_ms_p50 or 0:.1f} ms, {stats.detections} detections", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

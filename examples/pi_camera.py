@@ -35,11 +35,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from edge_sdk import EdgeSDKError
+from edge_sdk import EdgeSDKError, FrameResult, Runtime
 from edge_sdk.config import load_config
-from edge_sdk.pipeline import open_pipeline
-from edge_sdk.results import FrameResult
-from edge_sdk.sources import open_source, parse_spec
+from edge_sdk.sources import parse_spec
 
 PI_PROFILES = ("rpi4", "rpi5")
 
@@ -126,52 +124,32 @@ def run(args: argparse.Namespace) -> None:
     if config.source is None:
         spec, camera = camera_source(args.width, args.height, args.camera_fps)
         config = config.model_copy(update={"source": spec})
-    bundle = args.bundle
-    if config.mqtt is not None:
-        from edge_sdk.mqtt.link import FleetLink, check_settings
-        from edge_sdk.ota.store import BundleStore
-
-        check_settings(config.mqtt)  # unreadable TLS or key files fail here, before anything starts
-        # With update_keys the fleet can push signed models; the one installed last must survive a reboot.
-        installed = BundleStore(config.mqtt.store_path).current() if config.mqtt.update_keys else None
-        if installed is not None:
-            print(f"running the model update installed at {installed} (in place of {bundle})", file=sys.stderr)
-            bundle = installed
-    link = None
-
-    def on_event(event) -> None:
-        print(f"source {event.state}: {event.detail}", file=sys.stderr)
-        if link is not None:
-            link.on_source_event(event)
-
     parse_spec(config.source)  # a mistyped file or URL fails here, before the model loads
-    pipeline = open_pipeline(bundle, config=config)
-    frames = open_source(config.source, fps=config.fps, loop=config.loop, on_event=on_event, retries=config.retries)
-    manifest = pipeline.bundle.manifest
     if camera is not None:
         print(f"camera: {camera}", file=sys.stderr)
-    print(f"model {manifest.name} ({manifest.target.value}/{manifest.precision.value}, {manifest.task.value}, "
-          f"built for {manifest.profile.name})", file=sys.stderr)
-    if manifest.profile.name not in PI_PROFILES:
-        # Not fatal: a tflite bundle runs anywhere, it is only tuned (threads, input size) for another board.
-        print("note: this bundle was not built for rpi4/rpi5; convert with --profile rpi4 or rpi5", file=sys.stderr)
-    try:
-        if config.mqtt is not None:
-            # Returns at once even if the broker is down: results wait in the on-disk outbox meanwhile.
-            link = FleetLink(pipeline, config.mqtt, source=config.source).start()
-            print(f"publishing to {config.mqtt.redacted_broker()} as {config.mqtt.device_id}", file=sys.stderr)
-        for result in pipeline.run(frames, on_result=link.on_result if link is not None else None):
-            print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
-    finally:
-        frames.close()
-        stats = pipeline.stats.snapshot()
-        summary = (f"{stats['frames_done']} frames, {stats['fps']:.1f} fps, "
-                   f"inference p50 {stats.get('infer_ms_p50', 0):.1f} ms, {stats['detections']} detections")
-        if link is not None:
-            link.close()  # waits up to 5 s for the broker to acknowledge what is queued; the rest stays on disk
-            sent = link.publisher.stats()
-            summary += f"; mqtt: {sent.get('acked', 0)} acknowledged, {sent.get('outbox_depth', 0)} kept for later"
-        print(summary, file=sys.stderr)
+    # The Runtime opens the bundle (or the model update the fleet installed over it), the engine,
+    # the camera and, with mqtt:, the fleet link; it says where it publishes on stderr.
+    runtime = Runtime(args.bundle, config, notify=lambda line: print(line, file=sys.stderr))
+    with runtime:
+        manifest = runtime.pipeline.bundle.manifest
+        print(f"model {manifest.name} ({manifest.target.value}/{manifest.precision.value}, {manifest.task.value}, "
+              f"built for {manifest.profile.name})", file=sys.stderr)
+        if manifest.profile.name not in PI_PROFILES:
+            # Not fatal: a tflite bundle runs anywhere, it is only tuned (threads, input size) for another board.
+            print("note: this bundle was not built for rpi4/rpi5; convert with --profile rpi4 or rpi5", file=sys.stderr)
+        try:
+            for result in runtime.results():
+                print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
+        finally:
+            stats = runtime.stats().cameras[0].stats
+    # Leaving the with block closed the link: it waited up to 5 s for the broker to acknowledge
+    # what was queued; the rest stays on disk for the next start.
+    summary = (f"{stats.frames_done} frames, {stats.fps:.1f} fps, "
+               f"inference p50 {stats.infer_ms_p50 or 0:.1f} ms, {stats.detections} detections")
+    if runtime.link is not None:
+        sent = runtime.link.publisher.stats()
+        summary += f"; mqtt: {sent.get('acked', 0)} acknowledged, {sent.get('outbox_depth', 0)} kept for later"
+    print(summary, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,7 +206,7 @@ def test_fleet_subscriber_stores_every_detection_once_across_a_crash(bundles, vi
 
     first, out, err = start_example("fleet_subscriber.py", *subscriber, env=env, folder=tmp_path)
     try:
-        assert wait_for(lambda: "subscribed to edge/+/detections" in err.read_text()), err.read_text()
+        assert wait_for(lambda: "subscribed to edge/+/+/detections" in err.read_text()), err.read_text()
         sent_first = device_run(10)
         assert wait_for(lambda: out.read_text().count("stored cam-1") == len(sent_first)), out.read_text()
         time.sleep(0.5)  # let the last acknowledgements reach the broker before the crash
@@ -260,11 +260,11 @@ def test_home_assistant_check_validates_a_running_device_and_its_states(bundles,
         assert "4 entities, 0 problems" in proc.stdout
         assert "availability from edge/porch.cam/status: available" in proc.stdout
         states = dict(re.findall(r"^  (\S+) .*-> (.+)$", proc.stdout, re.MULTILINE))
-        assert set(states) == {"sensor.porch_cam_fps", "sensor.porch_cam_last_detection",
-                               f"binary_sensor.porch_cam_seen_{truth[0]}", f"binary_sensor.porch_cam_seen_{truth[1]}"}
+        assert set(states) == {"sensor.porch_cam_fps", "sensor.porch_cam_main_last_detection",
+                               f"binary_sensor.porch_cam_main_seen_{truth[0]}", f"binary_sensor.porch_cam_main_seen_{truth[1]}"}
         assert float(states["sensor.porch_cam_fps"].removesuffix(" fps")) > 0
-        assert states["sensor.porch_cam_last_detection"] in {str(i) for i in range(10)} | {"none"}
-        assert {states[f"binary_sensor.porch_cam_seen_{label}"] for label in truth[:2]} <= {"ON", "OFF"}
+        assert states["sensor.porch_cam_main_last_detection"] in {str(i) for i in range(10)} | {"none"}
+        assert {states[f"binary_sensor.porch_cam_main_seen_{label}"] for label in truth[:2]} <= {"ON", "OFF"}
 
         missing = run_example("home_assistant_check.py", *check, "--label", "not-watched")
         assert missing.returncode == 1

@@ -39,6 +39,8 @@ class FleetView:
         if len(parts) < 2 or not parts[0]:
             return None
         device_id, kind = parts[0], "/".join(parts[1:])
+        if len(parts) == 3 and parts[2] in ("detections", "snapshot"):
+            kind = parts[2]  # {device}/{camera}/detections: a message about one of the device's cameras
         view = self.devices.setdefault(device_id, DeviceView(device_id))
         view.messages += 1
         view.last_seen = time.time()
@@ -64,7 +66,8 @@ class FleetView:
         elif kind == "detections":
             found = body.get("detections") or []
             view.detections += len(found)
-            view.last_labels = ", ".join(f"{d.get('label')} {d.get('score', 0):.2f}" for d in found[:3] if isinstance(d, dict))
+            labels = ", ".join(f"{d.get('label')} {d.get('score', 0):.2f}" for d in found[:3] if isinstance(d, dict))
+            view.last_labels = f"{parts[1]}: {labels}" if len(parts) == 3 and labels else labels
         return body
 
     def table(self):
