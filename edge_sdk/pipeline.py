@@ -261,11 +261,11 @@ class Pipeline:
         reason = f"{span.what} took over {span.limit_s:g} s (hung)"
         inference = span.what == "an inference"
         self._count(hangs=1, lost_frames=int(inference))
+        recovery = Turn()
+        self.gate.seize(recovery)  # before the abort: the woken thread must find its turn taken
         abort = getattr(span.engine, "abort", None)
         if abort is not None:
             abort(reason)  # an engine in a child process: killed now, the stuck call wakes and leaves
-        recovery = Turn()
-        self.gate.seize(recovery)
         if span.owner.abandoned is not None:
             span.owner.abandoned()  # the camera whose thread is stuck gets a new one
         self._spawn_recovery(reason, recovery)
