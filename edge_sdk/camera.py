@@ -206,7 +206,7 @@ class CameraRun:
         try:
             if camera._frames is None:
                 camera._frames = camera._open()
-            if not self._loop(camera):
+            if not self._loop(camera) and not self.stop.is_set():
                 return  # abandoned: a new thread carries on with this camera
             if camera.state != DONE:
                 camera.set_state(ENDED, camera.detail)
