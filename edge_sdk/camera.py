@@ -208,8 +208,8 @@ class CameraRun:
                 camera._frames = camera._open()
             if not self._loop(camera) and not self.stop.is_set():
                 return  # abandoned: a new thread carries on with this camera
-            if camera.state != DONE:
-                camera.set_state(ENDED, camera.detail)
+            if camera.state not in (DONE, ENDED):
+                camera.set_state(ENDED, "the run stopped" if self.stop.is_set() else None)
         except BaseException as exc:  # noqa: BLE001 - a camera's failure ends that camera only
             camera.error = exc
             camera.set_state(FAILED, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)

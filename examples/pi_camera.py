@@ -130,26 +130,27 @@ def run(args: argparse.Namespace) -> None:
     # The Runtime opens the bundle (or the model update the fleet installed over it), the engine,
     # the camera and, with mqtt:, the fleet link; it says where it publishes on stderr.
     runtime = Runtime(args.bundle, config, notify=lambda line: print(line, file=sys.stderr))
-    with runtime:
-        manifest = runtime.pipeline.bundle.manifest
-        print(f"model {manifest.name} ({manifest.target.value}/{manifest.precision.value}, {manifest.task.value}, "
-              f"built for {manifest.profile.name})", file=sys.stderr)
-        if manifest.profile.name not in PI_PROFILES:
-            # Not fatal: a tflite bundle runs anywhere, it is only tuned (threads, input size) for another board.
-            print("note: this bundle was not built for rpi4/rpi5; convert with --profile rpi4 or rpi5", file=sys.stderr)
-        try:
+    try:
+        with runtime:
+            manifest = runtime.pipeline.bundle.manifest
+            print(f"model {manifest.name} ({manifest.target.value}/{manifest.precision.value}, {manifest.task.value}, "
+                  f"built for {manifest.profile.name})", file=sys.stderr)
+            if manifest.profile.name not in PI_PROFILES:
+                # Not fatal: a tflite bundle runs anywhere, it is only tuned (threads, input size) for another board.
+                print("note: this bundle was not built for rpi4/rpi5; convert with --profile rpi4 or rpi5", file=sys.stderr)
             for result in runtime.results():
                 print(json.dumps(result.to_json()) if args.json else describe(result), flush=True)
-        finally:
+    finally:
+        # Leaving the with block closed the link: it waited up to 5 s for the broker to acknowledge
+        # what was queued; the rest stays on disk for the next start.
+        if runtime.cameras:
             stats = runtime.stats().cameras[0].stats
-    # Leaving the with block closed the link: it waited up to 5 s for the broker to acknowledge
-    # what was queued; the rest stays on disk for the next start.
-    summary = (f"{stats.frames_done} frames, {stats.fps:.1f} fps, "
-               f"inference p50 {stats.infer_ms_p50 or 0:.1f} ms, {stats.detections} detections")
-    if runtime.link is not None:
-        sent = runtime.link.publisher.stats()
-        summary += f"; mqtt: {sent.get('acked', 0)} acknowledged, {sent.get('outbox_depth', 0)} kept for later"
-    print(summary, file=sys.stderr)
+            summary = (f"{stats.frames_done} frames, {stats.fps:.1f} fps, "
+                       f"inference p50 {stats.infer_ms_p50 or 0:.1f} ms, {stats.detections} detections")
+            if runtime.link is not None:
+                sent = runtime.link.publisher.stats()
+                summary += f"; mqtt: {sent.get('acked', 0)} acknowledged, {sent.get('outbox_depth', 0)} kept for later"
+            print(summary, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
