@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from edge_sdk.pipeline import InputAdapter
+from edge_sdk.model import InputAdapter
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge_sdk.errors import EdgeSDKError, EngineError
+from edge_sdk.gate import ABANDONED, LOST, Turn
 from edge_sdk.stats import Stats
 
 if TYPE_CHECKING:
@@ -217,8 +218,6 @@ class CameraRun:
 
     def _loop(self, camera: Camera) -> bool:
         """Frames of ``camera`` through the engine until its end; False when this thread was abandoned."""
-        from edge_sdk.pipeline import ABANDONED, LOST, Turn
-
         pipeline, stats = self.pipeline, camera.stats
         turn = Turn(abandoned=lambda: self.spawn(camera))
         for frame in camera._frames:

@@ -9,6 +9,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
+
+LOST = object()  # a turn whose inference failed: the frame is lost, the camera goes on
+ABANDONED = object()  # a turn the watchdog gave up on (another thread took over), or the run is ending
+
+
+class Turn:
+    """One thread's use of the engine; ``abandoned`` is called if the watchdog gives up on it."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self, abandoned: Callable[[], None] | None = None) -> None:
+        self.abandoned = abandoned
 
 
 class EngineGate:

@@ -27,7 +27,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.config import RunConfig
 from edge_sdk.decoders import DecodeContext
 from edge_sdk.errors import EdgeSDKError, EngineError
-from edge_sdk.gate import EngineGate
+from edge_sdk.gate import ABANDONED, LOST, EngineGate, Turn
 from edge_sdk.model import InputAdapter, Model, keep
 from edge_sdk.preprocess import dequantize
 from edge_sdk.results import FrameResult
@@ -39,17 +39,6 @@ __all__ = ["ABANDONED", "LOST", "PROBATION_FRAMES", "Health", "InputAdapter", "M
 log = logging.getLogger("edge_sdk.pipeline")
 
 PROBATION_FRAMES = 30  # a swapped-in model that fails within this many frames is swapped back out
-LOST = object()  # an inference that failed: the frame is lost, the camera goes on
-ABANDONED = object()  # the watchdog gave up on this thread (another took over), or the run is ending
-
-
-class Turn:
-    """One use of the engine by one thread; ``abandoned`` is called if the watchdog gives up on it."""
-
-    __slots__ = ("abandoned",)
-
-    def __init__(self, abandoned: Callable[[], None] | None = None) -> None:
-        self.abandoned = abandoned
 
 
 def describe(exc: BaseException) -> str:

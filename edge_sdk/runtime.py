@@ -169,8 +169,9 @@ class Runtime:
         if self.view is not None:
             self.view.link = self.link
 
-    def close(self) -> None:
-        """Stop the run and close, in reverse order: live view, fleet link (flushing the outbox), engine."""
+    def close(self, *, flush_timeout: float = 5.0) -> None:
+        """Stop the run and close, in reverse order: live view, fleet link (giving the outbox
+        ``flush_timeout`` seconds to drain; what is left stays on disk), engine."""
         self.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -180,7 +181,7 @@ class Runtime:
         if self.link is not None:
             if self.pipeline is not None and self.link.on_health in self.pipeline.health_listeners:
                 self.pipeline.health_listeners.remove(self.link.on_health)
-            self.link.close()
+            self.link.close(flush_timeout=flush_timeout)
         if self.pipeline is not None:
             self.pipeline.close()
         # Break every cycle through this object, so a program that opens run after run frees each

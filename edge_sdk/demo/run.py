@@ -33,7 +33,8 @@ TRAIN_SCENES = 800
 VAL_SCENES = 200
 THRESHOLD = 0.4
 OBJECTS = 4
-DEVICE_ID = "demo-camera"
+DEVICE_ID = "demo-device"
+CAMERA_ID = "shapes"
 
 
 def default_workdir() -> Path:
@@ -133,7 +134,7 @@ class Subscriber:
 
         self.console, self.quiet = console, quiet
         self.received = Received()
-        self.topic = topics.topic(device_id, "detections")
+        self.topic = topics.topic(device_id, topics.camera_name(CAMERA_ID, topics.DETECTIONS))
         settings = MQTTSettings(broker=broker.url, device_id=f"{device_id}-viewer", protocol=broker.protocol)
         protocol = mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-sdk-demo-viewer-{os.getpid()}",
@@ -239,8 +240,8 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
     pngs = _write_pngs(video, received, truth, run_dir)
     lat = np.asarray(received.latencies_ms or [0.0])
     return Summary(
-        frames=stats["frames_done"], fps=stats["fps"], latency_p50_ms=stats.get("latency_ms_p50", 0.0),
-        latency_p99_ms=stats.get("latency_ms_p99", 0.0), published=sent.get("sent", 0), acked=sent.get("acked", 0),
+        frames=stats.frames_done, fps=stats.fps, latency_p50_ms=stats.latency_ms_p50 or 0.0,
+        latency_p99_ms=stats.latency_ms_p99 or 0.0, published=sent.get("sent", 0), acked=sent.get("acked", 0),
         received=len(received.messages), duplicates=received.duplicates, mqtt_p50_ms=float(np.percentile(lat, 50)),
         mqtt_p99_ms=float(np.percentile(lat, 99)), precision=precision, recall=recall, broker=broker.kind, pngs=pngs,
     )
@@ -248,22 +249,19 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
 
 def _run_runtime(bundle: Path, video: Path, broker, run_dir: Path, *, fps: float | None) -> tuple[dict, dict]:
     from edge_sdk.config import RunConfig
-    from edge_sdk.mqtt.link import FleetLink
     from edge_sdk.mqtt.settings import MQTTSettings, OutboxSettings, PublishMode
-    from edge_sdk.pipeline import open_pipeline
-    from edge_sdk.sources import open_source
+    from edge_sdk.runtime import Runtime
 
     settings = MQTTSettings(broker=broker.url, device_id=DEVICE_ID, protocol=broker.protocol,
                             publish=PublishMode.EVERY_FRAME, metrics_interval_s=5.0,
                             outbox=OutboxSettings(path=run_dir / "outbox.sqlite3"))
-    pipeline = open_pipeline(bundle, config=RunConfig(threshold=THRESHOLD))
-    link = FleetLink(pipeline, settings, source=str(video)).start()
+    config = RunConfig(cameras=[{"id": CAMERA_ID, "source": str(video), "fps": fps}], threshold=THRESHOLD, mqtt=settings)
+    runtime = Runtime(bundle, config).open()
     try:
-        for _ in pipeline.run(open_source(str(video), fps=fps), on_result=link.on_result):
-            pass
+        runtime.run()
     finally:
-        link.close(flush_timeout=10.0)
-    return pipeline.stats.snapshot(), link.publisher.stats()
+        runtime.close(flush_timeout=10.0)  # the demo waits longer than a device would for the last acknowledgements
+    return runtime.stats().cameras[0].stats, runtime.link.publisher.stats()
 
 
 def _wait_for(predicate, *, timeout: float) -> bool:

@@ -123,7 +123,9 @@ class FleetLink:
         return self
 
     def close(self, *, flush_timeout: float = 5.0) -> None:
-        """Publish final metrics, give the outbox ``flush_timeout`` to drain, then disconnect."""
+        """Publish final metrics, give the outbox ``flush_timeout`` to drain, then disconnect (once)."""
+        if self.observed is None:
+            return
         self._stop.set()
         if self._metrics_thread is not None:
             self._metrics_thread.join(5)
