@@ -350,10 +350,11 @@ class PipelineColumn:
             stats = pipeline.stats.snapshot()
         finally:
             pipeline.close()
-        if count != frames or stats["engine_restarts"]:
-            raise RuntimeError(f"{self.subject.key} {self.mode}: {count} of {frames} frames, {stats['engine_restarts']} engine restarts")
+        restarts = pipeline.health.restarts
+        if count != frames or restarts:
+            raise RuntimeError(f"{self.subject.key} {self.mode}: {count} of {frames} frames, {restarts} engine restarts")
         self.fps.append(count / elapsed)
-        self.infer_p50_ms.append(stats.get("infer_ms_p50", float("nan")))
+        self.infer_p50_ms.append(stats.infer_ms_p50 if stats.infer_ms_p50 is not None else float("nan"))
         self.cpu_ms.append(1e3 * meter.ours_s / count)
         self.other_load.append(meter.other_share)
         gc.collect()
