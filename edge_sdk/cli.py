@@ -227,8 +227,8 @@ def _summary(runtime) -> str:
         tail += f"; engine {engine.state}, {engine.restarts} restarts ({engine.hangs} hangs)"
     if runtime.link is not None:
         sent = runtime.link.publisher.stats()
-        tail += (f"; mqtt: {sent.get('acked', 0)} acked, {sent.get('outbox_depth', 0)} kept in the outbox, "
-                 f"{sent.get('outbox_dropped_overflow', 0)} dropped, {sent.get('refused', 0)} refused")
+        tail += (f"; mqtt: {sent.acked} acked, {sent.outbox_depth} kept in the outbox, "
+                 f"{sent.outbox_dropped_overflow} dropped, {sent.refused} refused")
     return "\n".join(lines) + tail
 
 

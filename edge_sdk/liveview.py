@@ -324,11 +324,11 @@ class LiveView:
         from edge_sdk.mqtt.payloads import metrics_body
 
         # The fleet's own metrics message defines published/dropped/reconnects; the page agrees with it.
-        publisher = self.link.publisher_stats()
+        publisher = self.link.publisher.stats()
         body = metrics_body({"cameras": [], "engine": {"state": "ok", "restarts": 0, "hangs": 0, "lost_frames": 0}},
-                            publisher, rss_mb=None, cpu_temp_c=None)
+                            publisher, rate_limited=self.link.rate_limited, rss_mb=None, cpu_temp_c=None)
         keys = ("published", "acked", "dropped", "refused", "reconnects", "outbox_depth", "outbox_bytes")
-        return {**{k: body[k] for k in keys}, "connected": publisher.get("state") == "online"}
+        return {**{k: body[k] for k in keys}, "connected": publisher.state == "online"}
 
 
 # -- Prometheus text format 0.0.4 ---------------------------------------------------------------

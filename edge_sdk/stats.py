@@ -74,5 +74,4 @@ def _source_dropped(source) -> int:
     stats = getattr(source, "stats", None)
     if not callable(stats):
         return 0
-    counted = stats()
-    return int(counted.get("frames_dropped", 0) if isinstance(counted, dict) else counted.frames_dropped)
+    return int(stats().frames_dropped)

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> None:
                        f"inference p50 {stats.infer_ms_p50 or 0:.1f} ms, {stats.detections} detections")
             if runtime.link is not None:
                 sent = runtime.link.publisher.stats()
-                summary += f"; mqtt: {sent.get('acked', 0)} acknowledged, {sent.get('outbox_depth', 0)} kept for later"
+                summary += f"; mqtt: {sent.acked} acknowledged, {sent.outbox_depth} kept for later"
             print(summary, file=sys.stderr)
 
 

@@ -74,13 +74,13 @@ def main(argv: list[str]) -> int:
     frame = first
     while not stop.wait(max(0.0, begun + (frame - first) / args.rate - time.monotonic())):
         os.write(log, f"claim {frame}\n".encode())
-        body = publisher.envelope(payloads.DETECTIONS, {"frame": frame, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
+        body = publisher.envelope(payloads.DETECTIONS, {"camera": "main", "frame": frame, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
         publisher.publish("detections", body)
         os.write(log, f"queued {frame} {body['seq']} {time.monotonic():.6f}\n".encode())
         frame += 1
     os.close(log)
     drained = publisher.flush(DRAIN_S)
-    stats = publisher.stats()
+    stats = publisher.stats().as_dict()
     publisher.close()
     (args.folder / EXIT_STATS).write_text(json.dumps({"drained": drained, "frames": frame - first, **stats}))
     print(f"{time.monotonic():.3f} stopped: {stats}", flush=True)

@@ -9,6 +9,7 @@ cases after it.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -80,7 +81,7 @@ def _source(case: dict) -> dict:
         delivered = sum(1 for _ in source.frames())
     finally:
         source.close()
-    return {"delivered": delivered, "events": events, "stats": source.stats()}
+    return {"delivered": delivered, "events": events, "stats": dataclasses.asdict(source.stats())}
 
 
 def _cli(case: dict) -> dict:

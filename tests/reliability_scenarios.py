@@ -285,7 +285,7 @@ def camera_gate(bundle: Path, broker, folder: Path, size: CameraSize, *, device_
     outages: list[Outage] = []
     counts: dict[str, tuple[int, int, int]] = {}
     errors: list[BaseException] = []
-    stats: dict = {}
+    stats = None
     with RtspStream() as stream:  # the server is up, the camera is not: "start late"
         watcher = TimedSubscriber(broker.port, f"edge/{device_id}/metrics", client_id=f"fleet-{device_id}")
         try:
@@ -318,7 +318,7 @@ def camera_gate(bundle: Path, broker, folder: Path, size: CameraSize, *, device_
     return _camera_section(size, outages, counts, errors, stats)
 
 
-def _camera_section(size: CameraSize, outages: list[Outage], counts: dict, errors: list, stats: dict) -> Section:
+def _camera_section(size: CameraSize, outages: list[Outage], counts: dict, errors: list, stats) -> Section:
     def worst(values: list[float]) -> str:
         return f"worst {max(values):.2f} s over {len(values)} outages" if values else "no outage ran"
 
@@ -426,11 +426,11 @@ def offline_gate(broker, folder: Path, size: OfflineSize, *, device_id: str = "c
         begun = time.monotonic()
         for i in range(round(size.seconds * size.rate)):
             time.sleep(max(0.0, begun + i / size.rate - time.monotonic()))
-            event = {"frame": i, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []}
+            event = {"camera": "main", "frame": i, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []}
             body = publisher.envelope(payloads.DETECTIONS, event)
             publisher.publish("detections", body)
             produced.append(body["seq"])
-        offline_stats = publisher.stats()
+        offline_stats = publisher.stats().as_dict()
         attempts_offline = list(proxy.attempts)
         back = proxy.passthrough()
         online = wait(lambda: publisher.state == "online", size.reconnect_max_s + 15)

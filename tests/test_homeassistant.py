@@ -56,7 +56,7 @@ def test_templates_give_the_right_states_on_real_payloads():
     assert render(configs["main_last_detection"]["value_template"], seen) == "traffic light"
     assert render(configs["main_last_detection"]["value_template"], detections_payload([])) == "none"
     camera = payloads.camera_status("main", "running", None, StatsSnapshot(0, 10, 0, 0, 0, 3, fps=12.5))
-    metrics = payloads.metrics_body(payloads.run_status([camera], Health()), {}, rss_mb=80.0, cpu_temp_c=None)
+    metrics = payloads.metrics_body(payloads.run_status([camera], Health()), None, rate_limited=0, rss_mb=80.0, cpu_temp_c=None)
     assert render(configs["fps"]["value_template"], metrics) == "12.5"
     status = {"schema": payloads.STATUS, "device_id": "porch.cam", "state": "online", "ts": 1.0}
     availability = configs["fps"]["availability"][0]

@@ -79,10 +79,10 @@ def test_metrics_report_the_frames_the_live_source_dropped(bundle, broker, rtsp,
     device = LiveDevice(bundle, broker, tmp_path, rtsp.url, fps=None, consumer_s=0.2)
     try:
         deadline = time.monotonic() + 30
-        while device.source.stats()["frames_dropped"] < 20 and time.monotonic() < deadline:
+        while device.source.stats().frames_dropped < 20 and time.monotonic() < deadline:
             time.sleep(0.1)
         device.stop()
-        dropped = device.source.stats()["frames_dropped"]
+        dropped = device.source.stats().frames_dropped
         assert dropped >= 20, device.source.stats()
         device.link.publish_metrics()
         assert collector.wait_for(lambda c: any(p["frames_dropped"] == dropped for p in c.payloads("/metrics"))), \

@@ -26,7 +26,7 @@ def settings(broker: Mosquitto, tmp_path, **extra) -> MQTTSettings:
 
 
 def detection(publisher: Publisher, i: int) -> dict:
-    return publisher.envelope(payloads.DETECTIONS, {"frame": i, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
+    return publisher.envelope(payloads.DETECTIONS, {"camera": "main", "frame": i, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
 
 
 def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
@@ -69,7 +69,7 @@ def test_no_detection_is_lost_while_the_broker_restarts(tmp_path):
         assert publisher.flush(30), publisher.stats()
         expected = set(range(1, 1301))
         assert collector.wait_for(lambda c: c.seqs() >= expected, timeout=30), len(expected - collector.seqs())
-        assert publisher.stats()["outbox_dropped_overflow"] == 0
+        assert publisher.stats().outbox_dropped_overflow == 0
     finally:
         publisher.close()
         collector.close()
@@ -83,7 +83,7 @@ from edge_sdk.mqtt.settings import MQTTSettings
 s = MQTTSettings(broker=sys.argv[1], device_id="cam-1", outbox={"path": sys.argv[2]}, reconnect_min_s=0.1, reconnect_max_s=0.3)
 p = Publisher(s).start()
 for i in range(int(sys.argv[3])):
-    p.publish("detections", p.envelope("edge-sdk/detections@1", {"frame": i, "frame_ts": 0, "width": 1, "height": 1, "detections": []}))
+    p.publish("detections", p.envelope("edge-sdk/detections@1", {"camera": "main", "frame": i, "frame_ts": 0, "width": 1, "height": 1, "detections": []}))
 print("produced", flush=True)
 time.sleep(120)
 """
@@ -121,7 +121,7 @@ def test_at_the_bound_exactly_the_oldest_are_dropped_and_counted(tmp_path):
     try:
         for i in range(250):
             publisher.publish("detections", detection(publisher, i))
-        assert publisher.stats()["outbox_dropped_overflow"] == 150
+        assert publisher.stats().outbox_dropped_overflow == 150
         broker.start()
         assert publisher.flush(20)
         assert collector.wait_for(lambda c: len(c.seqs()) >= 100)
@@ -141,11 +141,11 @@ def test_a_refused_publish_is_dead_lettered_once_not_retried(tmp_path):
         assert publisher.wait_online(10)
         publisher.publish("detections", detection(publisher, 0))  # not allowed by the ACL
         deadline = time.monotonic() + 10
-        while publisher.stats().get("refused", 0) < 1 and time.monotonic() < deadline:
+        while publisher.stats().refused < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
         stats = publisher.stats()
-        assert stats["refused"] == 1 and stats["sent"] == 1 and stats["outbox_depth"] == 0
+        assert stats.refused == 1 and stats.sent == 1 and stats.outbox_depth == 0
         assert publisher.outbox.dead_letters()[0][0] == "edge/cam-1/detections"
     finally:
         publisher.close()
@@ -242,7 +242,7 @@ def test_waiting_costs_no_cpu_online_or_offline(tmp_path):
             time.sleep(3.0)
             used = time.process_time() - before
             assert used < 0.15, (state, used)  # under 5 % of one core
-        assert publisher.state != "online" and publisher.stats()["reconnect_waits"] >= 2
+        assert publisher.state != "online" and publisher.stats().reconnect_waits >= 2
     finally:
         publisher.close()
         broker.stop()

@@ -266,7 +266,7 @@ def test_a_device_with_its_certificate_publishes_over_tls(tls_mosquitto, pki, pe
     publisher = device(tls_mosquitto.tls_port, pki, tmp_path)
     try:
         assert publisher.wait_online(10), publisher.last_error
-        publisher.publish("detections", publisher.envelope(payloads.DETECTIONS, {"frame": 0, "frame_ts": 0, "width": 1, "height": 1, "detections": []}))
+        publisher.publish("detections", publisher.envelope(payloads.DETECTIONS, {"camera": "main", "frame": 0, "frame_ts": 0, "width": 1, "height": 1, "detections": []}))
         assert publisher.flush(10)
         assert backend.wait_for("edge/cam-1/detections")
     finally:
@@ -365,7 +365,7 @@ def test_no_password_reaches_a_log_an_error_or_the_stats(password_mosquitto, tmp
     publisher = Publisher(settings)
     publisher.start()
     try:
-        assert wait(lambda: publisher.stats().get("connect_attempts", 0) >= 3, timeout=10)
+        assert wait(lambda: publisher.stats().connect_attempts >= 3, timeout=10)
         seen = [caplog.text, repr(publisher.stats()), str(publisher.last_error), repr(settings)]
     finally:
         publisher.close()

@@ -56,7 +56,7 @@ class Producer:
         for frame in range(self.count):
             if self._stop.wait(max(0.0, start + frame / self.rate - time.monotonic())):
                 return
-            body = self.publisher.envelope(payloads.DETECTIONS, {"frame": frame, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
+            body = self.publisher.envelope(payloads.DETECTIONS, {"camera": "main", "frame": frame, "frame_ts": time.time(), "width": 640, "height": 480, "detections": []})
             self.publisher.publish("detections", body)
             self.seqs.append(body["seq"])
 
@@ -175,14 +175,14 @@ def test_no_qos1_message_is_lost_across_cuts_and_a_blackhole(proxy, backend, pub
     assert backend.wait_for(lambda b: b.keys() >= expected, 30), f"lost {len(expected - backend.keys())} of {n}"
 
     stats = publisher.stats()
-    assert stats["disconnects"] >= 4, stats  # the faults really broke the link
-    assert stats["outbox_dropped_overflow"] == 0 and stats.get("refused", 0) == 0, stats
+    assert stats.disconnects >= 4, stats  # the faults really broke the link
+    assert stats.outbox_dropped_overflow == 0 and stats.refused == 0, stats
     assert backend.keys() == expected  # nothing the device did not produce
     assert backend.duplicates <= n // 100, backend.duplicates
     assert backend.altered() == []  # a duplicate is a byte-identical resend: same seq, same event
     frames = collections.Counter(body["frame"] for body in backend.bodies())
     assert set(frames) == set(range(n)) and max(frames.values()) == 1  # no event was re-sent under a new seq
-    print(f"{n} produced, {backend.unique} delivered, {backend.duplicates} duplicates, {stats['disconnects']} disconnects")
+    print(f"{n} produced, {backend.unique} delivered, {backend.duplicates} duplicates, {stats.disconnects} disconnects")
 
 
 @pytest.mark.timeout(40)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.errors import ConfigError, SourceError
-from edge_sdk.sources import Frame, Source, SourceEvent, SourceKind, SourceState, open_source, parse_spec
+from edge_sdk.sources import Frame, Source, SourceEvent, SourceKind, SourceState, SourceStats, open_source, parse_spec
 from edge_sdk.sources.backoff import Backoff
 from edge_sdk.sources.capture import complete_pipeline, has_backend
 from media import FFMPEG, HttpTsServer, RtspStream, ffmpeg_testsrc, frame_level, free_port, level_frame, write_video
@@ -174,8 +174,7 @@ def test_video_file_every_frame_in_order(tmp_path, baseline):
     assert [f.index for f in frames] == list(range(12))
     assert frames[0].image.shape == (48, 64, 3) and frames[0].image.dtype == np.uint8
     assert frames[0].source_size == (64, 48)
-    assert stats == {"frames_read": 12, "frames_delivered": 12, "frames_dropped": 0,
-                     "reconnects": 0, "stalls": 0, "errors": 0}
+    assert stats == SourceStats(frames_read=12, frames_delivered=12, frames_dropped=0, reconnects=0, stalls=0, errors=0)
     assert events.states() == ["connected", "ended"]
 
 
@@ -223,7 +222,7 @@ def test_image_folder_as_is_and_skips_unreadable(image_folder, baseline):
     assert [f.index for f in frames] == [0, 1, 2, 4, 5]
     assert frames[1].is_gray and frames[1].image.shape == (48, 64)
     assert frames[2].image.shape == (17, 33, 3) and frames[2].source_size == (33, 17)
-    assert stats["errors"] == 1 and stats["frames_delivered"] == 5 and stats["frames_read"] == 6
+    assert stats.errors == 1 and stats.frames_delivered == 5 and stats.frames_read == 6
     assert events.states() == ["connected", "skipped", "ended"]
     assert "d_broken.jpg" in events.events[1][1].detail
 
@@ -259,7 +258,7 @@ def test_fps_paces_playback_to_the_wall_clock(image_folder):
         stats = source.stats()
     elapsed = time.monotonic() - started
     assert 0.65 <= elapsed < 2.0, elapsed
-    assert stats["frames_dropped"] == 0
+    assert stats.frames_dropped == 0
 
 
 def test_fps_drops_frames_to_keep_up_with_a_slow_consumer(tmp_path):
@@ -273,9 +272,9 @@ def test_fps_drops_frames_to_keep_up_with_a_slow_consumer(tmp_path):
         stats = source.stats()
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, "real-time playback of 20 frames at 50 fps must not take 20 x 60 ms"
-    assert stats["frames_read"] == 20
-    assert stats["frames_dropped"] > 5
-    assert stats["frames_delivered"] + stats["frames_dropped"] == 20
+    assert stats.frames_read == 20
+    assert stats.frames_dropped > 5
+    assert stats.frames_delivered + stats.frames_dropped == 20
     levels = [frame_level(f.image) for f in frames]
     assert levels == sorted(levels) and levels == [f.index for f in frames]
 
@@ -328,9 +327,9 @@ def test_rtsp_freeze_is_detected_and_recovered(rtsp, baseline):
     assert recovered_after <= RECOVERY_TARGET_S
     assert events.first(SourceState.RESUMED, after=thawed_at) is not None
     stats = source.stats()
-    assert stats["stalls"] >= 1 and stats["reconnects"] >= 1
-    assert stats["frames_dropped"] > 0, "a slow consumer must see only the newest frames"
-    assert stats["frames_delivered"] + stats["frames_dropped"] <= stats["frames_read"]
+    assert stats.stalls >= 1 and stats.reconnects >= 1
+    assert stats.frames_dropped > 0, "a slow consumer must see only the newest frames"
+    assert stats.frames_delivered + stats.frames_dropped <= stats.frames_read
     indices = [frame.index for _, frame in consumer.arrivals]
     assert indices == sorted(indices) and len(set(indices)) == len(indices)
     assert consumer.arrivals[-1][1].image.shape == (120, 160, 3)
@@ -356,7 +355,7 @@ def test_rtsp_camera_killed_and_restarted(rtsp, baseline):
     consumer.stop()
     assert consumer.error is None
     assert recovered_after <= RECOVERY_TARGET_S
-    assert source.stats()["reconnects"] >= 1
+    assert source.stats().reconnects >= 1
 
 
 @needs_ffmpeg
@@ -432,7 +431,7 @@ def test_camera_absent_at_start_is_retried_until_closed(baseline):
     finally:
         consumer.stop()
     assert consumer.error is None and consumer.arrivals == []
-    assert source.stats()["errors"] >= 4
+    assert source.stats().errors >= 4
 
 
 @pytest.mark.timeout(30)

@@ -229,25 +229,25 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
         subscriber = Subscriber(broker, DEVICE_ID, console, quiet=quiet).start()
         try:
             stats, sent = _run_runtime(bundle, video, broker, run_dir, fps=fps if realtime else None)
-            _wait_for(lambda: len(subscriber.received.messages) >= sent.get("acked", 0), timeout=5.0)
+            _wait_for(lambda: len(subscriber.received.messages) >= sent.acked, timeout=5.0)
         finally:
             subscriber.stop()
     received = subscriber.received
     if not received.messages:
-        raise PublishError(f"nothing arrived over MQTT from {broker.url}: {sent.get('acked', 0)} messages were acknowledged "
-                           f"by the broker, {sent.get('outbox_depth', 0)} left in the outbox")
+        raise PublishError(f"nothing arrived over MQTT from {broker.url}: {sent.acked} messages were acknowledged "
+                           f"by the broker, {sent.outbox_depth} left in the outbox")
     precision, recall = _chain_accuracy(received, truth)
     pngs = _write_pngs(video, received, truth, run_dir)
     lat = np.asarray(received.latencies_ms or [0.0])
     return Summary(
         frames=stats.frames_done, fps=stats.fps, latency_p50_ms=stats.latency_ms_p50 or 0.0,
-        latency_p99_ms=stats.latency_ms_p99 or 0.0, published=sent.get("sent", 0), acked=sent.get("acked", 0),
+        latency_p99_ms=stats.latency_ms_p99 or 0.0, published=sent.sent, acked=sent.acked,
         received=len(received.messages), duplicates=received.duplicates, mqtt_p50_ms=float(np.percentile(lat, 50)),
         mqtt_p99_ms=float(np.percentile(lat, 99)), precision=precision, recall=recall, broker=broker.kind, pngs=pngs,
     )
 
 
-def _run_runtime(bundle: Path, video: Path, broker, run_dir: Path, *, fps: float | None) -> tuple[dict, dict]:
+def _run_runtime(bundle: Path, video: Path, broker, run_dir: Path, *, fps: float | None):
     from edge_sdk.config import RunConfig
     from edge_sdk.mqtt.settings import MQTTSettings, OutboxSettings, PublishMode
     from edge_sdk.runtime import Runtime

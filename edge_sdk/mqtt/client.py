@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from edge_sdk.errors import ConfigError, PublishError
 from edge_sdk.mqtt import topics
@@ -109,6 +109,36 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
+
+
+_PUBLISHER_COUNTERS = ("sent", "qos0_sent", "qos0_dropped", "acked", "refused", "connected", "connect_attempts",
+                       "reconnect_waits", "disconnects", "commands_dropped")
+_OUTBOX_COUNTERS = ("depth", "bytes", "dropped_overflow", "dropped_expired", "dead_lettered")
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    """What the publisher has done since it started (the outbox's counters survive restarts)."""
+
+    state: str  # connecting, online, offline, ...
+    sent: int  # QoS 1 messages written to the socket (again after a reconnect)
+    qos0_sent: int
+    qos0_dropped: int  # QoS 0 messages dropped while offline (the queue keeps the newest)
+    acked: int  # QoS 1 messages the broker acknowledged
+    refused: int  # messages the broker refused (dead-lettered)
+    connected: int  # successful connections, the first included
+    connect_attempts: int
+    reconnect_waits: int
+    disconnects: int
+    commands_dropped: int  # commands that arrived faster than they could be answered
+    outbox_depth: int  # messages waiting for an acknowledgement
+    outbox_bytes: int
+    outbox_dropped_overflow: int
+    outbox_dropped_expired: int
+    outbox_dead_lettered: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 class Publisher:
@@ -252,11 +282,12 @@ class Publisher:
         self._wake_r.close()
         self._wake_w.close()
 
-    def stats(self) -> dict:
-        out = dict(self.counters)
-        out.update({f"outbox_{k}": v for k, v in self.outbox.counters().items() if k != "seq"})
-        out["state"] = self.state
-        return out
+    def stats(self) -> PublisherStats:
+        counted, outbox = dict(self.counters), self.outbox.counters()
+        return PublisherStats(
+            state=self.state, **{name: counted.get(name, 0) for name in _PUBLISHER_COUNTERS},
+            **{f"outbox_{name}": outbox.get(name, 0) for name in _OUTBOX_COUNTERS},
+        )
 
     # -- the network thread -----------------------------------------------------------------
 

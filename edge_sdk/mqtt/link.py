@@ -214,14 +214,14 @@ class FleetLink:
             self.alert("engine-failed" if health.state == "failed" else "engine-restarted", health.detail or health.state)
         self._quietly(self.publish_metrics)
 
-    def publisher_stats(self) -> dict:
-        """The publisher's counters, with the frames every camera's rate cap skipped."""
-        stats = self.publisher.stats()
-        stats["rate_limited"] = sum(gate.rate_limited for gate in list(self.gates.values()))
-        return stats
+    @property
+    def rate_limited(self) -> int:
+        """Results every camera's rate cap kept from being published."""
+        return sum(gate.rate_limited for gate in list(self.gates.values()))
 
     def publish_metrics(self) -> None:
-        body = payloads.metrics_body(self.observed.status(), self.publisher_stats(), rss_mb=_rss_mb(), cpu_temp_c=_cpu_temp_c())
+        body = payloads.metrics_body(self.observed.status(), self.publisher.stats(), rate_limited=self.rate_limited,
+                                     rss_mb=_rss_mb(), cpu_temp_c=_cpu_temp_c())
         self.publisher.publish(topics.METRICS, self.publisher.envelope(payloads.METRICS, body), qos=self.settings.qos.metrics)
 
     def _metrics_loop(self) -> None:

@@ -80,12 +80,16 @@ def run_status(cameras: list[dict], health) -> dict:
     }
 
 
-def metrics_body(status: dict, publisher_stats: dict, *, rss_mb: float | None, cpu_temp_c: float | None) -> dict:
-    """Rates, latencies and counters for the fleet's dashboards: totals over the cameras, then each camera."""
+def metrics_body(status: dict, publisher, *, rate_limited: int, rss_mb: float | None, cpu_temp_c: float | None) -> dict:
+    """Rates, latencies and counters for the fleet's dashboards: totals over the cameras, then each
+    camera. ``publisher`` is the publisher's PublisherStats (None: nothing published yet)."""
     cameras, engine = status["cameras"], status["engine"]
 
     def total(key: str) -> int:
         return sum(c[key] for c in cameras)
+
+    def sent(name: str) -> int:
+        return 0 if publisher is None else getattr(publisher, name)
 
     return {
         "fps": round(sum(c["fps"] for c in cameras), 3),
@@ -96,14 +100,13 @@ def metrics_body(status: dict, publisher_stats: dict, *, rss_mb: float | None, c
         "frames_dropped": total("frames_dropped"),
         "frame_errors": total("frame_errors"),
         "detections": total("detections"),
-        "outbox_depth": publisher_stats.get("outbox_depth", 0),
-        "outbox_bytes": publisher_stats.get("outbox_bytes", 0),
-        "published": publisher_stats.get("sent", 0) + publisher_stats.get("qos0_sent", 0),
-        "acked": publisher_stats.get("acked", 0),
-        "dropped": publisher_stats.get("outbox_dropped_overflow", 0) + publisher_stats.get("outbox_dropped_expired", 0)
-        + publisher_stats.get("qos0_dropped", 0) + publisher_stats.get("rate_limited", 0),
-        "refused": publisher_stats.get("refused", 0),
-        "reconnects": max(0, publisher_stats.get("connected", 0) - 1),
+        "outbox_depth": sent("outbox_depth"),
+        "outbox_bytes": sent("outbox_bytes"),
+        "published": sent("sent") + sent("qos0_sent"),
+        "acked": sent("acked"),
+        "dropped": sent("outbox_dropped_overflow") + sent("outbox_dropped_expired") + sent("qos0_dropped") + rate_limited,
+        "refused": sent("refused"),
+        "reconnects": max(0, sent("connected") - 1),
         "rss_mb": None if rss_mb is None else round(rss_mb, 1),
         "cpu_temp_c": cpu_temp_c,
         # One camera: its state; several: the first that is not running, so a dashboard sees trouble.

@@ -4,7 +4,7 @@
 a source of that kind is opened.
 """
 
-from edge_sdk.sources.base import Frame, Source, SourceEvent, SourceState
+from edge_sdk.sources.base import Frame, Source, SourceEvent, SourceState, SourceStats
 from edge_sdk.sources.open import open_source
 from edge_sdk.sources.options import SourceOptions
 from edge_sdk.sources.spec import SourceKind, SourceSpec, parse_spec
@@ -17,6 +17,7 @@ __all__ = [
     "SourceOptions",
     "SourceSpec",
     "SourceState",
+    "SourceStats",
     "open_source",
     "parse_spec",
 ]

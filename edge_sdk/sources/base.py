@@ -27,7 +27,7 @@ class SourceState(str, Enum):
     RECONNECTING = "reconnecting"
     """The connection was lost or could not be made; the next attempt follows."""
     SKIPPED = "skipped"
-    """An unreadable image was skipped (counted in ``stats()["errors"]``)."""
+    """An unreadable image was skipped (counted in ``stats().errors``)."""
     ENDED = "ended"
     """A file or folder has no more frames."""
     FAILED = "failed"
@@ -86,8 +86,8 @@ class Source(Protocol):
 
     def close(self) -> None: ...
 
-    def stats(self) -> dict[str, int]:
-        """``frames_read``, ``frames_delivered``, ``frames_dropped``, ``reconnects``, ``stalls``, ``errors``."""
+    def stats(self) -> SourceStats:
+        """What the source has read, handed out, dropped, and how often it reconnected, stalled or failed."""
         ...
 
     def __enter__(self) -> Source: ...
@@ -95,6 +95,18 @@ class Source(Protocol):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """A source's counters at one moment."""
+
+    frames_read: int  # from the device, stream or file
+    frames_delivered: int  # handed to the pipeline
+    frames_dropped: int  # a live source keeps only the newest; real-time playback skips late ones
+    reconnects: int
+    stalls: int
+    errors: int  # failed attempts to open or read, and unreadable images skipped
 
 
 @dataclass
@@ -108,8 +120,8 @@ class Counters:
     stalls: int = 0
     errors: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+    def snapshot(self) -> SourceStats:
+        return SourceStats(**vars(self))
 
 
 class Events:

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_sdk.errors import SourceError
 from edge_sdk.sources.backoff import Backoff
-from edge_sdk.sources.base import Counters, Events, Frame, SourceState
+from edge_sdk.sources.base import Counters, Events, Frame, SourceState, SourceStats
 from edge_sdk.sources.options import SourceOptions
 
 
@@ -73,8 +73,8 @@ class LiveSource:
                 self._counters.frames_delivered += 1
             yield frame
 
-    def stats(self) -> dict[str, int]:
-        return self._counters.as_dict()
+    def stats(self) -> SourceStats:
+        return self._counters.snapshot()
 
     def close(self) -> None:
         """Stop the threads and release the device; waits at most one open or read timeout."""

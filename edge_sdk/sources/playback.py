@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_sdk.errors import SourceError
-from edge_sdk.sources.base import Counters, Events, Frame, SourceState
+from edge_sdk.sources.base import Counters, Events, Frame, SourceState, SourceStats
 from edge_sdk.sources.options import SourceOptions
 
 Reader = Callable[[], np.ndarray]
@@ -90,8 +90,8 @@ class PlaybackSource:
         if not self._stop.is_set():
             self._events.emit(SourceState.ENDED, f"end of {self.name} after {self._counters.frames_read} frames")
 
-    def stats(self) -> dict[str, int]:
-        return self._counters.as_dict()
+    def stats(self) -> SourceStats:
+        return self._counters.snapshot()
 
     def close(self) -> None:
         self._stop.set()
