@@ -341,6 +341,7 @@ _COUNTERS = (
     ("frame_errors", "frame_errors_total", "Frames that could not be preprocessed or inferred."),
     ("detections", "detections_total", "Detections reported, after the filters."),
     ("frames_dropped", "source_frames_dropped_total", "Frames a live source dropped to stay on the newest one."),
+    ("reconnects", "source_reconnects_total", "Times the camera's source reconnected."),
 )
 _ENGINE = (
     ("engine_restarts", "engine_restarts_total", "Fresh inference engines opened by the watchdog after a hang or a failure."),

@@ -31,6 +31,7 @@ class StatsSnapshot:
     decode_ms_p99: float | None = None
     latency_ms_p50: float | None = None  # capture to result
     latency_ms_p99: float | None = None
+    reconnects: int = 0  # times the source reconnected
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +57,7 @@ class Stats:
                 self.window[key].append(value)
 
     def snapshot(self) -> StatsSnapshot:
+        source = _source_stats(self.source)
         with self.lock:
             timings = {}
             for key, values in self.window.items():
@@ -64,14 +66,18 @@ class Stats:
                     timings[f"{key}_ms_p50"], timings[f"{key}_ms_p99"] = float(p50), float(p99)
             return StatsSnapshot(
                 frames_in=self.frames_in, frames_done=self.frames_done, frames_skipped=self.frames_skipped,
-                frame_errors=self.frame_errors, frames_dropped=_source_dropped(self.source), detections=self.detections,
-                fps=self.frames_done / max(1e-9, time.monotonic() - self.started), **timings,
+                frame_errors=self.frame_errors, frames_dropped=source.frames_dropped, detections=self.detections,
+                fps=self.frames_done / max(1e-9, time.monotonic() - self.started), reconnects=source.reconnects, **timings,
             )
 
 
-def _source_dropped(source) -> int:
-    """Frames ``source`` dropped (a live source keeps only the newest; real-time playback skips late ones)."""
+@dataclass(frozen=True)
+class _NoSource:
+    frames_dropped: int = 0
+    reconnects: int = 0
+
+
+def _source_stats(source):
+    """The counters of ``source`` (a live source drops all but the newest frame; real-time playback skips late ones)."""
     stats = getattr(source, "stats", None)
-    if not callable(stats):
-        return 0
-    return int(stats().frames_dropped)
+    return stats() if callable(stats) else _NoSource()
