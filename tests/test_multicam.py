@@ -299,6 +299,9 @@ def test_mqtt_topics_payloads_commands_and_alerts_per_camera(bundle, videos, tmp
             (alert,) = collector.payloads("/alert")
             jsonschema.validate(alert, payloads.schema("alert"))
             assert alert["kind"] == "camera-failed" and alert["camera"] == "c" and "unplugged.avi" in alert["detail"], alert
+            # ...and the retained status says the device is degraded, and why, while a and b go on.
+            assert collector.wait_for(lambda c: any(s["state"] == "degraded" and "camera c failed" in s.get("detail", "")
+                                                    for s in c.payloads("/status")), 10), collector.payloads("/status")
 
             # cmd/config for camera b only.
             b_sent = len(on("b"))

@@ -102,6 +102,8 @@ class FleetLink:
         self.gates: dict[str, PublishGate] = {}
         self.publisher = Publisher(settings, on_command=self._command)
         self.source_states: dict[str, str] = {}
+        self._camera_trouble: dict[str, str] = {}  # camera -> why it delivers no frames (failed, stalled, reconnecting)
+        self._engine_trouble: str | None = None
         self._stop = threading.Event()
         self._metrics_thread: threading.Thread | None = None
         self._last_snapshot: dict[str, float] = {}
@@ -187,12 +189,23 @@ class FleetLink:
         changed, self.source_states[camera] = state != self.source_states.get(camera), state
         if not changed:
             return
+        if state in ("failed", "stalled", "reconnecting"):
+            self._camera_trouble[camera] = f"camera {camera} {state}" + (f": {detail}" if detail else "")
+        else:
+            self._camera_trouble.pop(camera, None)
+        self._update_status()
         if state == "failed":
             self.alert("camera-failed", detail or state, camera=camera)
         # Metrics go out every 10 s by default: a camera that stalls and recovers in between would
         # never be seen by the fleet, and a lost one only seconds late. A change of state is
         # published at once (called from the source's thread; publish never waits on the network).
         self._quietly(self.publish_metrics)
+
+    def _update_status(self) -> None:
+        """The retained status: 'degraded' with every reason while the engine or a camera is in
+        trouble (engine first), 'online' otherwise."""
+        reasons = [r for r in (self._engine_trouble, *self._camera_trouble.values()) if r]
+        self.publisher.set_health("; ".join(reasons) if reasons else None)
 
     def alert(self, kind: str, detail: str, **extra: str) -> None:
         """One event on ``alert`` (QoS 1 through the outbox, like detections); never raises."""
@@ -207,10 +220,12 @@ class FleetLink:
         is being restarted or has been given up on, 'online' once a fresh one runs; an alert and the
         metrics go out at once."""
         if health.state == "ok":
-            self.publisher.set_health(None)
+            self._engine_trouble = None
         else:
-            self.publisher.set_health(f"inference engine {health.state}: {health.detail}")
+            self._engine_trouble = f"inference engine {health.state}: {health.detail}"
             log.warning("inference engine %s: %s", health.state, health.detail)
+        self._update_status()
+        if health.state != "ok":
             self.alert("engine-failed" if health.state == "failed" else "engine-restarted", health.detail or health.state)
         self._quietly(self.publish_metrics)
 
