@@ -38,7 +38,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from importlib import metadata
 from pathlib import Path
 
 import cv2
+import common
 import numpy as np
 
 from edge_sdk.backends import open_engine
@@ -156,21 +156,8 @@ class CpuMeter:
 def ensure_bundle(subject: Subject) -> Path:
     """The cached bundle, converted now in a child process (it imports TensorFlow) if missing or unreadable."""
     folder = CACHE / subject.folder
-    if folder.is_dir():
-        try:
-            open_bundle(folder)
-            log(f"reusing bundle {folder.name}")
-            return folder
-        except Exception as exc:  # stale or half-written cache: rebuild it
-            log(f"cached bundle {folder.name} unusable ({exc}); rebuilding")
-            shutil.rmtree(folder)
-    log(f"no cached {subject.key} bundle: converting it in a child process (needs the [convert] extra)")
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    started = time.perf_counter()
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--convert", subject.key, str(folder)], check=True, env=env)
-    open_bundle(folder)
-    log(f"converted {subject.key} in {time.perf_counter() - started:.0f} s")
-    return folder
+    return common.cached_bundle(folder, [str(Path(__file__).resolve()), "--convert", subject.key, str(folder)],
+                                log=log, what=f"{subject.key} bundle")
 
 
 def convert_digits(folder: Path) -> None:

@@ -57,11 +57,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import cv2
+import common
 import numpy as np
 
 from edge_sdk import __version__
@@ -104,12 +105,7 @@ def log(message: str) -> None:
 
 
 def _pipeline_bench():
-    sys.path.insert(0, str(HERE))
-    try:
-        import pipeline_bench
-    finally:
-        sys.path.remove(str(HERE))
-    return pipeline_bench
+    return common.sibling("pipeline_bench")
 
 
 # --------------------------------------------------------------------------- bundle and videos
@@ -126,18 +122,8 @@ def _cache_key(profile: str) -> str:
 def ensure_bundle(profile: str) -> Path:
     """The shipped detector converted for ``profile`` (int8, no pruning), converted now in a child process if missing."""
     folder = CACHE / f"shapes-detector-{profile}-{_cache_key(profile)}"
-    if folder.is_dir():
-        try:
-            open_bundle(folder)
-            log(f"reusing bundle {folder.name}")
-            return folder
-        except Exception as exc:  # stale or half-written cache: rebuild it
-            log(f"cached bundle unusable ({exc}); rebuilding")
-            shutil.rmtree(folder)
-    log(f"converting the shipped detector for {profile} in a child process (about a minute)")
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--convert-to", str(folder), "--profile", profile],
-                   check=True, stdout=sys.stderr)
-    open_bundle(folder)
+    common.cached_bundle(folder, [str(Path(__file__).resolve()), "--convert-to", str(folder), "--profile", profile],
+                         log=log, what=f"{profile} detector")
     return folder
 
 

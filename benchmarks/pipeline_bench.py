@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import common
 import cv2
 import numpy as np
 
@@ -109,12 +110,7 @@ def log(message: str) -> None:
 
 
 def _convert_bench():
-    sys.path.insert(0, str(HERE))
-    try:
-        import convert_bench
-    finally:
-        sys.path.remove(str(HERE))
-    return convert_bench
+    return common.sibling("convert_bench")
 
 
 class LoadMeter:
@@ -138,22 +134,8 @@ class LoadMeter:
 
 
 def ensure_bundle(folder: Path) -> Path:
-    """The cached MobileNetV2-224 int8 x86-cpu bundle, converted now (in a child process) if missing or unreadable.
-
-    The conversion imports TensorFlow; a child keeps it, and its gigabytes, out of the measuring process.
-    """
-    if folder.is_dir():
-        try:
-            open_bundle(folder)
-            log(f"reusing bundle {folder}")
-            return folder
-        except Exception as exc:  # stale or half-written cache: rebuild it
-            log(f"cached bundle unusable ({exc}); rebuilding")
-            shutil.rmtree(folder)
-    log("no cached bundle: converting one in a child process (needs the [convert] extra, about a minute)")
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--convert-to", str(folder)], check=True)
-    open_bundle(folder)
-    return folder
+    """The cached MobileNetV2-224 int8 x86-cpu bundle, converted now (in a child process) if missing or unreadable."""
+    return common.cached_bundle(folder, [str(Path(__file__).resolve()), "--convert-to", str(folder)], log=log)
 
 
 def convert_bundle(folder: Path) -> None:

@@ -1,0 +1,48 @@
+"""What the benchmark scripts share: importing a sibling script, and a converted bundle cached between runs."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_sdk.bundle import open_bundle
+
+HERE = Path(__file__).resolve().parent
+
+
+def sibling(name: str):
+    """Another script of this folder, imported as a module (the folder is not a package)."""
+    sys.path.insert(0, str(HERE))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(HERE))
+
+
+def cached_bundle(folder: Path, convert: list[str], *, log: Callable[[str], None], what: str = "bundle") -> Path:
+    """``folder`` when it holds a readable bundle; else one converted now by ``python <convert...>``.
+
+    The conversion imports TensorFlow: a child process keeps it, and its gigabytes, out of the
+    measuring process. A stale or half-written cache is rebuilt.
+    """
+    if folder.is_dir():
+        try:
+            open_bundle(folder)
+            log(f"reusing {what} {folder.name}")
+            return folder
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
+            log(f"cached {what} {folder.name} unusable ({exc}); rebuilding")
+            shutil.rmtree(folder)
+    log(f"no cached {what}: converting it in a child process (needs the [convert] extra, about a minute)")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *convert], check=True, env=env, stdout=sys.stderr)
+    open_bundle(folder)
+    log(f"converted {what} in {time.perf_counter() - started:.0f} s")
+    return folder
