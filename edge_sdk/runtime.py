@@ -253,6 +253,16 @@ class Runtime:
             raise error
         return True
 
+    @property
+    def running(self) -> bool:
+        """Whether a run begun by :meth:`start` is still going."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped a run begun by :meth:`start` (None while it runs, or after a clean end)."""
+        return self._error
+
     def stop(self) -> None:
         """End the run from any thread: :meth:`results` returns after the frames in flight."""
         with self._lock:

@@ -182,7 +182,6 @@ class Device:
         self.runtime.cameras[0].source_listeners.append(self._on_event)
         self.started = time.monotonic()
         self.runtime.start(on_result=lambda result: self.frames.append((time.monotonic(), result.timestamp)))
-        self.thread = self.runtime._thread
 
     @property
     def source(self):
@@ -190,7 +189,7 @@ class Device:
 
     @property
     def errors(self) -> list[BaseException]:
-        return [] if self.runtime._error is None else [self.runtime._error]
+        return [] if self.runtime.error is None else [self.runtime.error]
 
     def _on_event(self, event: SourceEvent) -> None:
         self.events.append((time.monotonic(), event))
@@ -213,8 +212,7 @@ class Device:
 
     def close(self) -> None:
         self.runtime.stop()
-        self.thread.join(15)
-        self.runtime.close()
+        self.runtime.close()  # waits for the run's thread
 
 
 def _first_state(watcher: TimedSubscriber, states: frozenset[str], after: float) -> float | None:

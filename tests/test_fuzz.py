@@ -450,7 +450,7 @@ def test_a_burst_of_60_commands_over_a_real_broker_neither_stalls_detections_nor
         assert model_sha(pipeline) == installed
         frames_before = stats.frames_done
         assert _wait(lambda: stats.frames_done > frames_before + 5, 5), "the runtime stopped after the replays"
-        assert runtime._thread.is_alive() and runtime._error is None, runtime._error
+        assert runtime.running and runtime.error is None, runtime.error
     finally:
         backend.close()
         runtime.close()

@@ -49,7 +49,6 @@ class LiveDevice:
         self.arrivals: list[float] = []
         self._consumer_s = consumer_s
         self.runtime.start(on_result=self._arrived)
-        self.thread = self.runtime._thread
         camera = self.runtime.cameras[0]
         deadline = time.monotonic() + 10
         while camera.source is None and time.monotonic() < deadline:  # opened in the camera's own thread

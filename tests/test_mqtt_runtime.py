@@ -64,7 +64,6 @@ class Device:
         # must not race the connection (a busy CI machine lost that race once).
         assert self.link.publisher.wait_online(30), "the device did not connect to the broker"
         self.runtime.start()
-        self.thread = self.runtime._thread
 
     def stop(self) -> None:
         self.runtime.stop()
@@ -241,7 +240,7 @@ def test_bad_commands_get_an_error_and_the_runtime_keeps_running(running_device,
     assert answer["ok"] is False and error in answer["error"], answer
     before = device.camera.stats.frames_done
     time.sleep(0.3)
-    assert device.camera.stats.frames_done > before and device.thread.is_alive()
+    assert device.camera.stats.frames_done > before and device.runtime.running
 
 
 @pytest.fixture(scope="module")
@@ -426,7 +425,7 @@ def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, 
         frames = device.camera.stats.frames_done
         assert collector.wait_for(lambda c: device.camera.stats.frames_done > frames + 5)
         assert collector.wait_for(lambda c: c.payloads("/info")[-1]["model"]["sha256"] == _sha(classifier))
-        assert device.thread.is_alive() and device.runtime._error is None
+        assert device.runtime.running and device.runtime.error is None
     finally:
         device.stop()
         collector.close()
