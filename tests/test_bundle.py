@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bundle_factory import BUNDLE_NAME, LABELS, PLACEHOLDER_MODEL_BYTES, bundle_files, make_bundle, manifest_fields
 from edge_sdk.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -22,16 +21,10 @@ from edge_sdk.bundle import (
 )
 from edge_sdk.cli import main
 from edge_sdk.errors import BundleError, EdgeSDKError
+from support import snapshot
+from support.bundles import BUNDLE_NAME, LABELS, PLACEHOLDER_MODEL_BYTES, bundle_files, make_bundle, manifest_fields
 
 COMMITTED_SCHEMA = Path(__file__).resolve().parent.parent / "edge_sdk" / "schemas" / "edge-bundle.schema.json"
-
-
-def _snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every path below ``folder`` with its bytes (None for folders), to prove a folder was not touched."""
-    return {
-        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
-        for p in sorted(folder.rglob("*"))
-    }
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -303,13 +296,13 @@ def test_check_destination_refuses_a_non_empty_non_bundle_folder(tmp_path):
     (precious / "2024").mkdir(parents=True)
     (precious / "2024" / "beach.jpg").write_bytes(b"\xff\xd8 pretend jpeg")
     (precious / "notes.txt").write_text("do not delete\n")
-    before = _snapshot(precious)
+    before = snapshot(precious)
 
     with pytest.raises(BundleError) as info:
         check_destination(precious)
     assert str(precious) in str(info.value)
     assert "refusing" in str(info.value)
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
 
 
 def test_check_destination_refuses_a_file(tmp_path):
@@ -337,9 +330,9 @@ def test_check_destination_accepts_absent_empty_and_old_bundle(tmp_path, bundle_
     empty.mkdir()
     assert check_destination(empty) == empty
 
-    before = _snapshot(bundle_dir)
+    before = snapshot(bundle_dir)
     assert check_destination(bundle_dir) == bundle_dir
-    assert _snapshot(bundle_dir) == before
+    assert snapshot(bundle_dir) == before
 
 
 # --- write_bundle: atomic replacement, failures leave nothing behind -----------------------------------
@@ -357,10 +350,10 @@ def test_write_bundle_refuses_a_non_empty_non_bundle_folder(tmp_path):
     precious = tmp_path / "photos"
     precious.mkdir()
     (precious / "notes.txt").write_text("do not delete\n")
-    before = _snapshot(precious)
+    before = snapshot(precious)
     with pytest.raises(BundleError, match="refusing"):
         make_bundle(precious)
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
     assert _leftovers(tmp_path) == []
 
 
@@ -386,7 +379,7 @@ def test_invalid_manifest_field_leaves_the_destination_untouched(tmp_path, exist
     out = tmp_path / "bundle"
     if existing == "old-bundle":
         make_bundle(out, name="old-model")
-    before = _snapshot(out) if out.exists() else None
+    before = snapshot(out) if out.exists() else None
 
     with pytest.raises(BundleError, match="num_classes"):
         make_bundle(out, num_classes=0)
@@ -395,7 +388,7 @@ def test_invalid_manifest_field_leaves_the_destination_untouched(tmp_path, exist
         assert not out.exists()
         assert list(tmp_path.iterdir()) == []
     else:
-        assert _snapshot(out) == before
+        assert snapshot(out) == before
         assert open_bundle(out).manifest.name == "old-model"
     assert _leftovers(tmp_path) == []
 
@@ -403,14 +396,14 @@ def test_invalid_manifest_field_leaves_the_destination_untouched(tmp_path, exist
 def test_failure_while_writing_files_leaves_the_destination_untouched(tmp_path):
     out = tmp_path / "bundle"
     make_bundle(out, name="old-model")
-    before = _snapshot(out)
+    before = snapshot(out)
     files, roles = bundle_files()
     files["../escape.bin"] = b"must never be written"
 
     with pytest.raises(BundleError, match="outside"):
         write_bundle(out, files=files, roles=roles, manifest_fields=manifest_fields(name="new-model"))
 
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert open_bundle(out).manifest.name == "old-model"
     assert not (tmp_path / "escape.bin").exists()
     assert _leftovers(tmp_path) == []

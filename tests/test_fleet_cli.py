@@ -8,12 +8,12 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import Mosquitto
 
-import bundle_factory
 from edge_sdk.cli import main
 from edge_sdk.mqtt.fleetview import FleetView
 from edge_sdk.ota.keys import generate_keypair, sign_bundle
+from support import bundles as bundle_factory
+from support.broker import Mosquitto
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_push_to_an_unreachable_broker_is_one_line(tmp_path, capsys):
     bundle_factory.make_bundle(folder)
     generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
     sign_bundle(folder, tmp_path / "k.key", version=1)
-    from mosquitto import free_port
+    from support import free_port
 
     assert main(["push", str(folder), "--device", "cam-1", "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 2
     err = capsys.readouterr().err

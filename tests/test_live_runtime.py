@@ -8,10 +8,6 @@ import time
 
 import jsonschema
 import pytest
-from media import FFMPEG, RtspStream
-from mosquitto import Mosquitto
-from mqtt_peers import Collector
-from reliability_scenarios import small_bundle
 from test_mqtt_runtime import command, device_settings
 
 from edge_sdk.config import RunConfig
@@ -19,6 +15,10 @@ from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.link import FleetLink
 from edge_sdk.pipeline import open_pipeline
 from edge_sdk.sources import open_source
+from support.broker import Mosquitto
+from support.media import FFMPEG, RtspStream
+from support.reliability.scenarios import small_bundle
+from support.subscriber import Subscriber
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")]
 
@@ -79,7 +79,7 @@ class LiveDevice:
 
 @pytest.mark.timeout(120)
 def test_metrics_report_the_frames_the_live_source_dropped(bundle, broker, rtsp, tmp_path):
-    collector = Collector(broker.port, "edge/cam-1/metrics")
+    collector = Subscriber(broker.port, "edge/cam-1/metrics")
     # A consumer slower than the 25 fps stream: the source keeps the newest frame and drops the rest.
     device = LiveDevice(bundle, broker, tmp_path, rtsp.url, fps=None, consumer_s=0.2)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -10,12 +9,12 @@ import time
 
 import jsonschema
 import pytest
-from mosquitto import Mosquitto
-from mqtt_peers import Collector
 
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
+from support.broker import Mosquitto
+from support.subscriber import Subscriber
 
 
 def settings(broker: Mosquitto, tmp_path, **extra) -> MQTTSettings:
@@ -31,7 +30,7 @@ def detection(publisher: Publisher, i: int) -> dict:
 
 def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    Collector(broker.port, durable=True, client_id="fleet").close()  # a session that outlives the broker
+    Subscriber(broker.port, durable=True, client_id="fleet").close()  # a session that outlives the broker
     broker.stop()
     publisher = Publisher(settings(broker, tmp_path)).start()
     try:
@@ -41,7 +40,7 @@ def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
         assert publisher.state != "online" and publisher.last_error == "connection refused"
         broker.start()
         assert publisher.wait_online(10)
-        collector = Collector(broker.port, durable=True, client_id="fleet")
+        collector = Subscriber(broker.port, durable=True, client_id="fleet")
         assert collector.wait_for(lambda c: len(c.seqs()) == 5)
         status = collector.payloads("/status")
         assert status and status[-1]["state"] == "online"
@@ -55,7 +54,7 @@ def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
 
 def test_no_detection_is_lost_while_the_broker_restarts(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    collector = Subscriber(broker.port, "edge/+/detections", durable=True)
     publisher = Publisher(settings(broker, tmp_path)).start()
     try:
         assert publisher.wait_online(10)
@@ -91,7 +90,7 @@ time.sleep(120)
 
 def test_everything_produced_before_a_kill_arrives_after_a_restart(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    collector = Subscriber(broker.port, "edge/+/detections", durable=True)
     outbox = tmp_path / "outbox.sqlite3"
     try:
         broker.stop()  # the device is cut off, then killed with its backlog on disk
@@ -115,7 +114,7 @@ def test_everything_produced_before_a_kill_arrives_after_a_restart(tmp_path):
 
 def test_at_the_bound_exactly_the_oldest_are_dropped_and_counted(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    collector = Subscriber(broker.port, "edge/+/detections", durable=True)
     broker.stop()
     publisher = Publisher(settings(broker, tmp_path, outbox={"path": str(tmp_path / "o.sqlite3"), "max_messages": 100})).start()
     try:
@@ -154,7 +153,7 @@ def test_a_refused_publish_is_dead_lettered_once_not_retried(tmp_path):
 
 def test_last_will_says_offline_when_the_device_dies(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/status")
+    collector = Subscriber(broker.port, "edge/+/status")
     child = subprocess.Popen([sys.executable, "-c", _PRODUCER, broker.url, str(tmp_path / "o.sqlite3"), "1"], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "produced"
@@ -189,7 +188,7 @@ def test_a_silent_link_is_noticed_within_one_and_a_half_keepalives(tmp_path):
 @pytest.mark.parametrize("transport", ["mqtt-3.1.1", "websockets"])
 def test_mqtt_311_and_websockets_deliver_too(tmp_path, transport):
     broker = Mosquitto(tmp_path / "broker", websockets=True).start()
-    collector = Collector(broker.port, "edge/+/detections")
+    collector = Subscriber(broker.port, "edge/+/detections")
     extra = {"protocol": "3.1.1"} if transport == "mqtt-3.1.1" else {}
     s = settings(broker, tmp_path, **extra)
     if transport == "websockets":

@@ -97,7 +97,7 @@ def test_run_refuses_missing_tls_and_key_files_before_starting(tmp_path, capsys)
     from edge_sdk.cli import main
 
     bundle = tmp_path / "bundle"
-    import bundle_factory
+    from support import bundles as bundle_factory
 
     bundle_factory.make_bundle(bundle)
     config = tmp_path / "run.yaml"

@@ -198,7 +198,7 @@ def test_pipeline_resumes_by_itself_when_the_rtsp_camera_restarts(bundles):
     import threading
     import time
 
-    from media import FFMPEG, RtspStream
+    from support.media import FFMPEG, RtspStream
     from edge_sdk.sources import open_source
 
     if FFMPEG is None:
