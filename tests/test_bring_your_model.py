@@ -1,6 +1,6 @@
 """The models users bring: ONNX in every head layout, .tflite files from elsewhere, several outputs, plugin decoders.
 
-Every ONNX file is the shipped detector rewritten op by op (tests/onnx_detectors.py), so each layout
+Every ONNX file is the shipped detector rewritten op by op (tests/support/models/onnx_detectors.py), so each layout
 really detects the rendered shapes and is scored on scenes with known truth.
 """
 

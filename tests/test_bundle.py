@@ -21,22 +21,14 @@ from edge_sdk.bundle import (
 )
 from edge_sdk.cli import main
 from edge_sdk.errors import BundleError, EdgeSDKError
-from support import snapshot
+from support import ROOT, single_error_line, snapshot
 from support.bundles import BUNDLE_NAME, LABELS, PLACEHOLDER_MODEL_BYTES, bundle_files, make_bundle, manifest_fields
 
-COMMITTED_SCHEMA = Path(__file__).resolve().parent.parent / "edge_sdk" / "schemas" / "edge-bundle.schema.json"
+COMMITTED_SCHEMA = ROOT / "edge_sdk" / "schemas" / "edge-bundle.schema.json"
 
 
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
-
-
-def _single_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {captured.err!r}"
-    assert "Traceback" not in captured.err
-    return lines[0]
 
 
 def _manifest_data(bundle: Path) -> dict:
@@ -134,7 +126,7 @@ def test_tampered_file_is_refused_naming_it(bundle_dir, capsys, member):
     assert "sha256" in message
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert member in line
     assert str(bundle_dir) in line
 
@@ -148,7 +140,7 @@ def test_truncated_file_is_refused_as_truncated(bundle_dir, capsys):
     assert "model.tflite" in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert "truncated" in line and "model.tflite" in line
 
 
@@ -167,7 +159,7 @@ def test_missing_file_is_refused_naming_it(bundle_dir, capsys):
     assert "missing" in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert "labels.txt" in _single_error_line(capsys)
+    assert "labels.txt" in single_error_line(capsys)
 
 
 def test_missing_bundle_folder(tmp_path, capsys):
@@ -175,7 +167,7 @@ def test_missing_bundle_folder(tmp_path, capsys):
     with pytest.raises(BundleError, match="does not exist"):
         open_bundle(missing)
     assert main(["inspect", str(missing)]) == 2
-    assert str(missing) in _single_error_line(capsys)
+    assert str(missing) in single_error_line(capsys)
 
 
 def test_file_instead_of_bundle_folder(tmp_path):
@@ -203,7 +195,7 @@ def test_manifest_with_bad_json(bundle_dir, capsys, text):
     assert "JSON" in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert MANIFEST_NAME in line and str(bundle_dir) in line
 
 
@@ -224,7 +216,7 @@ def test_wrong_schema_version(bundle_dir, capsys, version):
     assert repr(version) in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert "schema_version" in _single_error_line(capsys)
+    assert "schema_version" in single_error_line(capsys)
 
 
 def test_missing_schema_version(bundle_dir):
@@ -247,7 +239,7 @@ def test_manifest_with_an_invalid_field_names_it(bundle_dir, capsys, field, valu
         open_bundle(bundle_dir)
     assert f"'{field}'" in str(info.value)
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert field in _single_error_line(capsys)
+    assert field in single_error_line(capsys)
 
 
 def test_model_file_not_listed_with_a_hash_is_refused(bundle_dir):
@@ -280,7 +272,7 @@ def test_manifest_file_paths_outside_the_bundle_are_refused(tmp_path, bundle_dir
     assert relative in str(info.value)
     assert "outside" in str(info.value)
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert relative in _single_error_line(capsys)
+    assert relative in single_error_line(capsys)
 
 
 def test_bundle_error_is_an_edge_sdk_error():

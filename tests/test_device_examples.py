@@ -19,10 +19,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_sdk.converters import convert
-from support import wait
+from support import ROOT, wait
 
 pytestmark = pytest.mark.slow
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = ROOT / "examples"
 FRAMES = 20
 SCRIPTS = ["pi_camera.py", "coral_usb.py", "openvino_npu.py", "fleet_subscriber.py", "home_assistant_check.py"]
 

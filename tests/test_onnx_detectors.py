@@ -1,4 +1,4 @@
-"""The ONNX detectors of tests/onnx_detectors.py are valid, run in onnxruntime and OpenVINO, and are
+"""The ONNX detectors of tests/support/models/onnx_detectors.py are valid, run in onnxruntime and OpenVINO, and are
 the shipped detector: same numbers as the Keras model, same detections, same mAP."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from edge_sdk.errors import ConfigError, UpdateError
 from edge_sdk.ota.archive import extract_archive, fetch_archive, member_names, pack_bundle
 from edge_sdk.ota.keys import SIGNATURE_NAME, generate_keypair, load_public_keys, sign_bundle, verify_bundle_signature
 from edge_sdk.ota.store import BundleStore
-from support import bundles as bundle_factory
+from support import bundles
 
 MB = 2**20
 
@@ -34,7 +34,7 @@ def keys(tmp_path):
 
 
 def make_bundle(folder, *, name="tiny", version=None, key=None):
-    bundle_factory.make_bundle(folder, name=name)
+    bundles.make_bundle(folder, name=name)
     if key is not None:
         sign_bundle(folder, key, version=version)
     return folder

@@ -1,4 +1,4 @@
-"""Issue #7's combined delivery gate (tests/combined_scenario.py): network cuts, blackholes, graceful
+"""Issue #7's combined delivery gate (tests/support/reliability/combined.py): network cuts, blackholes, graceful
 broker restarts and SIGKILLs of the runtime during broker outages, in one run, lose no QoS 1
 detection; duplicates ≤ 1 %, each a resend of the same event.
 

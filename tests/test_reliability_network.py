@@ -1,7 +1,7 @@
 """Network faults between the device and a real Mosquitto, fast tier: nothing is lost, a dead link is
 noticed in time, recovery is prompt, reconnects back off with jitter and without spinning.
 
-The real Publisher talks to the broker through tests/faultproxy.py; the backend is a durable
+The real Publisher talks to the broker through tests/support/faultproxy.py; the backend is a durable
 MQTT 5 subscriber connected straight to the broker that de-duplicates on (device_id, seq).
 """
 

@@ -4,7 +4,7 @@ survived when it crashes.
 
 Faults are real: the engine's child process is stopped with SIGSTOP (a hang in native code, as an
 Edge TPU on a flaky USB port does) and killed with SIGKILL (a segfault's effect); a plugin decoder,
-which runs inside the stage the watchdog times, hangs or raises on cue (tests/misbehaving_decoder.py).
+which runs inside the stage the watchdog times, hangs or raises on cue (tests/support/decoders/misbehaving.py).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def plugin_bundle(bundle, tmp_path) -> Path:
-    """The bundle with tests/misbehaving_decoder.py as its decoder."""
+    """The bundle with tests/support/decoders/misbehaving.py as its decoder."""
     copy = tmp_path / "plugin-bundle"
     shutil.copytree(bundle, copy)
     manifest = json.loads((copy / "edge-bundle.json").read_text())

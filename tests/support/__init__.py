@@ -71,3 +71,12 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def single_error_line(capsys) -> str:
+    """The one line a failed CLI command wrote on stderr (pytest's ``capsys``), with no traceback."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {captured.err!r}"
+    assert "Traceback" not in captured.err
+    return lines[0]
