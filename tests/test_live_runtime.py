@@ -15,6 +15,7 @@ from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.link import FleetLink
 from edge_sdk.pipeline import open_pipeline
 from edge_sdk.sources import open_source
+from support import wait
 from support.media import FFMPEG, RtspStream
 from support.reliability.scenarios import small_bundle
 from support.subscriber import Subscriber
@@ -76,9 +77,7 @@ def test_metrics_report_the_frames_the_live_source_dropped(bundle, mosquitto, rt
     # A consumer slower than the 25 fps stream: the source keeps the newest frame and drops the rest.
     device = LiveDevice(bundle, mosquitto, tmp_path, rtsp.url, fps=None, consumer_s=0.2)
     try:
-        deadline = time.monotonic() + 30
-        while device.source.stats()["frames_dropped"] < 20 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait(lambda: device.source.stats()["frames_dropped"] >= 20, 30, step=0.1)
         device.stop()
         dropped = device.source.stats()["frames_dropped"]
         assert dropped >= 20, device.source.stats()
@@ -96,10 +95,7 @@ def test_metrics_report_the_frames_the_live_source_dropped(bundle, mosquitto, rt
 def test_cmd_config_raises_the_fps_of_a_live_source(bundle, mosquitto, rtsp, tmp_path):
     device = LiveDevice(bundle, mosquitto, tmp_path, rtsp.url, fps=5)
     try:
-        deadline = time.monotonic() + 30
-        while not device.arrivals and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert device.arrivals, "no result from the stream"
+        wait(lambda: device.arrivals, 30, step=0.1, what="a result from the stream")
         before = device.rate(4.0)
         answer = command(mosquitto, "config", {"fps": 20})
         assert answer["ok"], answer

@@ -13,6 +13,7 @@ import pytest
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
+from support import wait
 from support.broker import Mosquitto
 from support.subscriber import Subscriber
 
@@ -139,9 +140,7 @@ def test_a_refused_publish_is_dead_lettered_once_not_retried(tmp_path):
     try:
         assert publisher.wait_online(10)
         publisher.publish("detections", detection(publisher, 0))  # not allowed by the ACL
-        deadline = time.monotonic() + 10
-        while publisher.stats().get("refused", 0) < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: publisher.stats().get("refused", 0) >= 1, 10, step=0.05)
         time.sleep(0.5)
         stats = publisher.stats()
         assert stats["refused"] == 1 and stats["sent"] == 1 and stats["outbox_depth"] == 0
@@ -175,8 +174,7 @@ def test_a_silent_link_is_noticed_within_one_and_a_half_keepalives(tmp_path):
         assert publisher.wait_online(10)
         broker.pause()  # SIGSTOP: the socket stays open, nothing comes back
         stopped = time.monotonic()
-        while publisher.state == "online" and time.monotonic() - stopped < 15:
-            time.sleep(0.05)
+        wait(lambda: publisher.state != "online", 15, step=0.05)
         noticed = time.monotonic() - stopped
         assert publisher.state != "online" and noticed <= 1.5 * 5 + 0.6, noticed
     finally:
@@ -216,9 +214,7 @@ def test_credentials_never_reach_logs_or_stderr(tmp_path, caplog, capfd):
     bad = Publisher(settings(broker, tmp_path / "b", username="cam-1", password=secret + "-wrong")).start()
     try:
         assert good.wait_online(10)
-        deadline = time.monotonic() + 10
-        while bad.state != "refused" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: bad.state == "refused", 10, step=0.05)
         assert bad.state == "refused" and "refused" in bad.last_error
     finally:
         good.close()

@@ -12,6 +12,7 @@ import jsonschema
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from support import wait
 from support.broker import Mosquitto
 from support.subscriber import Subscriber
 from paho.mqtt.packettypes import PacketTypes
@@ -108,10 +109,7 @@ def command(broker, name: str, payload: bytes | dict, *, device: str = "cam-1", 
         props.CorrelationData = correlation
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         client.publish(f"edge/{device}/cmd/{name}", data, qos=1, properties=props)
-        deadline = time.monotonic() + timeout
-        while not answers and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert answers, f"no answer to cmd/{name} within {timeout} s"
+        wait(lambda: answers, timeout, what=f"an answer to cmd/{name}")
         got_correlation, body = answers[0]
         assert got_correlation == correlation
         jsonschema.validate(body, payloads.schema("command-result"))
@@ -426,9 +424,7 @@ def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, 
 
         answer = command(broker, "model", pack_bundle(update))
         assert answer["ok"], answer  # it passed its trial run...
-        deadline = time.monotonic() + 10
-        while _sha(device.pipeline.bundle.path) != _sha(classifier) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: _sha(device.pipeline.bundle.path) == _sha(classifier), 10, step=0.05)
         assert _sha(device.pipeline.bundle.path) == _sha(classifier)  # ...then failed, and the old model came back
         assert flaky_decoder.calls > flaky_decoder.GOOD_CALLS
         from edge_sdk.ota.store import BundleStore
