@@ -581,7 +581,7 @@ def detector_sources(root: Path) -> dict[str, Path]:
 
     # The ONNX writer is the tests' helper (no exporter or torch is installed here).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import onnx_detectors
+    from support.models import onnx_detectors
 
     return {"keras": Path(DETECTOR), "onnx": onnx_detectors.yolov8_onnx_of_shipped_detector(root / "shapes_v8.onnx")}
 

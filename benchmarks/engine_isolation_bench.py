@@ -3,7 +3,7 @@
 Two bundles, a tiny one and one with a 300 KiB input, because isolation's cost is copying every
 input and output through a socket (and a process switch each way):
 
-  digits     the tests' digits CNN (``tests/conftest.py`` ``build_cnn``), untrained, 32x32 int8 TFLite, profile rpi4
+  digits     the tests' digits CNN (``tests/support/digits.py`` ``build_cnn``), untrained, 32x32 int8 TFLite, profile rpi4
   detector   the shipped shapes detector (``converters/assets/shapes_detector.keras``), int8 TFLite for x86-cpu
              (float32 I/O: a 160x160x3 input, a 400x9 YOLO output) with the demo's letterbox resize, not pruned
              (pruning changes no tensor shape)
@@ -161,9 +161,9 @@ def ensure_bundle(subject: Subject) -> Path:
 
 
 def convert_digits(folder: Path) -> None:
-    """As ``tests/reliability_scenarios.py`` ``small_bundle``: the untrained digits CNN, rpi4 int8."""
+    """As ``tests/support/reliability/scenarios.py`` ``small_bundle``: the untrained digits CNN, rpi4 int8."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import build_cnn
+    from support.digits import build_cnn
 
     from edge_sdk.converters import _tf, convert
     from edge_sdk.samples.digits import write_digits

@@ -6,13 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # the support package
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from edge_sdk.samples.digits import digits as digits_arrays, split, write_class_folders, write_flat  # noqa: E402
+from support.digits import build_cnn, model_inputs  # noqa: E402
+from support.fixtures import mosquitto, password_mosquitto, peers, pki, tls_mosquitto  # noqa: E402, F401 (fixtures for every module)
 
 LONG_ENV = "EDGE_SDK_LONG"
 
@@ -48,34 +49,12 @@ def digits(tmp_path_factory) -> dict:
     }
 
 
-def _inputs(images: np.ndarray) -> np.ndarray:
-    from edge_sdk.preprocess import Preprocessing, fit, normalize
-
-    spec = Preprocessing(width=32, height=32, channels=3)
-    return np.concatenate([normalize(fit(image, spec)[0], spec) for image in images])
-
-
-def build_cnn(layers_module, *, seed: int = 0):
-    """A small CNN of ~325k parameters (over the 100k the size checks need)."""
-    L = layers_module
-    inp = L.Input((32, 32, 3))
-    h = L.Conv2D(32, 3, activation="relu")(inp)
-    h = L.Conv2D(32, 3, activation="relu")(h)
-    h = L.MaxPooling2D()(h)
-    h = L.Conv2D(64, 3, activation="relu")(h)
-    h = L.MaxPooling2D()(h)
-    h = L.Flatten()(h)
-    h = L.Dense(128, activation="relu")(h)
-    out = L.Dense(10, activation="softmax")(h)
-    return inp, out
-
-
 def _train(module, digits: dict, *, epochs: int = 10):
     module.utils.set_random_seed(0)
     inp, out = build_cnn(module.layers)
     model = module.Model(inp, out)
     model.compile(module.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    x = _inputs(digits["images"][digits["train_idx"]])
+    x = model_inputs(digits["images"][digits["train_idx"]])
     model.fit(x, digits["labels"][digits["train_idx"]], epochs=epochs, batch_size=32, verbose=0)
     return model
 
@@ -102,13 +81,6 @@ def tfkeras_model(digits, tmp_path_factory) -> Path:
     return path
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file below ``folder`` with its bytes, to prove a failed command changed nothing."""
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="session", autouse=True)
 def background_soak(request, tmp_path_factory):
     """Gate C's CI soak: 5 minutes of ``edge-sdk run`` in its own process with its own broker,
@@ -119,8 +91,8 @@ def background_soak(request, tmp_path_factory):
     if not any(item.get_closest_marker("background_soak") for item in request.session.items):
         yield None
         return
-    from mosquitto import Mosquitto
-    from reliability_scenarios import CI_SOAK, Soak, small_bundle
+    from support.broker import Mosquitto
+    from support.reliability.scenarios import CI_SOAK, Soak, small_bundle
 
     folder = tmp_path_factory.mktemp("background-soak")
     bundle = small_bundle(request.getfixturevalue("digits"), folder)

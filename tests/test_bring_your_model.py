@@ -1,6 +1,6 @@
 """The models users bring: ONNX in every head layout, .tflite files from elsewhere, several outputs, plugin decoders.
 
-Every ONNX file is the shipped detector rewritten op by op (tests/onnx_detectors.py), so each layout
+Every ONNX file is the shipped detector rewritten op by op (tests/support/models/onnx_detectors.py), so each layout
 really detects the rendered shapes and is scored on scenes with known truth.
 """
 
@@ -14,8 +14,7 @@ from edge_sdk.bundle import open_bundle
 from edge_sdk.converters import convert
 from edge_sdk.errors import ConfigError, ModelError
 from edge_sdk.samples import shapes
-
-import onnx_detectors
+from support.models import onnx_detectors
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +112,9 @@ def test_outputs_matching_no_head_need_a_decoder_which_then_scores_them(scenes, 
     assert not (tmp_path / "a").exists()
 
     result = convert(path, profile="intel-cpu", out=tmp_path / "b", calib=scenes["calib"], min_calib=20,
-                     val=scenes["val"] / "images", decoder="plugin:custom_decoders:objectness_peak")
+                     val=scenes["val"] / "images", decoder="plugin:support.decoders.custom:objectness_peak")
     manifest = open_bundle(tmp_path / "b").manifest
-    assert manifest.task.value == "custom" and manifest.decoder.kind == "plugin:custom_decoders:objectness_peak"
+    assert manifest.task.value == "custom" and manifest.decoder.kind == "plugin:support.decoders.custom:objectness_peak"
     assert [o.name for o in manifest.outputs] == ["features", "objectness"]
     fidelity = {f.name: f for f in result.report.fidelity}
     assert set(fidelity) == {"features", "objectness"}
@@ -163,7 +162,7 @@ def test_a_two_output_float_tflite_is_packaged_as_given_with_its_plugin(scenes, 
     with pytest.raises(ModelError, match="match no known head"):
         convert(path, profile="rpi5", out=tmp_path / "a")
     result = convert(path, profile="rpi5", out=tmp_path / "b", val=scenes["val"] / "images",
-                     decoder="plugin:custom_decoders:anchors_and_scores")
+                     decoder="plugin:support.decoders.custom:anchors_and_scores")
     bundle = open_bundle(tmp_path / "b")
     assert bundle.manifest.precision.value == "fp32" and bundle.manifest.task.value == "custom"
     assert (tmp_path / "b" / "model.tflite").read_bytes() == path.read_bytes()
@@ -232,7 +231,7 @@ def test_a_full_integer_tflite_from_elsewhere_goes_to_the_edge_tpu_as_given(digi
 
 
 def test_an_ssd_tflite_with_its_postprocess_op_is_recognised_and_needs_its_labels(tmp_path):
-    from detector_models import ssd_postprocess_model
+    from support.models.tflite_detectors import ssd_postprocess_model
     from test_decoders import SSD_ANCHORS, SSD_ENCODINGS, SSD_LABELS, SSD_SCORES
 
     path = tmp_path / "ssd.tflite"

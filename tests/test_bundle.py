@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bundle_factory import BUNDLE_NAME, LABELS, PLACEHOLDER_MODEL_BYTES, bundle_files, make_bundle, manifest_fields
 from edge_sdk.bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -22,28 +21,14 @@ from edge_sdk.bundle import (
 )
 from edge_sdk.cli import main
 from edge_sdk.errors import BundleError, EdgeSDKError
+from support import ROOT, single_error_line, snapshot
+from support.bundles import BUNDLE_NAME, LABELS, PLACEHOLDER_MODEL_BYTES, bundle_files, make_bundle, manifest_fields
 
-COMMITTED_SCHEMA = Path(__file__).resolve().parent.parent / "edge_sdk" / "schemas" / "edge-bundle.schema.json"
-
-
-def _snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every path below ``folder`` with its bytes (None for folders), to prove a folder was not touched."""
-    return {
-        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
-        for p in sorted(folder.rglob("*"))
-    }
+COMMITTED_SCHEMA = ROOT / "edge_sdk" / "schemas" / "edge-bundle.schema.json"
 
 
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
-
-
-def _single_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {captured.err!r}"
-    assert "Traceback" not in captured.err
-    return lines[0]
 
 
 def _manifest_data(bundle: Path) -> dict:
@@ -141,7 +126,7 @@ def test_tampered_file_is_refused_naming_it(bundle_dir, capsys, member):
     assert "sha256" in message
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert member in line
     assert str(bundle_dir) in line
 
@@ -155,7 +140,7 @@ def test_truncated_file_is_refused_as_truncated(bundle_dir, capsys):
     assert "model.tflite" in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert "truncated" in line and "model.tflite" in line
 
 
@@ -174,7 +159,7 @@ def test_missing_file_is_refused_naming_it(bundle_dir, capsys):
     assert "missing" in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert "labels.txt" in _single_error_line(capsys)
+    assert "labels.txt" in single_error_line(capsys)
 
 
 def test_missing_bundle_folder(tmp_path, capsys):
@@ -182,7 +167,7 @@ def test_missing_bundle_folder(tmp_path, capsys):
     with pytest.raises(BundleError, match="does not exist"):
         open_bundle(missing)
     assert main(["inspect", str(missing)]) == 2
-    assert str(missing) in _single_error_line(capsys)
+    assert str(missing) in single_error_line(capsys)
 
 
 def test_file_instead_of_bundle_folder(tmp_path):
@@ -210,7 +195,7 @@ def test_manifest_with_bad_json(bundle_dir, capsys, text):
     assert "JSON" in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert MANIFEST_NAME in line and str(bundle_dir) in line
 
 
@@ -231,7 +216,7 @@ def test_wrong_schema_version(bundle_dir, capsys, version):
     assert repr(version) in str(info.value)
 
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert "schema_version" in _single_error_line(capsys)
+    assert "schema_version" in single_error_line(capsys)
 
 
 def test_missing_schema_version(bundle_dir):
@@ -254,7 +239,7 @@ def test_manifest_with_an_invalid_field_names_it(bundle_dir, capsys, field, valu
         open_bundle(bundle_dir)
     assert f"'{field}'" in str(info.value)
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert field in _single_error_line(capsys)
+    assert field in single_error_line(capsys)
 
 
 def test_model_file_not_listed_with_a_hash_is_refused(bundle_dir):
@@ -287,7 +272,7 @@ def test_manifest_file_paths_outside_the_bundle_are_refused(tmp_path, bundle_dir
     assert relative in str(info.value)
     assert "outside" in str(info.value)
     assert main(["inspect", str(bundle_dir)]) == 2
-    assert relative in _single_error_line(capsys)
+    assert relative in single_error_line(capsys)
 
 
 def test_bundle_error_is_an_edge_sdk_error():
@@ -303,13 +288,13 @@ def test_check_destination_refuses_a_non_empty_non_bundle_folder(tmp_path):
     (precious / "2024").mkdir(parents=True)
     (precious / "2024" / "beach.jpg").write_bytes(b"\xff\xd8 pretend jpeg")
     (precious / "notes.txt").write_text("do not delete\n")
-    before = _snapshot(precious)
+    before = snapshot(precious)
 
     with pytest.raises(BundleError) as info:
         check_destination(precious)
     assert str(precious) in str(info.value)
     assert "refusing" in str(info.value)
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
 
 
 def test_check_destination_refuses_a_file(tmp_path):
@@ -337,9 +322,9 @@ def test_check_destination_accepts_absent_empty_and_old_bundle(tmp_path, bundle_
     empty.mkdir()
     assert check_destination(empty) == empty
 
-    before = _snapshot(bundle_dir)
+    before = snapshot(bundle_dir)
     assert check_destination(bundle_dir) == bundle_dir
-    assert _snapshot(bundle_dir) == before
+    assert snapshot(bundle_dir) == before
 
 
 # --- write_bundle: atomic replacement, failures leave nothing behind -----------------------------------
@@ -357,10 +342,10 @@ def test_write_bundle_refuses_a_non_empty_non_bundle_folder(tmp_path):
     precious = tmp_path / "photos"
     precious.mkdir()
     (precious / "notes.txt").write_text("do not delete\n")
-    before = _snapshot(precious)
+    before = snapshot(precious)
     with pytest.raises(BundleError, match="refusing"):
         make_bundle(precious)
-    assert _snapshot(precious) == before
+    assert snapshot(precious) == before
     assert _leftovers(tmp_path) == []
 
 
@@ -386,7 +371,7 @@ def test_invalid_manifest_field_leaves_the_destination_untouched(tmp_path, exist
     out = tmp_path / "bundle"
     if existing == "old-bundle":
         make_bundle(out, name="old-model")
-    before = _snapshot(out) if out.exists() else None
+    before = snapshot(out) if out.exists() else None
 
     with pytest.raises(BundleError, match="num_classes"):
         make_bundle(out, num_classes=0)
@@ -395,7 +380,7 @@ def test_invalid_manifest_field_leaves_the_destination_untouched(tmp_path, exist
         assert not out.exists()
         assert list(tmp_path.iterdir()) == []
     else:
-        assert _snapshot(out) == before
+        assert snapshot(out) == before
         assert open_bundle(out).manifest.name == "old-model"
     assert _leftovers(tmp_path) == []
 
@@ -403,14 +388,14 @@ def test_invalid_manifest_field_leaves_the_destination_untouched(tmp_path, exist
 def test_failure_while_writing_files_leaves_the_destination_untouched(tmp_path):
     out = tmp_path / "bundle"
     make_bundle(out, name="old-model")
-    before = _snapshot(out)
+    before = snapshot(out)
     files, roles = bundle_files()
     files["../escape.bin"] = b"must never be written"
 
     with pytest.raises(BundleError, match="outside"):
         write_bundle(out, files=files, roles=roles, manifest_fields=manifest_fields(name="new-model"))
 
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert open_bundle(out).manifest.name == "old-model"
     assert not (tmp_path / "escape.bin").exists()
     assert _leftovers(tmp_path) == []

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import snapshot
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.bundle import open_bundle
 from edge_sdk.converters import convert
 from edge_sdk.errors import AccuracyBudgetError, ConversionError
 from edge_sdk.preprocess import quantize
+from support import snapshot
 
 pytestmark = pytest.mark.slow
 

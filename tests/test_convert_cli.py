@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snapshot
 from edge_sdk.cli import main
+from support import snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +76,13 @@ def _onnx_with_op(path: Path, op: str = "FancyOp", domain: str = "com.example") 
 
 
 def _dynamic_onnx(tmp_path: Path) -> Path:
-    import onnx_detectors
+    from support.models import onnx_detectors
 
     return onnx_detectors.yolov8_onnx_of_shipped_detector(tmp_path / "dynamic.onnx", dynamic=True)
 
 
 def _custom_onnx(tmp_path: Path) -> Path:
-    import onnx_detectors
+    from support.models import onnx_detectors
 
     return onnx_detectors.custom_two_output_onnx(tmp_path / "custom.onnx")
 

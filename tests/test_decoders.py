@@ -15,13 +15,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from detector_models import constant_head_model, ssd_postprocess_model
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.decoders import DecodeContext, get_decoder, nms as nms_module, ssd, yolo
 from edge_sdk.decoders.nms import nms
 from edge_sdk.errors import ConfigError, ModelError
 from edge_sdk.preprocess import Placement, Preprocessing, ResizeMode, fit, preprocess
 from edge_sdk.results import BBox, Detection
+from support.models.tflite_detectors import constant_head_model, ssd_postprocess_model
 
 TOL = 1e-5
 

@@ -8,7 +8,6 @@ mAP@0.5 and mAP@0.5:0.95, reference against converted, on a held-out YOLO datase
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import cv2
 import pytest
 
 from edge_sdk.bundle import open_bundle
+from support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -87,9 +87,7 @@ def test_a_second_run_reuses_the_bundle_and_the_embedded_broker_delivers_live_li
 @pytest.mark.timeout(300)
 def test_an_unreachable_broker_is_one_line_and_exit_2(first_run):
     workdir, _, _ = first_run
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again before the demo connects
+    port = free_port()  # closed again before the demo connects
     proc = _demo(workdir, "--frames", "10", "--broker", f"mqtt://127.0.0.1:{port}", "--quiet")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("edge-sdk: error: demo subscriber cannot reach the broker")
@@ -99,7 +97,7 @@ def test_an_unreachable_broker_is_one_line_and_exit_2(first_run):
 @pytest.mark.timeout(300)
 def test_nothing_arriving_over_mqtt_fails_the_demo(first_run, tmp_path):
     """A broker whose ACL lets anyone read but nobody publish: the runtime runs, nothing arrives."""
-    from mosquitto import Mosquitto
+    from support.broker import Mosquitto
 
     workdir, _, _ = first_run
     broker = Mosquitto(tmp_path / "broker", acl="topic read edge/#\n").start()

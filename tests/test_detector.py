@@ -15,9 +15,9 @@ from edge_sdk.converters import detection_eval
 from edge_sdk.converters.assets import DETECTOR, DETECTOR_INFO
 from edge_sdk.preprocess import Preprocessing
 from edge_sdk.samples import detector, shapes
+from support import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _map(model_path: Path, dataset) -> float:

@@ -17,12 +17,12 @@ from pathlib import Path
 import cv2
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_fixtures import mosquitto  # noqa: F401 (fixture)
 
 from edge_sdk.converters import convert
+from support import ROOT, wait
 
 pytestmark = pytest.mark.slow
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = ROOT / "examples"
 FRAMES = 20
 SCRIPTS = ["pi_camera.py", "coral_usb.py", "openvino_npu.py", "fleet_subscriber.py", "home_assistant_check.py"]
 
@@ -66,15 +66,6 @@ def start_example(name: str, *args, env: dict, folder: Path) -> tuple[subprocess
         command = [sys.executable, str(EXAMPLES / name), *map(str, args)]
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
     return process, out, err
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def json_lines(text: str) -> list[dict]:
@@ -190,7 +181,7 @@ def republish(port: int, payloads: list[tuple[str, str]]) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_fleet_subscriber_stores_every_detection_once_across_a_crash(bundles, video, mosquitto, tmp_path):  # noqa: F811
+def test_fleet_subscriber_stores_every_detection_once_across_a_crash(bundles, video, mosquitto, tmp_path):
     path, _ = video
     env = environment(tmp_path)
     db = tmp_path / "fleet.sqlite3"
@@ -206,9 +197,9 @@ def test_fleet_subscriber_stores_every_detection_once_across_a_crash(bundles, vi
 
     first, out, err = start_example("fleet_subscriber.py", *subscriber, env=env, folder=tmp_path)
     try:
-        assert wait_for(lambda: "subscribed to edge/+/+/detections" in err.read_text()), err.read_text()
+        assert wait(lambda: "subscribed to edge/+/+/detections" in err.read_text(), 20, step=0.05), err.read_text()
         sent_first = device_run(10)
-        assert wait_for(lambda: out.read_text().count("stored cam-1") == len(sent_first)), out.read_text()
+        assert wait(lambda: out.read_text().count("stored cam-1") == len(sent_first), 20, step=0.05), out.read_text()
         time.sleep(0.5)  # let the last acknowledgements reach the broker before the crash
     finally:
         first.send_signal(signal.SIGKILL)
@@ -242,7 +233,7 @@ def test_fleet_subscriber_stores_every_detection_once_across_a_crash(bundles, vi
 
 
 @pytest.mark.timeout(300)
-def test_home_assistant_check_validates_a_running_device_and_its_states(bundles, video, mosquitto, tmp_path):  # noqa: F811
+def test_home_assistant_check_validates_a_running_device_and_its_states(bundles, video, mosquitto, tmp_path):
     path, truth = video
     env = environment(tmp_path)
     config = tmp_path / "run.yaml"
@@ -254,7 +245,7 @@ def test_home_assistant_check_validates_a_running_device_and_its_states(bundles,
     device, out, err = start_example("pi_camera.py", bundles["rpi4"], "--config", config, env=env, folder=tmp_path)
     check = ["--broker", mosquitto.url, "--device-id", "porch.cam"]
     try:
-        assert wait_for(lambda: out.read_text().count("\n") >= 3), err.read_text()
+        assert wait(lambda: out.read_text().count("\n") >= 3, 20, step=0.05), err.read_text()
         proc = run_example("home_assistant_check.py", *check, "--label", truth[0], "--label", truth[1], "--live", 10)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "4 entities, 0 problems" in proc.stdout

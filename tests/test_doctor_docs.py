@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import typer
 
 from edge_sdk import doctor
 from edge_sdk.cli import app, main
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 FENCE = re.compile(r"^\s*(```|~~~)")
 

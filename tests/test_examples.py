@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from edge_sdk.bundle import open_bundle
+from support import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_convert_digits_example_writes_a_verified_pruned_int8_bundle(tmp_path):

@@ -8,18 +8,11 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import Mosquitto
 
-import bundle_factory
 from edge_sdk.cli import main
 from edge_sdk.mqtt.fleetview import FleetView
 from edge_sdk.ota.keys import generate_keypair, sign_bundle
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
+from support import bundles
 
 
 def publisher(broker) -> mqtt.Client:
@@ -40,8 +33,8 @@ MESSAGES = [
 ]
 
 
-def test_listen_prints_one_json_line_per_message(broker, capsys):
-    client = publisher(broker)
+def test_listen_prints_one_json_line_per_message(mosquitto, capsys):
+    client = publisher(mosquitto)
 
     def send():
         time.sleep(1.0)
@@ -51,7 +44,7 @@ def test_listen_prints_one_json_line_per_message(broker, capsys):
 
     threading.Thread(target=send, daemon=True).start()
     try:
-        assert main(["listen", "--broker", broker.url, "--json", "--count", "5", "--duration", "20"]) == 0
+        assert main(["listen", "--broker", mosquitto.url, "--json", "--count", "5", "--duration", "20"]) == 0
     finally:
         client.loop_stop()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -60,12 +53,12 @@ def test_listen_prints_one_json_line_per_message(broker, capsys):
     assert lines[4]["payload"] == {"bytes": 9}
 
 
-def test_listen_for_one_device_ignores_the_others(broker, capsys):
-    client = publisher(broker)
+def test_listen_for_one_device_ignores_the_others(mosquitto, capsys):
+    client = publisher(mosquitto)
     client.publish("edge/cam-2/status", json.dumps(MESSAGES[0][1]), qos=1, retain=True)
     client.publish("edge/cam-1/status", json.dumps(MESSAGES[0][1]), qos=1, retain=True).wait_for_publish(5)
     try:
-        assert main(["listen", "--broker", broker.url, "--device", "cam-1", "--json", "--duration", "1.5"]) == 0
+        assert main(["listen", "--broker", mosquitto.url, "--device", "cam-1", "--json", "--duration", "1.5"]) == 0
     finally:
         client.loop_stop()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -94,25 +87,25 @@ def test_the_fleet_view_folds_messages_per_device_and_counts_garbage():
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a+b", "#"])
-def test_listen_and_push_refuse_unsafe_device_ids(broker, tmp_path, capsys, bad):
-    assert main(["listen", "--broker", broker.url, "--device", bad, "--duration", "1"]) == 2
-    assert main(["push", str(tmp_path), "--device", bad, "--broker", broker.url]) == 2
+def test_listen_and_push_refuse_unsafe_device_ids(mosquitto, tmp_path, capsys, bad):
+    assert main(["listen", "--broker", mosquitto.url, "--device", bad, "--duration", "1"]) == 2
+    assert main(["push", str(tmp_path), "--device", bad, "--broker", mosquitto.url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "Traceback" not in err
 
 
-def test_push_needs_a_signed_bundle_and_an_answer(broker, tmp_path, capsys):
+def test_push_needs_a_signed_bundle_and_an_answer(mosquitto, tmp_path, capsys):
     folder = tmp_path / "bundle"
-    bundle_factory.make_bundle(folder)
-    assert main(["push", str(folder), "--device", "cam-9", "--broker", broker.url]) == 2
+    bundles.make_bundle(folder)
+    assert main(["push", str(folder), "--device", "cam-9", "--broker", mosquitto.url]) == 2
     assert "not signed" in capsys.readouterr().err
     generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
     sign_bundle(folder, tmp_path / "k.key", version=1)
-    status = publisher(broker)
+    status = publisher(mosquitto)
     status.publish("edge/cam-9/status", json.dumps({"state": "offline"}), qos=1, retain=True).wait_for_publish(5)
     status.loop_stop()
     started = time.monotonic()
-    assert main(["push", str(folder), "--device", "cam-9", "--broker", broker.url, "--timeout", "2"]) == 2
+    assert main(["push", str(folder), "--device", "cam-9", "--broker", mosquitto.url, "--timeout", "2"]) == 2
     err = capsys.readouterr().err
     assert "no answer from device cam-9 within 2 s" in err and "its status is offline" in err
     assert time.monotonic() - started < 10
@@ -120,10 +113,10 @@ def test_push_needs_a_signed_bundle_and_an_answer(broker, tmp_path, capsys):
 
 def test_push_to_an_unreachable_broker_is_one_line(tmp_path, capsys):
     folder = tmp_path / "bundle"
-    bundle_factory.make_bundle(folder)
+    bundles.make_bundle(folder)
     generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
     sign_bundle(folder, tmp_path / "k.key", version=1)
-    from mosquitto import free_port
+    from support import free_port
 
     assert main(["push", str(folder), "--device", "cam-1", "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 2
     err = capsys.readouterr().err

@@ -52,7 +52,7 @@ def test_shipped_detector_int8_keeps_both_map_figures(scenes, tmp_path, profile,
 @pytest.mark.parametrize("profile, decode", [("rpi5", "float"), ("coral-usb", "cpu"), ("intel-cpu", "float")])
 def test_yolov8_layout_onnx_of_the_shipped_detector_int8_keeps_both_map_figures(scenes, tmp_path, profile, decode):
     """The PyTorch/Ultralytics form of the same network (NCHW, [1, 4+C, N], pixel boxes), for every target."""
-    import onnx_detectors
+    from support.models import onnx_detectors
 
     path = onnx_detectors.yolov8_onnx_of_shipped_detector(tmp_path / "shapes_v8.onnx")
     result = convert(path, profile=profile, out=tmp_path / "b", calib=scenes["calib"], val=scenes["val"],

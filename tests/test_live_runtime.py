@@ -3,20 +3,19 @@ is the only pacing a live source gets. Real ffmpeg RTSP stream, real bundle, rea
 
 from __future__ import annotations
 
-import threading
 import time
 
 import jsonschema
 import pytest
-from media import FFMPEG, RtspStream
-from mosquitto import Mosquitto
-from mqtt_peers import Collector
-from reliability_scenarios import small_bundle
 from test_mqtt_runtime import command, device_settings
 
 from edge_sdk.config import RunConfig
 from edge_sdk.mqtt import payloads
 from edge_sdk.runtime import Runtime
+from support import wait
+from support.media import FFMPEG, RtspStream
+from support.reliability.scenarios import small_bundle
+from support.subscriber import Subscriber
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")]
 
@@ -24,12 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(FFMPEG is None, reason="ffmpe
 @pytest.fixture(scope="module")
 def bundle(digits, tmp_path_factory):
     return small_bundle(digits, tmp_path_factory.mktemp("live-bundle"))
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
 
 
 @pytest.fixture
@@ -72,14 +65,12 @@ class LiveDevice:
 
 
 @pytest.mark.timeout(120)
-def test_metrics_report_the_frames_the_live_source_dropped(bundle, broker, rtsp, tmp_path):
-    collector = Collector(broker.port, "edge/cam-1/metrics")
+def test_metrics_report_the_frames_the_live_source_dropped(bundle, mosquitto, rtsp, tmp_path):
+    collector = Subscriber(mosquitto.port, "edge/cam-1/metrics")
     # A consumer slower than the 25 fps stream: the source keeps the newest frame and drops the rest.
-    device = LiveDevice(bundle, broker, tmp_path, rtsp.url, fps=None, consumer_s=0.2)
+    device = LiveDevice(bundle, mosquitto, tmp_path, rtsp.url, fps=None, consumer_s=0.2)
     try:
-        deadline = time.monotonic() + 30
-        while device.source.stats().frames_dropped < 20 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait(lambda: device.source.stats().frames_dropped >= 20, 30, step=0.1)
         device.stop()
         dropped = device.source.stats().frames_dropped
         assert dropped >= 20, device.source.stats()
@@ -94,15 +85,12 @@ def test_metrics_report_the_frames_the_live_source_dropped(bundle, broker, rtsp,
 
 
 @pytest.mark.timeout(120)
-def test_cmd_config_raises_the_fps_of_a_live_source(bundle, broker, rtsp, tmp_path):
-    device = LiveDevice(bundle, broker, tmp_path, rtsp.url, fps=5)
+def test_cmd_config_raises_the_fps_of_a_live_source(bundle, mosquitto, rtsp, tmp_path):
+    device = LiveDevice(bundle, mosquitto, tmp_path, rtsp.url, fps=5)
     try:
-        deadline = time.monotonic() + 30
-        while not device.arrivals and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert device.arrivals, "no result from the stream"
+        wait(lambda: device.arrivals, 30, step=0.1, what="a result from the stream")
         before = device.rate(4.0)
-        answer = command(broker, "config", {"fps": 20})
+        answer = command(mosquitto, "config", {"fps": 20})
         assert answer["ok"], answer
         time.sleep(0.5)
         after = device.rate(4.0)

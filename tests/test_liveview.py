@@ -26,8 +26,8 @@ from edge_sdk.config import RunConfig
 from edge_sdk.converters import convert
 from edge_sdk.liveview import MAX_STREAM_FPS, MAX_VIEWERS, VIEWER_TIMEOUT_S
 from edge_sdk.runtime import Runtime
-from media import free_port
-from mosquitto import Mosquitto
+from support import free_port, wait
+from support.broker import Mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -120,16 +120,6 @@ def _stats(base: str) -> dict:
     return json.loads(body)
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 class MjpegReader:
     """A ``multipart/x-mixed-replace`` client that keeps every JPEG it receives."""
 
@@ -186,16 +176,16 @@ def test_headless_chromium_shows_the_stream_and_live_counters(served, bundle, tm
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
     try:
         driver.get(served + "/")
-        size = _wait(lambda: driver.execute_script(
+        size = wait(lambda: driver.execute_script(
             "const i = document.querySelector('img.stream'); return i && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];"),
-            20, "the stream's first frame in the <img>")
+            20, step=0.1, what="the stream's first frame in the <img>")
         assert tuple(size) == FRAME_SIZE
 
         def frames() -> int:
             return int(driver.find_element(By.ID, "frames").text)
 
-        first = _wait(frames, 10, "the stats panel's first refresh")
-        _wait(lambda: frames() > first, 10, "the frame counter to grow")
+        first = wait(frames, 10, step=0.1, what="the stats panel's first refresh")
+        wait(lambda: frames() > first, 10, step=0.1, what="the frame counter to grow")
         assert driver.find_element(By.ID, "model").text == json.loads((bundle / "edge-bundle.json").read_text())["name"]
         assert float(driver.find_element(By.ID, "fps").text) > 0
         assert driver.find_element(By.ID, "mqtt-sent").is_displayed()
@@ -284,7 +274,7 @@ def test_stalled_and_extra_viewers_hold_up_nobody(served):
     done = threading.Event()
     threads = [threading.Thread(target=r.read_until, args=(done,), daemon=True) for r in readers]
     try:
-        _wait(lambda: _stats(served)["viewers"] == 3, 5, "three viewers")
+        wait(lambda: _stats(served)["viewers"] == 3, 5, step=0.1, what="three viewers")
         crowd = [MjpegReader(served) for _ in range(MAX_VIEWERS - 3)]
         assert _get(served + "/stream.mjpg")[0] == 503  # one over the cap
         for viewer in crowd:
@@ -293,7 +283,7 @@ def test_stalled_and_extra_viewers_hold_up_nobody(served):
         for thread in threads:
             thread.start()
         # Writes to the stalled viewer block once its buffers fill; it is let go VIEWER_TIMEOUT_S later.
-        _wait(lambda: _stats(served)["viewers"] == 2, VIEWER_TIMEOUT_S + 10, "the stalled viewer to be let go")
+        wait(lambda: _stats(served)["viewers"] == 2, VIEWER_TIMEOUT_S + 10, step=0.1, what="the stalled viewer to be let go")
         let_go, elapsed, after = time.monotonic() - connected, time.monotonic() - start, _stats(served)["frames_done"]
         done.set()
         for thread in threads:
@@ -306,7 +296,7 @@ def test_stalled_and_extra_viewers_hold_up_nobody(served):
     assert let_go > VIEWER_TIMEOUT_S  # it was really stuck in a write for that long, not merely slow
     assert (after - before) / elapsed >= PLAYBACK_FPS * 0.5, "the pipeline slowed down while a viewer stalled"
     assert all(len(r.parts) >= MAX_STREAM_FPS * 0.5 * elapsed for r in readers), [len(r.parts) for r in readers]
-    _wait(lambda: _stats(served)["viewers"] == 0, 5, "the server to let every closed viewer go")
+    wait(lambda: _stats(served)["viewers"] == 0, 5, step=0.1, what="the server to let every closed viewer go")
 
 
 @pytest.mark.timeout(60, func_only=True)
@@ -318,7 +308,8 @@ def test_healthz_is_503_before_the_first_frame_ok_while_frames_flow_and_503_once
         assert status == 503 and json.loads(body)["status"] == "starting"
         assert b'edge_sdk_frames_processed_total{camera="main"} 0.0' in _get(base + "/metrics")[2]
         runtime.start()
-        health = _wait(lambda: (lambda got: got[0] == 200 and json.loads(got[2]))(_get(base + "/healthz")), 10, "a healthy view")
+        health = wait(lambda: (lambda got: got[0] == 200 and json.loads(got[2]))(_get(base + "/healthz")), 10, step=0.1,
+                      what="a healthy view")
         assert health["status"] == "ok" and health["cameras"][0]["camera"] == "main" and health["frames"] > 0, health
         assert runtime.wait(15)
         status, _, body = _get(base + "/healthz")
@@ -339,7 +330,7 @@ def test_a_viewer_who_leaves_is_let_go_even_when_no_frame_comes(bundle, video):
         reader.read_part()  # the last frame, then nothing new: the server has nothing to write
         assert _stats(base)["viewers"] == 1
         reader.close()
-        _wait(lambda: _stats(base)["viewers"] == 0, 3, "the server to notice the viewer left")
+        wait(lambda: _stats(base)["viewers"] == 0, 3, step=0.1, what="the server to notice the viewer left")
 
 
 @pytest.mark.timeout(60, func_only=True)

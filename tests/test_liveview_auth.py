@@ -30,7 +30,8 @@ from edge_sdk.httpauth import MAX_FAILURES, load_credential, load_tls
 from edge_sdk.httpsettings import LiveViewSettings
 from edge_sdk.liveview import LiveView
 from edge_sdk.runtime import Runtime
-from pki import make_pki
+from support import wait
+from support.pki import make_pki
 from test_liveview import CHROMEDRIVER, CHROMIUM, FRAME_SIZE, bundle, video  # noqa: F401  (fixtures)
 
 TOKEN = "s3cret-Token_0123456789"
@@ -423,16 +424,6 @@ def _chromium():
         driver.quit()
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def _assert_refused(driver, url: str, *, says: str) -> None:
     """The page at ``url`` shows ``says`` and nothing of the live view (no image, no counters)."""
     driver.get(url)
@@ -441,7 +432,7 @@ def _assert_refused(driver, url: str, *, says: str) -> None:
 
 
 def _assert_live(driver, url: str) -> None:
-    size = _wait(lambda: driver.execute_script(
+    size = wait(lambda: driver.execute_script(
         "const i = document.querySelector('img.stream'); return i && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];"),
         20, "the stream's first frame in the <img>")
     assert tuple(size) == FRAME_SIZE
@@ -449,8 +440,8 @@ def _assert_live(driver, url: str) -> None:
     def frames() -> int:
         return int(driver.find_element("id", "frames").text)
 
-    first = _wait(frames, 10, "the stats panel's first refresh")
-    _wait(lambda: frames() > first, 10, "the frame counter to grow")
+    first = wait(frames, 10, step=0.1, what="the stats panel's first refresh")
+    wait(lambda: frames() > first, 10, step=0.1, what="the frame counter to grow")
 
 
 browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),

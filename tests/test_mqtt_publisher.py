@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -10,12 +9,13 @@ import time
 
 import jsonschema
 import pytest
-from mosquitto import Mosquitto
-from mqtt_peers import Collector
 
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
+from support import wait
+from support.broker import Mosquitto
+from support.subscriber import Subscriber
 
 
 def settings(broker: Mosquitto, tmp_path, **extra) -> MQTTSettings:
@@ -31,7 +31,7 @@ def detection(publisher: Publisher, i: int) -> dict:
 
 def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    Collector(broker.port, durable=True, client_id="fleet").close()  # a session that outlives the broker
+    Subscriber(broker.port, durable=True, client_id="fleet").close()  # a session that outlives the broker
     broker.stop()
     publisher = Publisher(settings(broker, tmp_path)).start()
     try:
@@ -41,7 +41,7 @@ def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
         assert publisher.state != "online" and publisher.last_error == "connection refused"
         broker.start()
         assert publisher.wait_online(10)
-        collector = Collector(broker.port, durable=True, client_id="fleet")
+        collector = Subscriber(broker.port, durable=True, client_id="fleet")
         assert collector.wait_for(lambda c: len(c.seqs()) == 5)
         status = collector.payloads("/status")
         assert status and status[-1]["state"] == "online"
@@ -55,7 +55,7 @@ def test_starts_with_the_broker_down_and_goes_online_when_it_comes(tmp_path):
 
 def test_no_detection_is_lost_while_the_broker_restarts(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    collector = Subscriber(broker.port, "edge/+/detections", durable=True)
     publisher = Publisher(settings(broker, tmp_path)).start()
     try:
         assert publisher.wait_online(10)
@@ -91,7 +91,7 @@ time.sleep(120)
 
 def test_everything_produced_before_a_kill_arrives_after_a_restart(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    collector = Subscriber(broker.port, "edge/+/detections", durable=True)
     outbox = tmp_path / "outbox.sqlite3"
     try:
         broker.stop()  # the device is cut off, then killed with its backlog on disk
@@ -115,7 +115,7 @@ def test_everything_produced_before_a_kill_arrives_after_a_restart(tmp_path):
 
 def test_at_the_bound_exactly_the_oldest_are_dropped_and_counted(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/detections", durable=True)
+    collector = Subscriber(broker.port, "edge/+/detections", durable=True)
     broker.stop()
     publisher = Publisher(settings(broker, tmp_path, outbox={"path": str(tmp_path / "o.sqlite3"), "max_messages": 100})).start()
     try:
@@ -140,9 +140,7 @@ def test_a_refused_publish_is_dead_lettered_once_not_retried(tmp_path):
     try:
         assert publisher.wait_online(10)
         publisher.publish("detections", detection(publisher, 0))  # not allowed by the ACL
-        deadline = time.monotonic() + 10
-        while publisher.stats().refused < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: publisher.stats().refused >= 1, 10, step=0.05)
         time.sleep(0.5)
         stats = publisher.stats()
         assert stats.refused == 1 and stats.sent == 1 and stats.outbox_depth == 0
@@ -154,7 +152,7 @@ def test_a_refused_publish_is_dead_lettered_once_not_retried(tmp_path):
 
 def test_last_will_says_offline_when_the_device_dies(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
-    collector = Collector(broker.port, "edge/+/status")
+    collector = Subscriber(broker.port, "edge/+/status")
     child = subprocess.Popen([sys.executable, "-c", _PRODUCER, broker.url, str(tmp_path / "o.sqlite3"), "1"], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "produced"
@@ -176,8 +174,7 @@ def test_a_silent_link_is_noticed_within_one_and_a_half_keepalives(tmp_path):
         assert publisher.wait_online(10)
         broker.pause()  # SIGSTOP: the socket stays open, nothing comes back
         stopped = time.monotonic()
-        while publisher.state == "online" and time.monotonic() - stopped < 15:
-            time.sleep(0.05)
+        wait(lambda: publisher.state != "online", 15, step=0.05)
         noticed = time.monotonic() - stopped
         assert publisher.state != "online" and noticed <= 1.5 * 5 + 0.6, noticed
     finally:
@@ -189,7 +186,7 @@ def test_a_silent_link_is_noticed_within_one_and_a_half_keepalives(tmp_path):
 @pytest.mark.parametrize("transport", ["mqtt-3.1.1", "websockets"])
 def test_mqtt_311_and_websockets_deliver_too(tmp_path, transport):
     broker = Mosquitto(tmp_path / "broker", websockets=True).start()
-    collector = Collector(broker.port, "edge/+/detections")
+    collector = Subscriber(broker.port, "edge/+/detections")
     extra = {"protocol": "3.1.1"} if transport == "mqtt-3.1.1" else {}
     s = settings(broker, tmp_path, **extra)
     if transport == "websockets":
@@ -217,9 +214,7 @@ def test_credentials_never_reach_logs_or_stderr(tmp_path, caplog, capfd):
     bad = Publisher(settings(broker, tmp_path / "b", username="cam-1", password=secret + "-wrong")).start()
     try:
         assert good.wait_online(10)
-        deadline = time.monotonic() + 10
-        while bad.state != "refused" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: bad.state == "refused", 10, step=0.05)
         assert bad.state == "refused" and "refused" in bad.last_error
     finally:
         good.close()

@@ -12,8 +12,9 @@ import jsonschema
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import Mosquitto
-from mqtt_peers import Collector
+from support import wait
+from support.broker import Mosquitto
+from support.subscriber import Subscriber
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -97,10 +98,7 @@ def command(broker, name: str, payload: bytes | dict, *, device: str = "cam-1", 
         props.CorrelationData = correlation
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         client.publish(f"edge/{device}/cmd/{name}", data, qos=1, properties=props)
-        deadline = time.monotonic() + timeout
-        while not answers and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert answers, f"no answer to cmd/{name} within {timeout} s"
+        wait(lambda: answers, timeout, what=f"an answer to cmd/{name}")
         got_correlation, body = answers[0]
         assert got_correlation == correlation
         jsonschema.validate(body, payloads.schema("command-result"))
@@ -123,7 +121,7 @@ def test_publish_modes_and_rate_cap():
 
 
 def test_run_cli_publishes_info_detections_metrics_and_status_that_match_their_schemas(classifier, video, broker, tmp_path):
-    collector = Collector(broker.port)
+    collector = Subscriber(broker.port)
     config = tmp_path / "run.yaml"
     config.write_text(
         f"mqtt:\n  broker: {broker.url}\n  device_id: cam-1\n  publish: every_frame\n  metrics_interval_s: 0.5\n"
@@ -164,7 +162,7 @@ def test_a_damaged_outbox_at_start_is_set_aside_the_fleet_is_alerted_and_the_run
         outbox.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
         for suffix in ("-wal", "-shm"):
             (tmp_path / f"outbox.sqlite3{suffix}").unlink(missing_ok=True)
-    collector = Collector(broker.port)
+    collector = Subscriber(broker.port)
     config = tmp_path / "run.yaml"
     config.write_text(f"mqtt:\n  broker: {broker.url}\n  device_id: cam-1\n  publish: every_frame\n  outbox: {{path: {outbox}}}\n")
     assert main(["run", str(classifier), "--source", str(video), "--config", str(config), "--threshold", "0"]) == 0
@@ -200,7 +198,7 @@ def test_a_closed_fleet_link_lets_go_of_its_pipeline_without_waiting_for_the_gar
 
 
 def test_config_command_changes_the_run_live_and_echoes_what_it_applied(classifier, video, broker, tmp_path):
-    collector = Collector(broker.port, "edge/cam-1/main/detections")
+    collector = Subscriber(broker.port, "edge/cam-1/main/detections")
     device = Device(classifier, device_settings(broker, tmp_path, publish="every_frame"), video)
     try:
         assert collector.wait_for(lambda c: len(c.payloads("/detections")) >= 5)
@@ -264,7 +262,7 @@ def _public_key(tmp_path):
 
 
 def test_snapshot_command_publishes_the_current_frame_as_jpeg(classifier, video, broker, tmp_path):
-    collector = Collector(broker.port, "edge/cam-1/main/snapshot")
+    collector = Subscriber(broker.port, "edge/cam-1/main/snapshot")
     device = Device(classifier, device_settings(broker, tmp_path), video)
     try:
         time.sleep(1.0)
@@ -315,7 +313,7 @@ def test_signed_model_updates_are_tried_swapped_and_reported_and_bad_ones_change
 
     generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
     generate_keypair(tmp_path / "rogue.key", tmp_path / "rogue.pub")
-    collector = Collector(broker.port, "edge/cam-1/info")
+    collector = Subscriber(broker.port, "edge/cam-1/info")
     device = Device(classifier, device_settings(broker, tmp_path, update_keys=[tmp_path / "fleet.pub"]), video)
     old, new = _sha(classifier), _sha(second_model)
     assert old != new
@@ -361,7 +359,7 @@ def test_home_assistant_discovery_is_published_retained_when_asked(classifier, v
     try:
         assert device.link.publisher.wait_online(10)
         time.sleep(0.5)
-        collector = Collector(broker.port, "homeassistant/#")  # joins late: the configs are retained
+        collector = Subscriber(broker.port, "homeassistant/#")  # joins late: the configs are retained
         assert collector.wait_for(lambda c: len(c.messages) == 4)
         topics = sorted(m.topic for m in collector.messages)
         assert topics[0] == "homeassistant/binary_sensor/cam-1/main_seen_1/config" and all(m.retain for m in collector.messages)
@@ -395,18 +393,18 @@ def test_push_updates_a_running_device_end_to_end(classifier, second_model, vide
 def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, second_model, video, broker, tmp_path):
     import shutil
 
-    import flaky_decoder
+    from support.decoders import flaky as flaky_decoder
     from edge_sdk.ota.keys import generate_keypair, sign_bundle
 
     generate_keypair(tmp_path / "fleet.key", tmp_path / "fleet.pub")
     update = tmp_path / "flaky"
     shutil.copytree(second_model, update)
     manifest = json.loads((update / "edge-bundle.json").read_text())
-    manifest["decoder"] = {"kind": "plugin:flaky_decoder:decode", "options": {}}
+    manifest["decoder"] = {"kind": "plugin:support.decoders.flaky:decode", "options": {}}
     (update / "edge-bundle.json").write_text(json.dumps(manifest))
     sign_bundle(update, tmp_path / "fleet.key", version=8)
     flaky_decoder.calls = 0
-    collector = Collector(broker.port, "edge/cam-1/info")
+    collector = Subscriber(broker.port, "edge/cam-1/info")
     device = Device(classifier, device_settings(broker, tmp_path, update_keys=[tmp_path / "fleet.pub"]), video)
     try:
         time.sleep(1.0)
@@ -414,9 +412,7 @@ def test_a_model_that_fails_after_the_swap_is_rolled_back_by_itself(classifier, 
 
         answer = command(broker, "model", pack_bundle(update))
         assert answer["ok"], answer  # it passed its trial run...
-        deadline = time.monotonic() + 10
-        while _sha(device.pipeline.bundle.path) != _sha(classifier) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: _sha(device.pipeline.bundle.path) == _sha(classifier), 10, step=0.05)
         assert _sha(device.pipeline.bundle.path) == _sha(classifier)  # ...then failed, and the old model came back
         assert flaky_decoder.calls > flaky_decoder.GOOD_CALLS
         from edge_sdk.ota.store import BundleStore
@@ -435,7 +431,7 @@ def test_a_model_update_can_come_from_an_https_url(classifier, second_model, vid
     import http.server
     import ssl
 
-    from pki import make_pki
+    from support.pki import make_pki
 
     from edge_sdk.ota.keys import generate_keypair
 

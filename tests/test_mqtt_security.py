@@ -9,16 +9,18 @@ import threading
 import time
 
 import jsonschema
-import mosquitto as harness
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
-from mosquitto import HOST, Mosquitto
-from mqtt_fixtures import PASSWORDS, password_mosquitto, peers, pki, tls_mosquitto, wait  # noqa: F401 (fixtures)
 
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
+from support import HOST
+from support import broker as harness
+from support import wait
+from support.broker import Mosquitto
+from support.fixtures import PASSWORDS
 
 NOT_AUTHORIZED = 0x87
 
@@ -186,7 +188,7 @@ def test_the_backend_cannot_write_as_a_device(fleet):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, digits):
-    from reliability_scenarios import small_bundle
+    from support.reliability.scenarios import small_bundle
 
     return small_bundle(digits, tmp_path_factory.mktemp("acl-bundle"))
 

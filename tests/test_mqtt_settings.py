@@ -97,9 +97,9 @@ def test_run_refuses_missing_tls_and_key_files_before_starting(tmp_path, capsys)
     from edge_sdk.cli import main
 
     bundle = tmp_path / "bundle"
-    import bundle_factory
+    from support import bundles
 
-    bundle_factory.make_bundle(bundle)
+    bundles.make_bundle(bundle)
     config = tmp_path / "run.yaml"
     config.write_text(f"source: {tmp_path}\nmqtt:\n  broker: mqtts://127.0.0.1:1\n  device_id: cam-1\n  tls: {{ca_file: {tmp_path / 'missing-ca.pem'}}}\n")
     assert main(["run", str(bundle), "--config", str(config)]) == 2

@@ -12,9 +12,10 @@ from collections import Counter, defaultdict
 import cv2
 import jsonschema
 import pytest
-from media import FFMPEG, RtspStream, free_port
-from mosquitto import Mosquitto
-from mqtt_peers import Collector
+from support import free_port, wait
+from support.broker import Mosquitto
+from support.media import FFMPEG, RtspStream
+from support.subscriber import Subscriber
 from test_mqtt_runtime import command
 
 from edge_sdk.cli import main
@@ -57,15 +58,6 @@ def videos(digits, tmp_path_factory):
     return [digit_video(folder / f"cam{i}.avi", digits, first=7 * i) for i in range(3)]
 
 
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
 class Recorder:
     """Every result of a run as (camera, arrival time, detection count), safe to read while it runs."""
 
@@ -103,7 +95,7 @@ def test_files_and_an_rtsp_camera_share_one_engine_and_the_rtsp_camera_comes_bac
         ])
         runtime = Runtime(bundle, config, notify=notices.append).start(on_result=record)
         try:
-            assert wait_until(lambda: all(len(record.of(c)) >= 5 for c in ("door", "yard", "gate")), 45), \
+            assert wait(lambda: all(len(record.of(c)) >= 5 for c in ("door", "yard", "gate")), 45), \
                 ({c: len(record.of(c)) for c in ("door", "yard", "gate")}, notices)
             assert state_of(runtime, "gate") == "running"
 
@@ -111,7 +103,7 @@ def test_files_and_an_rtsp_camera_share_one_engine_and_the_rtsp_camera_comes_bac
             killed = time.monotonic()
             # A lost stream is reported (reconnecting once the read fails, or stalled first), and the
             # files go on meanwhile.
-            assert wait_until(lambda: state_of(runtime, "gate") in ("reconnecting", "stalled"), 20), \
+            assert wait(lambda: state_of(runtime, "gate") in ("reconnecting", "stalled"), 20), \
                 (runtime.stats().cameras, notices)
             lost_state = state_of(runtime, "gate")
             time.sleep(3)
@@ -122,7 +114,7 @@ def test_files_and_an_rtsp_camera_share_one_engine_and_the_rtsp_camera_comes_bac
 
             stream.publish(rate=25, size="160x120")
             back = time.monotonic()
-            assert wait_until(lambda: len(record.of("gate", after=back)) >= 5 and state_of(runtime, "gate") == "running", 45), \
+            assert wait(lambda: len(record.of("gate", after=back)) >= 5 and state_of(runtime, "gate") == "running", 45), \
                 (runtime.stats().cameras, notices)
             stats = runtime.stats()
             runtime.stop()
@@ -275,7 +267,7 @@ def test_the_python_api_refuses_bad_camera_lists_with_a_config_error(bundle):
 def test_mqtt_topics_payloads_commands_and_alerts_per_camera(bundle, videos, tmp_path):
     device = "multi-1"
     with Mosquitto(tmp_path / "broker") as broker:
-        collector = Collector(broker.port, f"edge/{device}/#")
+        collector = Subscriber(broker.port, f"edge/{device}/#")
         settings = MQTTSettings(broker=broker.url, device_id=device, publish="every_frame", metrics_interval_s=0.5,
                                 outbox={"path": str(tmp_path / "outbox.sqlite3")}, reconnect_min_s=0.1, reconnect_max_s=0.5,
                                 bundle_store=tmp_path / "store")
@@ -373,7 +365,7 @@ def test_runtime_start_stop_wait_and_typed_stats(bundle, videos):
     runtime = Runtime(bundle, config)
     try:
         assert runtime.start(on_result=record) is runtime
-        assert wait_until(lambda: len(record.of("p")) >= 10 and len(record.of("q")) >= 10, 30)
+        assert wait(lambda: len(record.of("p")) >= 10 and len(record.of("q")) >= 10, 30)
         assert runtime.wait(0.2) is False  # looping files: still running
         stats = runtime.stats()
         assert [c.id for c in stats.cameras] == ["p", "q"] and all(c.state == "running" for c in stats.cameras)

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import textwrap
 
-from bundle_factory import BUNDLE_NAME, make_bundle
+from support.bundles import BUNDLE_NAME, make_bundle
+
 
 FORBIDDEN = ["tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "nncf"]
 

@@ -1,4 +1,4 @@
-"""The ONNX detectors of tests/onnx_detectors.py are valid, run in onnxruntime and OpenVINO, and are
+"""The ONNX detectors of tests/support/models/onnx_detectors.py are valid, run in onnxruntime and OpenVINO, and are
 the shipped detector: same numbers as the Keras model, same detections, same mAP."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-import onnx_detectors as od
 from edge_sdk.converters import detection_eval
 from edge_sdk.decoders import DecodeContext
 from edge_sdk.decoders import yolo
 from edge_sdk.preprocess import Placement, Preprocessing
 from edge_sdk.samples import detector, shapes
+from support.models import onnx_detectors as od
 
 # onnxruntime is the reference ONNX runtime; where it is not installed OpenVINO (f32) stands in.
 ENGINE = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "openvino"

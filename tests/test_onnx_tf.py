@@ -14,9 +14,9 @@ onnx = pytest.importorskip("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from conftest import _inputs  # noqa: E402
 from edge_sdk.converters.onnx_tf import tflite_output_order, to_saved_model  # noqa: E402
 from edge_sdk.errors import ConversionError, ModelError  # noqa: E402
+from support.digits import model_inputs  # noqa: E402
 
 
 def _onnx_run(path: Path, nhwc: np.ndarray, *, names: list[str] | None = None) -> list[np.ndarray]:
@@ -65,13 +65,13 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def classifier(digits, tmp_path_factory):
     """The digits CNN as an NCHW ONNX graph, converted once; with images and ONNX Runtime's answers."""
-    from onnx_model import train_small_cnn, write_onnx
+    from support.models.onnx_classifier import train_small_cnn, write_onnx
 
     folder = tmp_path_factory.mktemp("onnx_tf")
-    keras_model = train_small_cnn(digits, _inputs)
+    keras_model = train_small_cnn(digits, model_inputs)
     path = write_onnx(keras_model, folder / "digits.onnx")
-    val = _inputs(digits["images"][digits["val_idx"][:64]])
-    calib = _inputs(digits["images"][digits["train_idx"][:32]])
+    val = model_inputs(digits["images"][digits["val_idx"][:64]])
+    calib = model_inputs(digits["images"][digits["train_idx"][:32]])
     result = to_saved_model(path, folder / "saved", calibration=calib)
     return {"path": path, "result": result, "val": val, "calib": calib, "labels": digits["labels"][digits["val_idx"][:64]]}
 

@@ -6,7 +6,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -14,7 +13,6 @@ import sys
 import tarfile
 
 import pytest
-import bundle_factory
 
 from edge_sdk.bundle import open_bundle
 from edge_sdk.cli import main
@@ -22,6 +20,7 @@ from edge_sdk.errors import ConfigError, UpdateError
 from edge_sdk.ota.archive import extract_archive, fetch_archive, member_names, pack_bundle
 from edge_sdk.ota.keys import SIGNATURE_NAME, generate_keypair, load_public_keys, sign_bundle, verify_bundle_signature
 from edge_sdk.ota.store import BundleStore
+from support import bundles
 
 MB = 2**20
 
@@ -35,7 +34,7 @@ def keys(tmp_path):
 
 
 def make_bundle(folder, *, name="tiny", version=None, key=None):
-    bundle_factory.make_bundle(folder, name=name)
+    bundles.make_bundle(folder, name=name)
     if key is not None:
         sign_bundle(folder, key, version=version)
     return folder
@@ -232,7 +231,7 @@ def test_fetch_over_https_checks_the_certificate_and_the_size(tmp_path):
     import ssl
     import threading
 
-    from pki import make_pki
+    from support.pki import make_pki
 
     pki = make_pki(tmp_path / "pki")
     (tmp_path / "www").mkdir()

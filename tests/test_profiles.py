@@ -18,8 +18,9 @@ from edge_sdk.profiles import (
     load_profile,
     load_profile_file,
 )
+from support import ROOT, single_error_line
 
-REPO_PROFILES = Path(__file__).resolve().parent.parent / "device_profiles"
+REPO_PROFILES = ROOT / "device_profiles"
 
 # A complete, valid user profile; the bad-file cases below each change one thing.
 VALID_USER_PROFILE = {
@@ -40,14 +41,6 @@ def _write_profile(folder: Path, data: dict | str, name: str = "board.yaml") -> 
     text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _single_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {captured.err!r}"
-    assert "Traceback" not in captured.err
-    return lines[0]
 
 
 # --- built-in profiles -------------------------------------------------------------------------
@@ -133,7 +126,7 @@ def test_unknown_profile_raises_profile_error_naming_it():
 def test_cli_unknown_profile_is_rc2_and_one_line_naming_it(capsys):
     rc = main(["profiles", "show", "no-such-board"])
     assert rc == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert "no-such-board" in line
 
 
@@ -209,7 +202,7 @@ def test_cli_bad_user_profile_is_rc2_and_one_line(tmp_path, capsys, content, wor
     path = _write_profile(tmp_path, content)
     rc = main(["profiles", "show", str(path)])
     assert rc == 2
-    line = _single_error_line(capsys)
+    line = single_error_line(capsys)
     assert str(path) in line
     for word in words:
         assert word in line
@@ -221,4 +214,4 @@ def test_missing_user_profile_file_names_it(tmp_path, capsys):
         load_profile(path)
     assert str(path) in str(info.value)
     assert main(["profiles", "show", str(path)]) == 2
-    assert str(path) in _single_error_line(capsys)
+    assert str(path) in single_error_line(capsys)

@@ -32,11 +32,11 @@ class DigitsNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def exported(digits, tmp_path_factory):
-    from conftest import _inputs
+    from support.digits import model_inputs
 
     torch.manual_seed(0)
     model = DigitsNet()
-    x = torch.from_numpy(np.transpose(_inputs(digits["images"][digits["train_idx"]]), (0, 3, 1, 2)).copy())
+    x = torch.from_numpy(np.transpose(model_inputs(digits["images"][digits["train_idx"]]), (0, 3, 1, 2)).copy())
     y = torch.from_numpy(digits["labels"][digits["train_idx"]].astype(np.int64))
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(8):

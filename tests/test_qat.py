@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.backends.litert import LiteRTEngine
-from edge_sdk.converters import convert, models, qat, tflite
+from edge_sdk.converters import models, qat, tflite
 from edge_sdk.converters.data import load_calibration, load_labelled
 from edge_sdk.converters.evaluate import engine_predictions
 from edge_sdk.preprocess import Preprocessing
@@ -48,7 +48,7 @@ def test_keras3_fine_tuning_on_the_int8_grid_keeps_int8_as_accurate_as_float(ker
 
 
 def test_sources_that_cannot_be_fine_tuned_are_told_why(tmp_path):
-    import onnx_detectors
+    from support.models import onnx_detectors
 
     reason = qat.unsupported_reason(models.load_model(onnx_detectors.classifier_onnx(tmp_path / "c.onnx")))
     assert reason is not None and "Keras source" in reason and "PyTorch" in reason

@@ -1,4 +1,4 @@
-"""Issue #7's combined delivery gate (tests/combined_scenario.py): network cuts, blackholes, graceful
+"""Issue #7's combined delivery gate (tests/support/reliability/combined.py): network cuts, blackholes, graceful
 broker restarts and SIGKILLs of the runtime during broker outages, in one run, lose no QoS 1
 detection; duplicates ≤ 1 %, each a resend of the same event.
 
@@ -11,20 +11,20 @@ records its section in the reliability report::
 from __future__ import annotations
 
 import pytest
-from combined_scenario import CombinedSize, combined_gate
-from mqtt_fixtures import mosquitto  # noqa: F401 (fixture)
-from reliability_report import record
+
+from support.reliability.combined import CombinedSize, combined_gate
+from support.reliability.report import record
 
 FAST = CombinedSize(events=500, cuts=2, blackholes=1, restarts=2, kills=2, rate=20.0, outage_s=1.0)
 LONG = CombinedSize(events=5000, cuts=5, blackholes=2, restarts=5, kills=5, rate=10.0, outage_s=3.0)
 
 
 @pytest.mark.timeout(240)
-def test_no_detection_is_lost_across_cuts_blackholes_broker_restarts_and_runtime_kills(mosquitto, tmp_path):  # noqa: F811
+def test_no_detection_is_lost_across_cuts_blackholes_broker_restarts_and_runtime_kills(mosquitto, tmp_path):
     record(combined_gate(mosquitto, tmp_path, FAST), long_tier=False)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(1800)
-def test_long_no_detection_is_lost_across_cuts_blackholes_broker_restarts_and_runtime_kills(mosquitto, tmp_path):  # noqa: F811
+def test_long_no_detection_is_lost_across_cuts_blackholes_broker_restarts_and_runtime_kills(mosquitto, tmp_path):
     record(combined_gate(mosquitto, tmp_path, LONG), long_tier=True)

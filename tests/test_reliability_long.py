@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from media import FFMPEG
-from mosquitto import Mosquitto
-from mqtt_fixtures import mosquitto  # noqa: F401 (fixture)
-from reliability_report import record
-from reliability_scenarios import (
+
+from support.broker import Mosquitto
+from support.media import FFMPEG
+from support.reliability.report import record
+from support.reliability.scenarios import (
     CameraSize, OfflineSize, Soak, SoakSize, camera_gate, offline_gate, small_bundle, soak_slope_bound,
 )
 
@@ -42,12 +42,12 @@ def bundle(digits, tmp_path_factory):
 
 
 @pytest.mark.timeout(120 + 2 * CYCLES * 60)
-def test_camera_freezes_drops_and_a_late_start_are_seen_told_and_recovered(bundle, mosquitto, tmp_path):  # noqa: F811
+def test_camera_freezes_drops_and_a_late_start_are_seen_told_and_recovered(bundle, mosquitto, tmp_path):
     record(camera_gate(bundle, mosquitto, tmp_path, CAMERA), long_tier=True)
 
 
 @pytest.mark.timeout(OFFLINE_S + 300)
-def test_an_offline_backlog_is_capped_counted_and_drained_on_one_connection(mosquitto, tmp_path):  # noqa: F811
+def test_an_offline_backlog_is_capped_counted_and_drained_on_one_connection(mosquitto, tmp_path):
     record(offline_gate(mosquitto, tmp_path, OFFLINE), long_tier=True)
 
 

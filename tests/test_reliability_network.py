@@ -1,7 +1,7 @@
 """Network faults between the device and a real Mosquitto, fast tier: nothing is lost, a dead link is
 noticed in time, recovery is prompt, reconnects back off with jitter and without spinning.
 
-The real Publisher talks to the broker through tests/faultproxy.py; the backend is a durable
+The real Publisher talks to the broker through tests/support/faultproxy.py; the backend is a durable
 MQTT 5 subscriber connected straight to the broker that de-duplicates on (device_id, seq).
 """
 
@@ -14,13 +14,13 @@ import time
 
 import psutil
 import pytest
-from dedup_subscriber import DedupSubscriber
-from faultproxy import FaultProxy
-from mqtt_fixtures import mosquitto, wait  # noqa: F401 (fixture)
 
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
+from support import wait
+from support.faultproxy import FaultProxy
+from support.subscriber import Subscriber
 
 KEEPALIVE = 5  # the settings' minimum: a dead link must be noticed within 1.5 x this
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 0.5
@@ -69,7 +69,7 @@ class Producer:
 
 
 @pytest.fixture
-def proxies(mosquitto):  # noqa: F811
+def proxies(mosquitto):
     """Opens FaultProxies to the test's broker and closes each one, proving it left no thread behind."""
     opened: list[FaultProxy] = []
 
@@ -89,8 +89,8 @@ def proxy(proxies) -> FaultProxy:
 
 
 @pytest.fixture
-def backend(mosquitto):  # noqa: F811
-    subscriber = DedupSubscriber(mosquitto.port, "edge/+/detections", client_id="backend")
+def backend(mosquitto):
+    subscriber = Subscriber(mosquitto.port, "edge/+/detections", client_id="backend", durable=True)
     yield subscriber
     subscriber.close()
 
@@ -123,7 +123,7 @@ def first_ack_after(publisher: Publisher, since: float, *, acked_before: int, ti
 
 
 @pytest.mark.timeout(20)
-def test_the_proxy_passes_cuts_and_closes_without_leaking(mosquitto):  # noqa: F811
+def test_the_proxy_passes_cuts_and_closes_without_leaking(mosquitto):
     process = psutil.Process()
     fds = process.num_fds()
     proxy = FaultProxy(mosquitto.port)

@@ -1,19 +1,17 @@
 """The runtime's reliability gates, fast tier (runs by default): camera outages under the real pipeline,
 a long outage of the broker under the real publisher, and a 5-minute soak of ``edge-sdk run`` that
 starts with the session and runs beside the other tests (tests/conftest.py); see
-tests/reliability_scenarios.py. The long tier (tests/test_reliability_long.py) runs the same scenarios
+tests/support/reliability/scenarios.py. The long tier (tests/test_reliability_long.py) runs the same scenarios
 at full size. With ``EDGE_SDK_REPORT=path.md`` these figures are written as that report too.
 """
 
 from __future__ import annotations
 
 import pytest
-from media import FFMPEG
-from mqtt_fixtures import mosquitto  # noqa: F401 (fixture)
-from reliability_report import record
-from reliability_scenarios import (
-    CI_SOAK, CameraSize, OfflineSize, camera_gate, offline_gate, small_bundle,
-)
+
+from support.media import FFMPEG
+from support.reliability.report import record
+from support.reliability.scenarios import CI_SOAK, CameraSize, OfflineSize, camera_gate, offline_gate, small_bundle
 
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
 
@@ -28,12 +26,12 @@ def bundle(digits, tmp_path_factory):
 
 
 @pytest.mark.timeout(150)
-def test_camera_freezes_drops_and_a_late_start_are_seen_told_and_recovered(bundle, mosquitto, tmp_path):  # noqa: F811
+def test_camera_freezes_drops_and_a_late_start_are_seen_told_and_recovered(bundle, mosquitto, tmp_path):
     record(camera_gate(bundle, mosquitto, tmp_path, CAMERA), long_tier=False)
 
 
 @pytest.mark.timeout(90)
-def test_an_offline_backlog_is_capped_counted_and_drained_on_one_connection(mosquitto, tmp_path):  # noqa: F811
+def test_an_offline_backlog_is_capped_counted_and_drained_on_one_connection(mosquitto, tmp_path):
     record(offline_gate(mosquitto, tmp_path, OFFLINE), long_tier=False)
 
 

@@ -202,7 +202,8 @@ def test_pipeline_resumes_by_itself_when_the_rtsp_camera_restarts(bundles):
     import threading
     import time
 
-    from media import FFMPEG, RtspStream
+    from support import wait
+    from support.media import FFMPEG, RtspStream
     from edge_sdk.sources import open_source
 
     if FFMPEG is None:
@@ -216,18 +217,13 @@ def test_pipeline_resumes_by_itself_when_the_rtsp_camera_restarts(bundles):
             target=lambda: [arrivals.append(time.monotonic()) for _ in pipeline.run(source)], daemon=True
         )
         consumer.start()
-        deadline = time.monotonic() + 15
-        while len(arrivals) < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(arrivals) >= 10, "no results from the stream"
+        wait(lambda: len(arrivals) >= 10, 15, step=0.05, what="results from the stream")
         stream.kill()
         killed = time.monotonic()
         time.sleep(4)
         stream.publish()
         back = time.monotonic()
-        deadline = back + 12
-        while sum(t > back for t in arrivals) < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait(lambda: sum(t > back for t in arrivals) >= 10, 12, step=0.05)
         source.close()
         consumer.join(10)
     after = [t for t in arrivals if t > back]

@@ -18,7 +18,8 @@ from edge_sdk.errors import ConfigError, SourceError
 from edge_sdk.sources import Frame, Source, SourceEvent, SourceKind, SourceState, SourceStats, open_source, parse_spec
 from edge_sdk.sources.backoff import Backoff
 from edge_sdk.sources.capture import complete_pipeline, has_backend
-from media import FFMPEG, HttpTsServer, RtspStream, ffmpeg_testsrc, frame_level, free_port, level_frame, write_video
+from support import free_port, wait
+from support.media import FFMPEG, HttpTsServer, RtspStream, ffmpeg_testsrc, frame_level, level_frame, write_video
 
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
 
@@ -74,14 +75,6 @@ class Consumer:
         self.source.close()
         self._thread.join(10)
         assert not self._thread.is_alive(), "frames() did not end after close()"
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def open_fds() -> int:
@@ -282,7 +275,7 @@ def test_fps_drops_frames_to_keep_up_with_a_slow_consumer(tmp_path):
 def test_close_from_another_thread_ends_frames(image_folder, baseline):
     source = open_source(str(image_folder), fps=5, loop=True)
     consumer = Consumer(source)
-    wait_until(lambda: len(consumer.arrivals) >= 2, 5, "two frames")
+    wait(lambda: len(consumer.arrivals) >= 2, 5, what="two frames")
     started = time.monotonic()
     consumer.stop()
     assert time.monotonic() - started < 1.0
@@ -304,19 +297,19 @@ def test_rtsp_freeze_is_detected_and_recovered(rtsp, baseline):
     source = open_source(rtsp.url, on_event=events)
     assert source.live
     consumer = Consumer(source, work_s=0.1)  # slower than the stream's 25 fps
-    wait_until(lambda: len(consumer.arrivals) >= 10, 10, "the first frames")
+    wait(lambda: len(consumer.arrivals) >= 10, 10, what="the first frames")
 
     rtsp.freeze()
     frozen_at = time.monotonic()
-    wait_until(lambda: events.first(SourceState.STALLED, after=frozen_at), 8, "a stalled event")
+    wait(lambda: events.first(SourceState.STALLED, after=frozen_at), 8, what="a stalled event")
     stalled_after = events.first(SourceState.STALLED, after=frozen_at) - frozen_at
     # Stay frozen through a reopen that gets no frames, so recovery starts from the backoff.
-    wait_until(lambda: events.states().count("reconnecting") >= 2, 12, "two reconnect attempts")
+    wait(lambda: events.states().count("reconnecting") >= 2, 12, what="two reconnect attempts")
     assert consumer.count_after(frozen_at + 0.5) == 0, "stale frames delivered while frozen"
 
     rtsp.thaw()
     thawed_at = time.monotonic()
-    wait_until(lambda: consumer.count_after(thawed_at) >= 5, RECOVERY_TARGET_S + 2, "frames after the thaw")
+    wait(lambda: consumer.count_after(thawed_at) >= 5, RECOVERY_TARGET_S + 2, what="frames after the thaw")
     recovered_after = consumer.first_after(thawed_at) - thawed_at
     print(f"\nRTSP freeze: stalled event {stalled_after:.2f} s after SIGSTOP, "
           f"frames back {recovered_after:.2f} s after SIGCONT; events {events.states()}")
@@ -341,14 +334,14 @@ def test_rtsp_camera_killed_and_restarted(rtsp, baseline):
     events = Recorder()
     source = open_source(rtsp.url, on_event=events, backoff_initial_s=0.25, backoff_max_s=2.0)
     consumer = Consumer(source)
-    wait_until(lambda: len(consumer.arrivals) >= 5, 10, "the first frames")
+    wait(lambda: len(consumer.arrivals) >= 5, 10, what="the first frames")
 
     rtsp.kill()
     killed_at = time.monotonic()
-    wait_until(lambda: events.first(SourceState.STALLED, after=killed_at), 8, "a stalled event")
+    wait(lambda: events.first(SourceState.STALLED, after=killed_at), 8, what="a stalled event")
     rtsp.publish()
     back_at = time.monotonic()
-    wait_until(lambda: consumer.count_after(back_at) >= 3, RECOVERY_TARGET_S + 2, "frames after the restart")
+    wait(lambda: consumer.count_after(back_at) >= 3, RECOVERY_TARGET_S + 2, what="frames after the restart")
     recovered_after = consumer.first_after(back_at) - back_at
     print(f"\nRTSP kill: stalled {events.first(SourceState.STALLED, after=killed_at) - killed_at:.2f} s after "
           f"SIGKILL, frames back {recovered_after:.2f} s after restart")
@@ -366,16 +359,16 @@ def test_http_stream_server_killed_and_restarted(baseline):
         events = Recorder()
         source = open_source(server.url, on_event=events)
         consumer = Consumer(source)
-        wait_until(lambda: len(consumer.arrivals) >= 5, 10, "the first frames")
+        wait(lambda: len(consumer.arrivals) >= 5, 10, what="the first frames")
 
         server.stop()
         killed_at = time.monotonic()
-        wait_until(lambda: events.first(SourceState.STALLED, after=killed_at), 8, "a stalled event")
+        wait(lambda: events.first(SourceState.STALLED, after=killed_at), 8, what="a stalled event")
         stalled_after = events.first(SourceState.STALLED, after=killed_at) - killed_at
         assert events.first(SourceState.RECONNECTING, after=killed_at) is not None
         server.start()
         back_at = time.monotonic()
-        wait_until(lambda: consumer.count_after(back_at) >= 3, RECOVERY_TARGET_S + 2, "frames after the restart")
+        wait(lambda: consumer.count_after(back_at) >= 3, RECOVERY_TARGET_S + 2, what="frames after the restart")
         recovered_after = consumer.first_after(back_at) - back_at
         print(f"\nHTTP kill: stalled event {stalled_after:.2f} s after SIGKILL, "
               f"frames back {recovered_after:.2f} s after restart")
@@ -426,8 +419,8 @@ def test_camera_absent_at_start_is_retried_until_closed(baseline):
                          on_event=events)
     consumer = Consumer(source)
     try:
-        wait_until(lambda: events.states().count("reconnecting") >= 4, 5, "repeated attempts")
-        wait_until(lambda: events.first(SourceState.STALLED), 5, "a stalled event")
+        wait(lambda: events.states().count("reconnecting") >= 4, 5, what="repeated attempts")
+        wait(lambda: events.first(SourceState.STALLED), 5, what="a stalled event")
     finally:
         consumer.stop()
     assert consumer.error is None and consumer.arrivals == []

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import _inputs
 from edge_sdk.backends import open_engine
 from edge_sdk.bundle import open_bundle
 from edge_sdk.cli import main
 from edge_sdk.converters import convert, evaluate, models
 from edge_sdk.converters.data import load_labelled
+from support.digits import model_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -118,13 +118,13 @@ def _spec():
 
 
 def test_onnx_nchw_model_converts_for_openvino(digits, tmp_path):
-    from onnx_model import train_small_cnn, write_onnx
+    from support.models.onnx_classifier import train_small_cnn, write_onnx
 
-    keras_model = train_small_cnn(digits, _inputs)
+    keras_model = train_small_cnn(digits, model_inputs)
     path = write_onnx(keras_model, tmp_path / "digits.onnx")
     source = models.load_model(path)
     assert source.kind == "onnx" and source.layout == "NCHW" and source.input_shape == (32, 32, 3)
-    x = _inputs(digits["images"][digits["val_idx"][:32]])
+    x = model_inputs(digits["images"][digits["val_idx"][:32]])
     np.testing.assert_allclose(source.predict(np.transpose(x, (0, 3, 1, 2)))[0], np.asarray(keras_model(x)), atol=1e-4)
 
     result = convert(path, profile="intel-cpu", out=tmp_path / "b", calib=digits["calib"], val=digits["val"])

@@ -4,7 +4,7 @@ survived when it crashes.
 
 Faults are real: the engine's child process is stopped with SIGSTOP (a hang in native code, as an
 Edge TPU on a flaky USB port does) and killed with SIGKILL (a segfault's effect); a plugin decoder,
-which runs inside the stage the watchdog times, hangs or raises on cue (tests/misbehaving_decoder.py).
+which runs inside the stage the watchdog times, hangs or raises on cue (tests/support/decoders/misbehaving.py).
 """
 
 from __future__ import annotations
@@ -26,12 +26,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from media import FFMPEG, ffmpeg_testsrc
-from mqtt_fixtures import mosquitto, wait  # noqa: F401 (fixture)
-from mqtt_peers import Collector
-from reliability_scenarios import small_bundle
 
-import misbehaving_decoder
 from edge_sdk.backends import open_engine
 from edge_sdk.backends.worker import EngineCrashed, EngineProcess
 from edge_sdk.bundle import open_bundle
@@ -40,10 +35,13 @@ from edge_sdk.errors import EngineError
 from edge_sdk.mqtt import payloads
 from edge_sdk.pipeline import RestartLimiter, open_pipeline
 from edge_sdk.sources import open_source
+from support import child_env, wait
+from support.decoders import misbehaving as misbehaving_decoder
+from support.media import FFMPEG, ffmpeg_testsrc
+from support.reliability.scenarios import small_bundle
+from support.subscriber import Subscriber
 
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
-
-TESTS = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +56,11 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def plugin_bundle(bundle, tmp_path) -> Path:
-    """The bundle with tests/misbehaving_decoder.py as its decoder."""
+    """The bundle with tests/support/decoders/misbehaving.py as its decoder."""
     copy = tmp_path / "plugin-bundle"
     shutil.copytree(bundle, copy)
     manifest = json.loads((copy / "edge-bundle.json").read_text())
-    manifest["decoder"] = {"kind": "plugin:misbehaving_decoder:decode", "options": {}}
+    manifest["decoder"] = {"kind": "plugin:support.decoders.misbehaving:decode", "options": {}}
     (copy / "edge-bundle.json").write_text(json.dumps(manifest))
     yield copy
     misbehaving_decoder.release.set()  # a call still hung in a stage the watchdog left ends now
@@ -267,11 +265,11 @@ def test_failures_past_the_limit_stop_the_run_with_the_reason(plugin_bundle, vid
 # -- end to end: `edge-sdk run` and the fleet -----------------------------------------------------
 
 
-def _status(collector: Collector, device: str) -> list[dict]:
+def _status(collector: Subscriber, device: str) -> list[dict]:
     return collector.payloads(f"{device}/status")
 
 
-def test_run_restarts_a_hung_engine_within_20_s_and_the_fleet_sees_degraded_then_online(bundle, video, mosquitto, tmp_path):  # noqa: F811
+def test_run_restarts_a_hung_engine_within_20_s_and_the_fleet_sees_degraded_then_online(bundle, video, mosquitto, tmp_path):
     """The gate, with the default watchdog (hang_s 10): engine hung -> degraded on MQTT -> detections
     again within 20 s -> online; then a crash of the fresh engine, recovered the same way."""
     device = "wd-1"
@@ -280,7 +278,7 @@ def test_run_restarts_a_hung_engine_within_20_s_and_the_fleet_sees_degraded_then
         "mqtt": {"broker": mosquitto.url, "device_id": device, "publish": "every_frame", "outbox": {"path": str(tmp_path / "outbox.sqlite3")}},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
-    fleet = Collector(mosquitto.port, f"edge/{device}/#")
+    fleet = Subscriber(mosquitto.port, f"edge/{device}/#")
     log = open(tmp_path / "device.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "edge_sdk.cli", "run", str(bundle), "--config", str(tmp_path / "run.yaml")],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -330,14 +328,14 @@ def test_run_restarts_a_hung_engine_within_20_s_and_the_fleet_sees_degraded_then
     assert "engine ok, 2 restarts (1 hangs)" in output, output[-2000:]
 
 
-def test_run_that_gives_up_on_the_engine_exits_2_with_one_line_and_keeps_the_outbox(plugin_bundle, video, mosquitto, tmp_path):  # noqa: F811
+def test_run_that_gives_up_on_the_engine_exits_2_with_one_line_and_keeps_the_outbox(plugin_bundle, video, mosquitto, tmp_path):
     device = "wd-2"
     outbox = tmp_path / "outbox.sqlite3"
     settings = {"source": str(video), "loop": True, "fps": 10, "threshold": 0.0,
                 "mqtt": {"broker": mosquitto.url, "device_id": device, "outbox": {"path": str(outbox)}}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
-    fleet = Collector(mosquitto.port, f"edge/{device}/#")
-    env = {**os.environ, "EDGE_SDK_TEST_DECODER": "fail-same", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    fleet = Subscriber(mosquitto.port, f"edge/{device}/#")
+    env = child_env(EDGE_SDK_TEST_DECODER="fail-same")
     done = subprocess.run([sys.executable, "-m", "edge_sdk.cli", "run", str(plugin_bundle), "--config", str(tmp_path / "run.yaml")],
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr

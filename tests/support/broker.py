@@ -8,21 +8,16 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from support import HOST, accepts, free_port, wait
+
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def password_line(user: str, password: str) -> str:
@@ -42,7 +37,7 @@ def _tls_files(tls) -> dict[str, Path]:
 class Mosquitto:
     """One broker on its own ports, restartable on the same ports with the same persistence.
 
-    ``tls`` (a ``pki.Pki`` or a mapping with cafile/certfile/keyfile) adds a TLS listener;
+    ``tls`` (a ``support.pki.Pki`` or a mapping with cafile/certfile/keyfile) adds a TLS listener;
     ``passwords`` maps user -> password; ``acl`` is an ACL file's text. Security settings are
     global (``per_listener_settings false``), so the plain listener enforces them too.
     """
@@ -152,12 +147,7 @@ class Mosquitto:
         return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
 
     def wait_for_log(self, text: str, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
+        return wait(lambda: text in self.log(), timeout)
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         """Start and return once every listener accepts connections; fail fast with the log."""
@@ -171,7 +161,7 @@ class Mosquitto:
         # Listeners open before the certificates, password and ACL files are loaded, and a broker
         # that fails on those exits a moment later: wait for "running", then for the plain port
         # (probing the TLS port would log a failed handshake).
-        while not (" running" in self.log()[offset:] and _accepts(self.port)):
+        while not (" running" in self.log()[offset:] and accepts(self.port)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()
                 self.kill()
@@ -218,10 +208,3 @@ class Mosquitto:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False

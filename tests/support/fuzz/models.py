@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from hypothesis import strategies as st
 
-from fuzz_corpus import INTERESTING_INTS, generate
+from support.fuzz.corpus import INTERESTING_INTS, generate
+
 
 TFLITE_HEADER = b"\x1c\x00\x00\x00TFL3"
 

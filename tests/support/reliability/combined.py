@@ -2,8 +2,8 @@
 across network cuts, blackholes, graceful broker restarts and SIGKILLs of the runtime during broker
 outages; duplicates ≤ 1 %, each a byte-identical resend carrying the same event id.
 
-One runtime process (tests/combined_runtime.py: the real Publisher on a persistent outbox) publishes
-through tests/faultproxy.py to a real Mosquitto with persistence, so a graceful restart keeps the
+One runtime process (support/reliability/combined_runtime.py: the real Publisher on a persistent outbox) publishes
+through support/faultproxy.py to a real Mosquitto with persistence, so a graceful restart keeps the
 backend's session and what was queued for it. The backend is a durable subscriber connected straight
 to the broker. Faults run one at a time in a seeded shuffled order, each triggered by the runtime's
 progress so it lands mid-stream, and each recovered from (everything queued before it delivered)
@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from combined_runtime import EXIT_STATS, FRAME_LOG, OUTBOX
-from dedup_subscriber import DedupSubscriber
-from faultproxy import FaultProxy
-from reliability_report import Check, Plot, Section, Series
-from reliability_scenarios import wait
+from support import wait
+from support.faultproxy import FaultProxy
+from support.reliability.combined_runtime import EXIT_STATS, FRAME_LOG, OUTBOX
+from support.reliability.report import Check, Plot, Section, Series
+from support.subscriber import Subscriber
+
 
 RUNTIME = Path(__file__).with_name("combined_runtime.py")
 KEEPALIVE = 5  # the settings' minimum: a blackhole is noticed within 1.5 x this
@@ -61,7 +62,7 @@ class CombinedSize:
 
 
 class FrameLog:
-    """The runtime's frame log (see tests/combined_runtime.py), read incrementally."""
+    """The runtime's frame log (see support/reliability/combined_runtime.py), read incrementally."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -136,21 +137,6 @@ class Runtime:
                          for i in range(len(self.lives)))
 
 
-class ArrivalSubscriber(DedupSubscriber):
-    """A DedupSubscriber that also stamps each message's first copy with ``time.monotonic()``."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.arrivals: list[float] = []
-        super().__init__(*args, **kwargs)
-
-    def _on_message(self, client, userdata, message) -> None:
-        # Only paho's thread calls this, so nothing adds a key between the two counts.
-        seen = self.unique
-        super()._on_message(client, userdata, message)
-        if self.unique > seen:
-            self.arrivals.append(time.monotonic())
-
-
 @dataclass
 class Fault:
     kind: str
@@ -167,7 +153,7 @@ class Fault:
 class Faults:
     """The four faults, each applied and restored against the broker, the proxy and the runtime."""
 
-    def __init__(self, broker, proxy: FaultProxy, runtime: Runtime, backend: ArrivalSubscriber, size: CombinedSize) -> None:
+    def __init__(self, broker, proxy: FaultProxy, runtime: Runtime, backend: Subscriber, size: CombinedSize) -> None:
         self.broker, self.proxy, self.runtime, self.backend, self.size = broker, proxy, runtime, backend, size
         self.kills = 0
         self.unconfirmed = 0  # frames claimed and never confirmed by the lives killed so far
@@ -238,9 +224,9 @@ class Faults:
 
 
 def combined_gate(broker, folder: Path, size: CombinedSize, *, device_id: str = "cam-c") -> Section:
-    """Run the scenario against a started ``mosquitto.Mosquitto`` and return its report section."""
+    """Run the scenario against a started ``support.broker.Mosquitto`` and return its report section."""
     proxy = FaultProxy(broker.port)
-    backend = ArrivalSubscriber(broker.port, f"edge/{device_id}/detections", client_id=f"backend-{device_id}")
+    backend = Subscriber(broker.port, f"edge/{device_id}/detections", client_id=f"backend-{device_id}", durable=True)
     runtime = Runtime(folder, proxy.url, device_id=device_id, rate=size.rate)
     faults: list[Fault] = []
     figures: dict = {}
@@ -277,7 +263,7 @@ def combined_gate(broker, folder: Path, size: CombinedSize, *, device_id: str = 
     return section
 
 
-def _section(size: CombinedSize, runtime: Runtime, backend: ArrivalSubscriber, faults: list[Fault], f: dict) -> Section:
+def _section(size: CombinedSize, runtime: Runtime, backend: Subscriber, faults: list[Fault], f: dict) -> Section:
     device_id, frames = runtime.device_id, runtime.frames
     frames.poll()
     produced = {(device_id, seq): frame for frame, seq in frames.queued.items()}
@@ -331,7 +317,7 @@ def _section(size: CombinedSize, runtime: Runtime, backend: ArrivalSubscriber, f
         gate=f"0 of {size.events:,} QoS 1 detections lost across {size.cuts} network cuts, {size.blackholes} blackholes, "
              f"{size.restarts} graceful broker restarts and {size.kills} SIGKILLs of the runtime during broker outages; "
              f"duplicates ≤ {DUPLICATES_PERCENT:g} %, all carrying the same event id",
-        sizes=f"{size}; one runtime process (tests/combined_runtime.py: the real Publisher, keep-alive {KEEPALIVE} s, "
+        sizes=f"{size}; one runtime process (tests/support/reliability/combined_runtime.py: the real Publisher, keep-alive {KEEPALIVE} s, "
               f"reconnect {RECONNECT_MIN_S:g}–{RECONNECT_MAX_S:g} s) through the fault proxy to Mosquitto with persistence; "
               "a durable backend subscriber on the broker",
         checks=checks,

@@ -1,5 +1,5 @@
 """What the fuzz tier's case builders share: reproducible generation with Hypothesis, and the values
-they draw from. The cases themselves are in tests/fuzz_models.py and tests/fuzz_inputs.py."""
+they draw from. The cases themselves are in support/fuzz/models.py and support/fuzz/inputs.py."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Live streams are encoded by a real ffmpeg process. ffmpeg can serve HTTP MPEG-TS
 ffmpeg publishes into (ANNOUNCE/RECORD) and players read from (DESCRIBE/SETUP/PLAY), both over
 TCP-interleaved RTP, the way a camera or MediaMTX serves a stream.
 
-Run as ``python media.py rtsp-relay`` it serves on a free loopback port, prints the port, and
+Run as ``python -m support.media rtsp-relay`` (with tests/ on the path) it serves on a free loopback port, prints the port, and
 stops when its standard input closes.
 """
 
@@ -26,14 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from support import HOST, accepts, child_env, free_port, wait
+
+
 FFMPEG = shutil.which("ffmpeg")
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def level_frame(i: int, *, size: tuple[int, int] = (64, 48), gray: bool = False) -> np.ndarray:
@@ -82,7 +78,7 @@ class HttpTsServer:
 
     def __init__(self, *, rate: int = 25, size: str = "160x120") -> None:
         self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}/live.ts"
+        self.url = f"http://{HOST}:{self.port}/live.ts"
         self._cmd = [FFMPEG, "-hide_banner", "-loglevel", "quiet", *_stream_input(rate, size),
                      "-c:v", "mpeg2video", "-g", "5", "-f", "mpegts", "-listen", "1", self.url]
         self._lock = threading.Lock()
@@ -123,13 +119,8 @@ class HttpTsServer:
 
 
 def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex((LOOPBACK, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {LOOPBACK}:{port} after {timeout} s")
+    if not wait(lambda: accepts(port), timeout, step=0.05):
+        raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
 class _Conn:
@@ -190,9 +181,9 @@ class RtspRelay:
     """
 
     def __init__(self) -> None:
-        self._server = socket.create_server((LOOPBACK, 0))
+        self._server = socket.create_server((HOST, 0))
         self.port = self._server.getsockname()[1]
-        self.url = f"rtsp://{LOOPBACK}:{self.port}/live"
+        self.url = f"rtsp://{HOST}:{self.port}/live"
         self._lock = threading.Lock()
         self._sdp: bytes | None = None
         self._readers: list[_Conn] = []
@@ -311,10 +302,10 @@ class RtspStream:
 
     def __init__(self) -> None:
         self._relay = subprocess.Popen(
-            [sys.executable, __file__, "rtsp-relay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "support.media", "rtsp-relay"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
         )
         self.port = int(self._relay.stdout.readline())
-        self.url = f"rtsp://{LOOPBACK}:{self.port}/live"
+        self.url = f"rtsp://{HOST}:{self.port}/live"
         self._publisher: subprocess.Popen | None = None
 
     def publish(self, *, rate: int = 25, size: str = "160x120", timeout: float = 10.0) -> RtspStream:

@@ -1,8 +1,8 @@
-"""The runtime under the combined reliability gate (tests/combined_scenario.py), in its own process so
+"""The runtime under the combined reliability gate (support/reliability/combined.py), in its own process so
 the gate can SIGKILL it: the real Publisher on a persistent outbox publishes one detections message
 per frame at a steady rate until SIGTERM, then drains the outbox and exits 0.
 
-    python tests/combined_runtime.py FOLDER --broker mqtt://127.0.0.1:PORT --device-id cam-c --rate 20
+    python tests/support/reliability/combined_runtime.py FOLDER --broker mqtt://127.0.0.1:PORT --device-id cam-c --rate 20
 
 A camera's frames after a crash are new frames, so the promise under test is that every detection
 the runtime accepted into its outbox is delivered. ``FOLDER/frames.log`` records that acceptance:

@@ -1,4 +1,4 @@
-"""Plugin decoders the tests name with ``--decoder plugin:custom_decoders:...``, as a user's own module would be."""
+"""Plugin decoders the tests name with ``--decoder plugin:support.decoders.custom:...``, as a user's own module would be."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ B. The real Publisher, offline behind a refusing proxy, takes events into a smal
 C. ``edge-sdk run`` soaks in its own process on a looping video, publishing every frame: memory
    slope, descriptors, threads, nothing lost, p99 publish to receipt.
 
-Each gate returns a report :class:`~reliability_report.Section` whose checks the tests assert, so
+Each gate returns a report :class:`~support.reliability.report.Section` whose checks the tests assert, so
 the report and the assertions can never disagree.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import gc
 import itertools
-import json
 import sqlite3
 import subprocess
 import sys
@@ -32,17 +31,19 @@ from pathlib import Path
 import numpy as np
 import psutil
 import yaml
-from dedup_subscriber import DedupSubscriber
-from faultproxy import FaultProxy
-from media import RtspStream, ffmpeg_testsrc
-from reliability_report import Check, Plot, Section, Series
 
 from edge_sdk.config import RunConfig
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
 from edge_sdk.runtime import Runtime
-from edge_sdk.sources import SourceEvent, SourceState, open_source
+from edge_sdk.sources import SourceEvent, SourceState
+from support import wait
+from support.digits import build_cnn
+from support.faultproxy import FaultProxy
+from support.media import RtspStream, ffmpeg_testsrc
+from support.reliability.report import Check, Plot, Section, Series
+from support.subscriber import Subscriber
 
 STALL_BOUND_S = 5.0  # a frozen or vanished camera is reported stalled within this
 RECOVERY_BOUND_S = 10.0  # frames are back within this of the camera returning
@@ -91,15 +92,6 @@ class SoakSize:
 
 
 # -- shared pieces --------------------------------------------------------------------------------
-def wait(predicate: Callable[[], object], timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
 def slope_per_hour(ts: list[float], ys: list[float]) -> float:
     """Least-squares slope of ``ys`` against ``ts`` (seconds), per hour; nan with fewer than 3 points."""
     if len(ts) < 3:
@@ -128,8 +120,6 @@ def rss_mb(process: psutil.Process) -> float:
 def small_bundle(digits: dict, folder: Path) -> Path:
     """A real TFLite int8 bundle (profile rpi4) of the tests' digits CNN, left untrained: these gates
     test the runtime, not accuracy, and training would cost the fast tier half its budget."""
-    from conftest import build_cnn
-
     from edge_sdk.converters import _tf, convert
 
     keras = _tf.keras3()
@@ -139,33 +129,6 @@ def small_bundle(digits: dict, folder: Path) -> Path:
     keras.Model(inp, out).save(model_path)
     convert(model_path, profile="rpi4", out=folder / "bundle", calib=digits["calib"], compile=False)
     return folder / "bundle"
-
-
-class TimedSubscriber(DedupSubscriber):
-    """A DedupSubscriber that also keeps each message's first copy, decoded, with when it arrived."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.first_copies: list[tuple[float, float, dict]] = []  # (time.time(), time.monotonic(), body), in arrival order
-        self._seen: set[tuple[str, int]] = set()
-        super().__init__(*args, **kwargs)
-
-    def _on_message(self, client, userdata, message) -> None:
-        wall, mono = time.time(), time.monotonic()
-        super()._on_message(client, userdata, message)
-        try:
-            body = json.loads(message.payload)
-            key = (body["device_id"], body["seq"])
-        except (ValueError, KeyError, TypeError):
-            return
-        with self._lock:
-            if key not in self._seen:
-                self._seen.add(key)
-                self.first_copies.append((wall, mono, body))
-
-    def timeline(self, schema: str) -> list[tuple[float, float, dict]]:
-        """(wall, monotonic, body) of each message of ``schema``, in arrival order."""
-        with self._lock:
-            return [entry for entry in self.first_copies if entry[2].get("schema") == schema]
 
 
 # -- A: camera freeze, drop and late start ----------------------------------------------------------
@@ -215,7 +178,7 @@ class Device:
         self.runtime.close()  # waits for the run's thread
 
 
-def _first_state(watcher: TimedSubscriber, states: frozenset[str], after: float) -> float | None:
+def _first_state(watcher: Subscriber, states: frozenset[str], after: float) -> float | None:
     metrics = watcher.timeline(payloads.METRICS)
     return next((mono for _, mono, body in metrics if mono >= after and body.get("source_state") in states), None)
 
@@ -238,7 +201,7 @@ class Outage:
 
 
 def _outage(
-    device: Device, watcher: TimedSubscriber, kind: str, *, fault, restore, hold_s: float, t0: float | None = None,
+    device: Device, watcher: Subscriber, kind: str, *, fault, restore, hold_s: float, t0: float | None = None,
 ) -> Outage:
     """Fault (unless it began at ``t0``), hold until the stall is seen and told and ``hold_s`` has
     passed, restore, and time the recovery; then wait for a steady stream before the next one."""
@@ -285,7 +248,7 @@ def camera_gate(bundle: Path, broker, folder: Path, size: CameraSize, *, device_
     errors: list[BaseException] = []
     stats = None
     with RtspStream() as stream:  # the server is up, the camera is not: "start late"
-        watcher = TimedSubscriber(broker.port, f"edge/{device_id}/metrics", client_id=f"fleet-{device_id}")
+        watcher = Subscriber(broker.port, f"edge/{device_id}/metrics", client_id=f"fleet-{device_id}", durable=True)
         try:
             counts["before the run"] = _counts()
             device = Device(bundle, stream.url, broker.url, device_id=device_id, outbox=folder / f"{device_id}.sqlite3")
@@ -408,7 +371,7 @@ def offline_gate(broker, folder: Path, size: OfflineSize, *, device_id: str = "c
     states: list[tuple[float, str]] = []
     proxy = FaultProxy(broker.port)
     proxy.refuse()  # the broker is unreachable from the first attempt: nothing is acknowledged before the drain
-    backend = TimedSubscriber(broker.port, f"edge/{device_id}/detections", client_id=f"fleet-{device_id}")
+    backend = Subscriber(broker.port, f"edge/{device_id}/detections", client_id=f"fleet-{device_id}", durable=True)
     settings = MQTTSettings(
         broker=proxy.url, device_id=device_id, reconnect_min_s=0.5, reconnect_max_s=size.reconnect_max_s,
         outbox={"path": str(folder / f"{device_id}.sqlite3"), "max_messages": size.cap},
@@ -517,7 +480,7 @@ class Soak:
         }
         (folder / "soak.yaml").write_text(yaml.safe_dump(config))
         self.frames = round(size.seconds * size.fps)
-        self.backend = TimedSubscriber(broker.port, f"edge/{device_id}/#", client_id=f"fleet-{device_id}")
+        self.backend = Subscriber(broker.port, f"edge/{device_id}/#", client_id=f"fleet-{device_id}", durable=True)
         with open(folder / "device.log", "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "edge_sdk.cli", "run", str(bundle), "--config", str(folder / "soak.yaml"),

@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 from hypothesis import strategies as st
 
-from fuzz_corpus import INTERESTING_INTS, VALUES, generate
+from support.fuzz.corpus import INTERESTING_INTS, VALUES, generate
 
 
 # -- images -------------------------------------------------------------------------------------------

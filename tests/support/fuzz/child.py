@@ -23,6 +23,9 @@ import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+# Run as a script (by path, so it needs nothing of tests/): from the repository root.
+ROOT = Path(__file__).resolve().parents[3]
+
 # A zeros batch is fed to a model that loads, unless its input is bigger than this.
 _RUN_LIMIT = 10_000_000
 
@@ -166,7 +169,7 @@ def _run_from(kind, cases, first, results, case_timeout, start_timeout, env) -> 
         proc = subprocess.Popen(
             [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
-            cwd=str(Path(__file__).resolve().parent.parent),
+            cwd=str(ROOT),
         )
         proc.stdin.write(json.dumps({"kind": kind, "cases": cases[first:]}).encode())
         proc.stdin.close()
@@ -223,5 +226,5 @@ def _tail(handle) -> str:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(ROOT))
     _child()
