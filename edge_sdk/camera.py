@@ -151,10 +151,11 @@ class CameraRun:
         self.pipeline.stop()
         for camera in self.cameras:
             camera.close()
+        deadline = time.monotonic() + 10  # for all of them: a stop must not take 10 s per camera
         for camera in self.cameras:
             thread = camera._thread
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=10)
+                thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
     def _raise(self) -> None:
         if self.failures:

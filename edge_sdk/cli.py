@@ -181,7 +181,9 @@ def run_command(
     ),
 ) -> None:
     """Run a bundle on one camera (--source) or several (cameras: in --config); JSON lines per frame (stdout, or MQTT with --broker), a summary on stderr."""
+    import faulthandler
     import json
+    import signal
 
     from edge_sdk.config import load_config
     from edge_sdk.runtime import Runtime
@@ -193,6 +195,9 @@ def run_command(
         isolate_engine=isolate_engine,
     )
     err = Console(stderr=True)
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
+        # `kill -USR1 <pid>`: every thread's stack on stderr, for a run that seems stuck.
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     runtime = Runtime(bundle, settings, notify=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     sink, opened = None, False
     try:

@@ -434,7 +434,7 @@ def _assert_refused(driver, url: str, *, says: str) -> None:
 def _assert_live(driver, url: str) -> None:
     size = wait(lambda: driver.execute_script(
         "const i = document.querySelector('img.stream'); return i && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];"),
-        20, "the stream's first frame in the <img>")
+        20, step=0.1, what="the stream's first frame in the <img>")
     assert tuple(size) == FRAME_SIZE
 
     def frames() -> int:

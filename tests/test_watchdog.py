@@ -318,6 +318,11 @@ def test_run_restarts_a_hung_engine_within_20_s_and_the_fleet_sees_degraded_then
         process.send_signal(signal.SIGINT)
         try:
             process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # the run prints every thread's stack: what it was stuck in
+            time.sleep(1.0)
+            raise AssertionError("edge-sdk run did not end within 20 s of Ctrl-C:\n"
+                                 + (tmp_path / "device.log").read_text()[-6000:]) from None
         finally:
             if process.poll() is None:
                 process.kill()
