@@ -24,6 +24,7 @@ from edge_sdk.errors import (
 __version__ = "0.1.0"
 
 _LAZY = {"Runtime": "edge_sdk.runtime", "RunConfig": "edge_sdk.config", "CameraConfig": "edge_sdk.config",
+         "CameraState": "edge_sdk.camera",
          "FrameResult": "edge_sdk.results", "Detection": "edge_sdk.results"}
 
 
@@ -41,6 +42,7 @@ def __getattr__(name: str):
 __all__ = [
     "AccuracyBudgetError",
     "CameraConfig",
+    "CameraState",
     "Detection",
     "FrameResult",
     "RunConfig",

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from edge_sdk.errors import EdgeSDKError, EngineError
@@ -22,9 +23,23 @@ if TYPE_CHECKING:
     from edge_sdk.results import FrameResult
     from edge_sdk.sources import Source, SourceEvent
 
-# What a camera is doing, as status, metrics, /healthz and the live view show it.
-STARTING, RUNNING, STALLED, RECONNECTING, ENDED, DONE, FAILED = (
-    "starting", "running", "stalled", "reconnecting", "ended", "done", "failed")
+class CameraState(str, Enum):
+    """What a camera is doing, as status, metrics, /healthz and the live view show it; compares
+    equal to its plain string value."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"  # its file or folder played to the end, or the run stopped
+    DONE = "done"  # it delivered max_frames
+    FAILED = "failed"  # its source could not be opened after its retries, or broke
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STARTING, RUNNING, STALLED, RECONNECTING, ENDED, DONE, FAILED = CameraState
 _FROM_SOURCE = {"connected": RUNNING, "resumed": RUNNING, "stalled": STALLED, "reconnecting": RECONNECTING,
                 "ended": ENDED, "failed": FAILED}
 
@@ -58,7 +73,7 @@ class Camera:
     def filters(self, fallback):
         return self.settings if self.settings is not None else fallback
 
-    def set_state(self, state: str, detail: str | None) -> None:
+    def set_state(self, state: CameraState, detail: str | None) -> None:
         if state == self.state and detail == self.detail:
             return
         self.state, self.detail = state, detail
@@ -72,10 +87,6 @@ class Camera:
         state = _FROM_SOURCE.get(getattr(event.state, "value", str(event.state)))
         if state is not None and self.state not in (FAILED, DONE):
             self.set_state(state, event.detail)
-
-    @property
-    def alive(self) -> bool:
-        return self.state not in (ENDED, DONE, FAILED)
 
     def _open(self) -> Iterator:
         if self.source is None:

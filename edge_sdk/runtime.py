@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edge_sdk.camera import Camera, CameraRun
+from edge_sdk.camera import Camera, CameraRun, CameraState
 from edge_sdk.config import CameraConfig, RunConfig, field_error
 from edge_sdk.errors import CommandError, ConfigError
 from edge_sdk.pipeline import Pipeline, open_pipeline
@@ -47,7 +47,7 @@ class CameraStatus:
 
     id: str
     source: str  # credentials in a URL are masked
-    state: str  # starting, running, stalled, reconnecting, ended, done or failed
+    state: CameraState  # starting, running, stalled, reconnecting, ended, done or failed
     detail: str | None
     stats: StatsSnapshot
 
