@@ -12,16 +12,34 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from edge_sdk.errors import EdgeSDKError, EngineError
 from edge_sdk.gate import ABANDONED, LOST, Turn
 from edge_sdk.stats import Stats
 
 if TYPE_CHECKING:
-    from edge_sdk.pipeline import Pipeline
+    from edge_sdk.config import RunConfig
     from edge_sdk.results import FrameResult
     from edge_sdk.sources import Source, SourceEvent
+
+
+class SharedEngine(Protocol):
+    """What a run of cameras needs of the engine they share (``edge_sdk.pipeline.Pipeline`` is one)."""
+
+    config: RunConfig
+    model: object
+
+    def start(self, fatal: Callable[[BaseException], None]) -> None:
+        """A run begins; ``fatal`` stops it when the engine is given up on."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def turn(self, turn: Turn, model, frame, tensor, placement, index: int, timestamp: float, t0: float, t1: float,
+             filters) -> FrameResult | object | None:
+        """One camera's turn on the engine: a result, None, LOST or ABANDONED."""
+        ...
 
 class CameraState(str, Enum):
     """What a camera is doing, as status, metrics, /healthz and the live view show it; compares
@@ -120,7 +138,7 @@ class CameraRun:
     read as the run goes, so a fleet command can change it).
     """
 
-    def __init__(self, pipeline: Pipeline, cameras: list[Camera], *, max_frames: int | None = None,
+    def __init__(self, pipeline: SharedEngine, cameras: list[Camera], *, max_frames: int | None = None,
                  raise_camera_errors: bool = False) -> None:
         self.pipeline, self.cameras, self.max_frames = pipeline, cameras, max_frames
         self.raise_camera_errors = raise_camera_errors
