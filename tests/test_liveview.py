@@ -26,7 +26,7 @@ from edge_sdk.config import RunConfig
 from edge_sdk.converters import convert
 from edge_sdk.liveview import MAX_STREAM_FPS, MAX_VIEWERS, VIEWER_TIMEOUT_S
 from edge_sdk.runtime import Runtime
-from support import free_port, wait
+from support import free_port, interrupt, wait
 from support.broker import Mosquitto
 
 pytestmark = pytest.mark.slow
@@ -92,12 +92,7 @@ def served(bundle, video, tmp_path_factory):
         try:
             yield _wait_for_url(proc, log, timeout=60).rstrip("/")
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            interrupt(proc)
     text = log.read_text()
     assert proc.returncode == 130 and re.search(r"frames \d+ .* fps", text), text[-2000:]  # Ctrl-C, then the summary
     assert "Traceback" not in text, text[-2000:]

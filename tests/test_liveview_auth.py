@@ -30,7 +30,7 @@ from edge_sdk.httpauth import MAX_FAILURES, load_credential, load_tls
 from edge_sdk.httpsettings import LiveViewSettings
 from edge_sdk.liveview import LiveView
 from edge_sdk.runtime import Runtime
-from support import wait
+from support import interrupt, wait
 from support.pki import make_pki
 from test_liveview import CHROMEDRIVER, CHROMIUM, FRAME_SIZE, bundle, video  # noqa: F401  (fixtures)
 
@@ -400,12 +400,7 @@ def _run_served(bundle: Path, video: Path, root: Path, *, http: dict, env: dict 
             time.sleep(0.1)
         yield found.group(1)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc)
     assert "Traceback" not in log.read_text(), log.read_text()[-2000:]
 
 

@@ -80,3 +80,18 @@ def single_error_line(capsys) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {captured.err!r}"
     assert "Traceback" not in captured.err
     return lines[0]
+
+
+def interrupt(process, timeout: float = 20.0) -> bool:
+    """Stop a child as Ctrl-C does; True when it ended by itself within ``timeout``, else it is killed."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
