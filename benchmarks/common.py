@@ -46,3 +46,10 @@ def cached_bundle(folder: Path, convert: list[str], *, log: Callable[[str], None
     open_bundle(folder)
     log(f"converted {what} in {time.perf_counter() - started:.0f} s")
     return folder
+
+
+def write_results(path: Path, text: str, *, log: Callable[[str], None]) -> None:
+    """The Markdown a benchmark printed, kept under benchmarks/results/ for the README's tables."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    log(f"written to {path}")

@@ -512,9 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = render(latency, shapes, pipeline, starts, header=header, machine=machine_line())
     print(text, end="")
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(text, encoding="utf-8")
-    log(f"written to {RESULTS_FILE}")
+    common.write_results(RESULTS_FILE, text, log=log)
     return 0
 
 

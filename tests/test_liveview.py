@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,10 +27,10 @@ from edge_sdk.liveview import MAX_STREAM_FPS, MAX_VIEWERS, VIEWER_TIMEOUT_S
 from edge_sdk.runtime import Runtime
 from support import free_port, interrupt, wait
 from support.broker import Mosquitto
+from support.browser import chromium, needs_browser
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FRAME_SIZE = (240, 180)
 PLAYBACK_FPS = 30
 
@@ -158,18 +157,11 @@ class MjpegReader:
 
 
 @pytest.mark.timeout(60, func_only=True)
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+@needs_browser
 def test_headless_chromium_shows_the_stream_and_live_counters(served, bundle, tmp_path):
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,600"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    try:
+    with chromium() as driver:
         driver.get(served + "/")
         size = wait(lambda: driver.execute_script(
             "const i = document.querySelector('img.stream'); return i && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight];"),
@@ -189,8 +181,6 @@ def test_headless_chromium_shows_the_stream_and_live_counters(served, bundle, tm
                                      "return [r.left, r.top, r.width, r.height, window.devicePixelRatio];")
         shot = tmp_path / "liveview.png"
         assert driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[0] > 100
     left, top, width, height = (int(v * rect[4]) for v in rect[:4])  # CSS pixels to screenshot pixels

@@ -32,7 +32,8 @@ from edge_sdk.liveview import LiveView
 from edge_sdk.runtime import Runtime
 from support import interrupt, wait
 from support.pki import make_pki
-from test_liveview import CHROMEDRIVER, CHROMIUM, FRAME_SIZE, bundle, video  # noqa: F401  (fixtures)
+from support.browser import chromium, needs_browser
+from test_liveview import FRAME_SIZE, bundle, video  # noqa: F401  (fixtures)
 
 TOKEN = "s3cret-Token_0123456789"
 PASSWORD = "correct horse battery"
@@ -404,21 +405,6 @@ def _run_served(bundle: Path, video: Path, root: Path, *, http: dict, env: dict 
     assert "Traceback" not in log.read_text(), log.read_text()[-2000:]
 
 
-@contextlib.contextmanager
-def _chromium():
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,600"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def _assert_refused(driver, url: str, *, says: str) -> None:
     """The page at ``url`` shows ``says`` and nothing of the live view (no image, no counters)."""
     driver.get(url)
@@ -439,16 +425,12 @@ def _assert_live(driver, url: str) -> None:
     wait(lambda: frames() > first, 10, step=0.1, what="the frame counter to grow")
 
 
-browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                             reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-
-
-@browser
+@needs_browser
 @pytest.mark.slow
 @pytest.mark.timeout(120, func_only=True)
 def test_headless_chromium_is_refused_without_the_token_and_shown_the_stream_with_it(bundle, video, tmp_path):
     http = {"listen": "127.0.0.1:0", "token_file": str(_secret_file(tmp_path, "token", TOKEN))}
-    with _run_served(bundle, video, tmp_path / "token-run", http=http) as base, _chromium() as driver:
+    with _run_served(bundle, video, tmp_path / "token-run", http=http) as base, chromium() as driver:
         refusal = "401 Unauthorized: this live view needs its token ('Authorization: Bearer <token>', or ?token=<token> once)"
         _assert_refused(driver, base + "/", says=refusal)
         _assert_refused(driver, base + f"/?token={TOKEN}x", says=refusal)
@@ -460,13 +442,13 @@ def test_headless_chromium_is_refused_without_the_token_and_shown_the_stream_wit
         assert driver.execute_script("return document.cookie") == ""  # out of reach of the page's scripts
 
 
-@browser
+@needs_browser
 @pytest.mark.slow
 @pytest.mark.timeout(120, func_only=True)
 def test_headless_chromium_is_refused_without_the_password_and_shown_the_stream_with_it(bundle, video, tmp_path):
     env = {"EDGE_SDK_HTTP_PASSWORD": PASSWORD}
     with _run_served(bundle, video, tmp_path / "password-run", http={"listen": "127.0.0.1:0"}, env=env) as base, \
-            _chromium() as driver:
+            chromium() as driver:
         _assert_refused(driver, base + "/", says="")  # headless Chromium holds its password prompt: a blank page
         driver.get(f"http://edge:{quote(PASSWORD + '!')}@{urlsplit(base).netloc}/")
         assert driver.execute_script("return document.images.length") == 0 and "stream.mjpg" not in driver.page_source
