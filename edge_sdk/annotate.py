@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -12,7 +13,18 @@ from edge_sdk.results import Detection
 _PALETTE = ((0, 255, 0), (255, 128, 0), (0, 128, 255), (255, 0, 255), (0, 255, 255), (128, 0, 255), (255, 255, 0))
 
 
-def annotate(frame: np.ndarray, detections: Iterable[Detection]) -> np.ndarray:
+@dataclass(frozen=True)
+class Overlay:
+    """What a tracking camera draws besides its boxes: named zones and lines with their counts, and
+    each track's recent path. Points are normalised (0-1)."""
+
+    zones: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    lines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    trails: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # track id -> points, oldest first
+    counts: dict | None = None  # Counts.to_json(): occupancy per zone, in/out per line
+
+
+def annotate(frame: np.ndarray, detections: Iterable[Detection], overlay: Overlay | None = None) -> np.ndarray:
     """A BGR copy of ``frame`` with a box and a ``label score`` caption per detection.
 
     Detections without a box (a classifier's) are written as lines of text at the top left.

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.httpsettings import LiveViewSettings, parse_address
-from edge_sdk.mqtt.settings import MQTTSettings
+from edge_sdk.mqtt.settings import MQTTSettings, PublishMode
+from edge_sdk.tracking.settings import LineSettings, TrackingSettings, ZoneSettings, check_names, check_points, parse_zones
 
 
 class WatchdogSettings(BaseModel):
@@ -51,15 +52,39 @@ def check_camera_id(value: str) -> str:
 
 
 def _check_zones(zones):
+    if isinstance(zones, dict):
+        return zones
     for i, polygon in enumerate(zones or []):
         if len(polygon) < 3:
             raise ValueError(f"zone {i} needs at least 3 points")
-        if any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in polygon):
-            raise ValueError(f"zone {i} has a point outside the frame (use normalised 0-1 coordinates)")
+        check_points(polygon, what=f"zone {i}")
     return zones
 
 
-class CameraConfig(BaseModel):
+Polygon = list[tuple[float, float]]
+ZONES_HELP = ("Named zones for events, {name: [[x, y], ...]} or {name: {points, loiter_s?, labels?, anchor?}}; or, "
+              "as a list of polygons without names, a filter: only boxes whose centre is inside one are reported.")
+LINES_HELP = "Named lines counted in and out, {name: {points: [[x, y], [x, y]], in: left|right|up|down, labels?, anchor?}}."
+
+
+class _Regions:
+    """What a camera's zones and lines mean: a list of polygons filters, a mapping names event zones."""
+
+    @property
+    def polygons(self) -> list[Polygon] | None:
+        """The zones that filter detections (the list form), or None."""
+        return self.zones if isinstance(self.zones, list) else None
+
+    @property
+    def named_zones(self) -> dict[str, ZoneSettings]:
+        return self.zones if isinstance(self.zones, dict) else {}
+
+    @property
+    def named_lines(self) -> dict[str, LineSettings]:
+        return dict(self.lines or {})
+
+
+class CameraConfig(_Regions, BaseModel):
     """One camera of a run: where its frames come from, and its own pacing and filters. A field
     left out takes the run's value (the top-level ``fps``, ``threshold``... of the config)."""
 
@@ -71,12 +96,19 @@ class CameraConfig(BaseModel):
     stride: int | None = Field(default=None, ge=1, description="Process every Nth frame.")
     threshold: float | None = Field(default=None, ge=0, le=1, description="Minimum score of a reported detection.")
     labels: list[str] | None = Field(default=None, description="Report only these labels.")
-    zones: list[list[tuple[float, float]]] | None = Field(default=None, description="Polygons of normalised points.")
+    zones: list[Polygon] | dict[str, ZoneSettings] | None = Field(default=None, description=ZONES_HELP)
+    lines: dict[str, LineSettings] | None = Field(default=None, description=LINES_HELP)
     min_area: float | None = Field(default=None, ge=0, le=1, description="Minimum box area as a share of the frame.")
     loop: bool | None = Field(default=None, description="Restart a video file or folder at its end.")
 
     _id = field_validator("id")(classmethod(lambda cls, v: check_camera_id(v)))
     _zones = field_validator("zones")(classmethod(lambda cls, v: _check_zones(v)))
+    _parse = field_validator("zones", mode="before")(classmethod(lambda cls, v: parse_zones(v)))
+
+    @model_validator(mode="after")
+    def _names(self):
+        check_names(self.named_zones, self.lines)
+        return self
 
     @field_validator("source", mode="before")
     @classmethod
@@ -84,7 +116,7 @@ class CameraConfig(BaseModel):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class RunConfig(BaseModel):
+class RunConfig(_Regions, BaseModel):
     """How ``edge-sdk run`` turns a source into results."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,7 +124,7 @@ class RunConfig(BaseModel):
     source: str | None = Field(default=None, description="Camera index, /dev/videoN, file, URL, folder, glob or GStreamer pipeline.")
     cameras: list[CameraConfig] | None = Field(
         default=None, description="Several cameras on one engine, each {id, source, fps?, stride?, threshold?, labels?, zones?, "
-        "min_area?, loop?}; instead of 'source'.",
+        "lines?, min_area?, loop?}; instead of 'source'.",
     )
     max_frames: int | None = Field(default=None, ge=1, description="Stop after this many processed frames.")
     fps: float | None = Field(
@@ -102,8 +134,12 @@ class RunConfig(BaseModel):
     stride: int = Field(default=1, ge=1, description="Process every Nth frame the source delivers.")
     threshold: float = Field(default=0.25, ge=0, le=1, description="Minimum score of a reported detection.")
     labels: list[str] | None = Field(default=None, description="Report only these labels (allow-list).")
-    zones: list[list[tuple[float, float]]] | None = Field(
-        default=None, description="Polygons of normalised (x, y) points; a box counts if its centre is inside one."
+    zones: list[Polygon] | dict[str, ZoneSettings] | None = Field(default=None, description=ZONES_HELP)
+    lines: dict[str, LineSettings] | None = Field(default=None, description=LINES_HELP)
+    tracking: TrackingSettings | None = Field(
+        default=None,
+        description="Track objects (ids that persist across frames) and turn tracks into events; on by itself when a "
+        "camera has named zones or lines, or MQTT publishes 'events'. {} turns it on with the defaults.",
     )
     min_area: float = Field(default=0.0, ge=0, le=1, description="Minimum box area as a share of the frame.")
     loop: bool = Field(default=False, description="Restart a video file or folder at its end.")
@@ -137,6 +173,7 @@ class RunConfig(BaseModel):
         return value
 
     _zones = field_validator("zones")(classmethod(lambda cls, v: _check_zones(v)))
+    _parse = field_validator("zones", mode="before")(classmethod(lambda cls, v: parse_zones(v)))
 
     @field_validator("cameras")
     @classmethod
@@ -154,11 +191,22 @@ class RunConfig(BaseModel):
     def _one_way_to_name_sources(self):
         if self.cameras is not None and self.source is not None:
             raise ValueError("'cameras' and 'source' (--source) are both given; list every camera under 'cameras', or give one 'source'")
+        check_names(self.named_zones, self.lines)
         return self
+
+    def tracking_settings(self) -> TrackingSettings | None:
+        """The tracker's settings when this run tracks: asked for, or needed by named zones, lines or
+        the 'events' publish mode; None when it does not."""
+        if self.tracking is not None:
+            return self.tracking
+        events = self.mqtt is not None and self.mqtt.publish is PublishMode.EVENTS
+        if events or any(c.named_zones or c.named_lines for c in self.camera_list()):
+            return TrackingSettings()
+        return None
 
     def camera_list(self, *, default_id: str = "main") -> list[CameraConfig]:
         """Every camera of the run with each field it leaves out taken from the run's; [] without a source."""
-        shared = {k: getattr(self, k) for k in ("fps", "stride", "threshold", "labels", "zones", "min_area", "loop")}
+        shared = {k: getattr(self, k) for k in ("fps", "stride", "threshold", "labels", "zones", "lines", "min_area", "loop")}
         if self.cameras is None:
             return [] if self.source is None else [CameraConfig(id=default_id, source=self.source, **shared)]
         return [camera.model_copy(update={k: v for k, v in shared.items() if getattr(camera, k) is None}) for camera in self.cameras]
@@ -197,6 +245,11 @@ def _read_yaml(path: Path):
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_CONFIG_VALUES:
             raise ConfigError(f"config file {path} holds more than {MAX_CONFIG_VALUES:,} values (aliases expanded)")
+        twice = _repeated_key(node, set()) if node is not None else None
+        if twice is not None:
+            # PyYAML keeps the last of two equal keys: a second zone named like the first would replace it unseen.
+            raise ConfigError(f"config file {path}: key {twice.value[:64]!r} is given twice in one mapping "
+                              f"(line {twice.start_mark.line + 1})")
         return loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
@@ -208,6 +261,27 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     if problem and mark is not None:
         return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
     return str(exc).strip().splitlines()[0]
+
+
+def _repeated_key(node: yaml.Node, seen: set[int]) -> yaml.ScalarNode | None:
+    """The first key that appears twice in one mapping of the document, or None."""
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in keys and key.value != "<<":
+                    return key
+                keys.add(key.value)
+    children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+        node.value if isinstance(node, yaml.SequenceNode) else [])
+    for child in children:
+        found = _repeated_key(child, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:

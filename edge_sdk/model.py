@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.decoders import get_decoder
+from edge_sdk.geometry import inside
 from edge_sdk.preprocess import Normalization, Placement, Preprocessing, fit, normalize, quantize
 from edge_sdk.results import Detection
 
@@ -46,25 +47,12 @@ class InputAdapter:
         return x, placement
 
 
-def _inside(point: tuple[float, float], polygon: list[tuple[float, float]]) -> bool:
-    x, y = point
-    inside = False
-    j = len(polygon) - 1
-    for i in range(len(polygon)):
-        xi, yi = polygon[i]
-        xj, yj = polygon[j]
-        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
-            inside = not inside
-        j = i
-    return inside
-
-
 class Filters(Protocol):
     """What a camera's settings say about which detections to report."""
 
     threshold: float
     labels: list[str] | None
-    zones: list[list[tuple[float, float]]] | None
+    polygons: list[list[tuple[float, float]]] | None  # the zones that filter (a list of polygons without names)
     min_area: float
 
 
@@ -77,7 +65,7 @@ def keep(detection: Detection, config: Filters) -> bool:
     if detection.box is not None:
         if detection.box.area < config.min_area:
             return False
-        if config.zones and not any(_inside(detection.box.center, zone) for zone in config.zones):
+        if config.polygons and not any(inside(detection.box.center, zone) for zone in config.polygons):
             return False
     return True
 

@@ -65,9 +65,12 @@ class Detection:
     label: str
     score: float
     box: BBox | None = None
+    track_id: int | None = None  # the object's identity across frames, when the run tracks
 
     def to_json(self, *, frame_size: tuple[int, int] | None = None) -> dict:
         out: dict = {"class_id": self.class_id, "label": self.label, "score": round(float(self.score), 5)}
+        if self.track_id is not None:
+            out["track_id"] = self.track_id
         if self.box is not None:
             out["box"] = [round(v, 5) for v in (self.box.x1, self.box.y1, self.box.x2, self.box.y2)]
             if frame_size is not None:
@@ -85,6 +88,8 @@ class FrameResult:
     detections: tuple[Detection, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
     camera: str | None = None  # the id of the camera the frame came from
+    events: tuple = ()  # what the camera's tracks did in this frame (edge_sdk.tracking.values.Event), when it tracks
+    counts: object | None = None  # the camera's counts (edge_sdk.tracking.values.Counts) when this frame changed them
 
     def for_camera(self, camera: str) -> FrameResult:
         return replace(self, camera=camera)
@@ -97,5 +102,7 @@ class FrameResult:
             "width": self.frame_size[0],
             "height": self.frame_size[1],
             "detections": [d.to_json(frame_size=self.frame_size) for d in self.detections],
+            **({"events": [e.to_json() for e in self.events]} if self.events else {}),
+            **({"counts": self.counts.to_json()} if self.counts is not None else {}),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }

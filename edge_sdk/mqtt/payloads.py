@@ -30,7 +30,8 @@ def alert_body(kind: str, detail: str, **extra: str) -> dict:
 def detections_body(result: FrameResult) -> dict:
     """One frame's detections; a classifier's results are detections without a box."""
     body = result.to_json()
-    body.pop("timings_ms", None)
+    for key in ("timings_ms", "events", "counts"):  # events and counts have topics of their own
+        body.pop(key, None)
     body["frame_ts"] = body.pop("ts")
     return body
 

@@ -22,6 +22,7 @@ class PublishMode(str, enum.Enum):
     EVERY_FRAME = "every_frame"  # one message per processed frame, empty or not
     ON_DETECTION = "on_detection"  # frames with at least one detection
     ON_CHANGE = "on_change"  # when the set of labels seen changes (an empty set included)
+    EVENTS = "events"  # no detections messages: track, zone and line events, and counts, only
 
 
 class Protocol(str, enum.Enum):
