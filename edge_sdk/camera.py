@@ -41,6 +41,18 @@ class SharedEngine(Protocol):
         """One camera's turn on the engine: a result, None, LOST or ABANDONED."""
         ...
 
+class Stage(Protocol):
+    """A step after the engine, per camera (tracking is one): it may see more than the camera reports."""
+
+    def widen(self, filters):
+        """The filters the decoder should apply (e.g. a lower threshold) for ``filters``."""
+        ...
+
+    def process(self, result: FrameResult, frame, filters) -> FrameResult: ...
+
+    def finish(self, *, reason: str = "stopped") -> list: ...
+
+
 class CameraState(str, Enum):
     """What a camera is doing, as status, metrics, /healthz and the live view show it; compares
     equal to its plain string value."""
@@ -81,6 +93,7 @@ class Camera:
         self.latest_detections: tuple = ()
         self.listeners: list[Callable[[Camera], None]] = []  # told of every change of state
         self.source_listeners: list[Callable[[SourceEvent], None]] = []  # told of each of the source's events
+        self.stage: Stage | None = None  # runs on each result in the camera's thread (tracking)
         self.source: Source | None = None if callable(source) and not hasattr(source, "frames") else source
         self._opener = None if self.source is not None else source
         self._frames: Iterator | None = None
@@ -244,6 +257,8 @@ class CameraRun:
         except BaseException as exc:  # noqa: BLE001 - a camera's failure ends that camera only
             camera.error = exc
             camera.set_state(FAILED, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        if camera.stage is not None:
+            camera.stage.finish(reason="stopped")  # its open tracks end with the camera
         self._put(_End(camera))
 
     def _loop(self, camera: Camera) -> bool:
@@ -264,6 +279,7 @@ class CameraRun:
                 continue
             camera._last = now
             model = pipeline.model
+            stage = camera.stage
             t0 = time.perf_counter()
             try:
                 tensor, placement = model.adapter(frame.image)
@@ -271,7 +287,8 @@ class CameraRun:
                 stats.frame_errors += 1  # an empty or malformed frame: skip it, keep going
                 continue
             t1 = time.perf_counter()
-            result = pipeline.turn(turn, model, frame.image, tensor, placement, frame.index, frame.timestamp, t0, t1, settings)
+            result = pipeline.turn(turn, model, frame.image, tensor, placement, frame.index, frame.timestamp, t0, t1,
+                                   stage.widen(settings) if stage is not None else settings)
             if result is ABANDONED:
                 return False
             if result is LOST:
@@ -280,6 +297,8 @@ class CameraRun:
                 stats.frame_errors += 1
                 continue
             result = result.for_camera(camera.id)
+            if stage is not None:
+                result = stage.process(result, frame, settings)
             camera.latest_frame, camera.latest_detections = frame.image, result.detections
             if camera.state == STARTING:
                 camera.set_state(RUNNING, None)

@@ -78,7 +78,8 @@ class Watched(Protocol):
     def camera_ids(self) -> list[str]: ...
 
     def latest(self, camera: str):
-        """``(frame, detections)`` of the camera's newest result, or None before the first."""
+        """``(frame, detections, overlay)`` of the camera's newest result (overlay: an
+        :class:`edge_sdk.annotate.Overlay` of a tracking camera, else None), or None before the first."""
         ...
 
     def stats(self):

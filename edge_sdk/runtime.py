@@ -96,6 +96,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._ledger = None
+        self._restart_ends: dict[str, list] = {}  # camera -> the 'end' of tracks the run before left open
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class Runtime:
         try:
             self._open_pipeline()
             self.cameras = [self._camera(camera) for camera in settings]
+            self._open_tracking()
             if config.http is not None:  # the live view binds its port before the fleet hears of the run
                 self._open_view()
             if config.mqtt is not None:
@@ -145,6 +148,50 @@ class Runtime:
         camera.listeners.append(self._camera_changed)
         return camera
 
+    def _open_tracking(self) -> None:
+        """A tracker and scene per camera when the run tracks; the ledger of the run before
+        (open tracks to end, ids to carry on from, line totals) when the run publishes."""
+        tracking = self.config.tracking_settings()
+        if tracking is None:
+            return
+        from edge_sdk.bundle import Task
+        from edge_sdk.tracking.ledger import Ledger
+        from edge_sdk.tracking.stage import TrackingStage
+        from edge_sdk.tracking.values import Counts, TrackAction, TrackEvent
+
+        if self.pipeline.bundle.manifest.task is not Task.DETECTION:
+            raise ConfigError(f"tracking, named zones, lines and the 'events' publish mode need boxes; "
+                              f"{self.bundle_path} is a {self.pipeline.bundle.manifest.task.value} model")
+        records = {}
+        if self.config.mqtt is not None:
+            self._ledger = Ledger(self.config.mqtt.outbox_path.parent / "tracks.json")
+            records = self._ledger.load()
+        for record_camera, record in records.items():
+            self._restart_ends[record_camera] = [TrackEvent(TrackAction.END, track, reason="restart") for track in record.open_tracks]
+        for camera in self.cameras:
+            settings = self._settings[camera.id]
+            record = records.get(camera.id)
+            stage = TrackingStage(tracking, zones=settings.named_zones, lines=settings.named_lines,
+                                  first_id=record.next_id if record else 1,
+                                  counts=Counts(lines=record.lines or {}) if record else None)
+            if self._ledger is not None:
+                stage.on_change = self._ledger_writer(camera.id)
+            stage.on_finish = self._tracks_finished(camera.id)
+            camera.stage = stage
+
+    def _ledger_writer(self, camera_id: str):
+        ledger = self._ledger
+
+        def write(stage) -> None:
+            ledger.save(camera_id, open_tracks=stage.open_tracks(), next_id=stage.next_id, counts=stage.scene.counts)
+        return write
+
+    def _tracks_finished(self, camera_id: str):
+        def finished(events, counts) -> None:
+            if self.link is not None:
+                self.link.on_events(camera_id, events, counts)
+        return finished
+
     def _camera_changed(self, camera: Camera) -> None:
         self.notify(f"camera {camera.id} {camera.state}" + (f": {camera.detail}" if camera.detail else ""))
         if self.link is not None:
@@ -168,6 +215,20 @@ class Runtime:
         self.notify(f"publishing to {mqtt.redacted_broker()} as {mqtt.device_id}")
         if self.view is not None:
             self.view.link = self.link
+        # What the run before left open ends now ('restart'), and every tracking camera's counts
+        # (line totals carried over, zones empty) are retained from the start.
+        for camera_id, events in self._restart_ends.items():
+            if events:
+                self.notify(f"camera {camera_id}: {len(events)} tracks left open by the run before end (restart)")
+            stage = next((c.stage for c in self.cameras if c.id == camera_id), None)
+            self.link.on_events(camera_id, events, stage.scene.counts if stage is not None else None)
+        for camera in self.cameras:
+            if camera.stage is not None and camera.id not in self._restart_ends:
+                self.link.on_events(camera.id, [], camera.stage.scene.counts)
+        for camera in self.cameras:  # only once those ends are in the outbox: a kill before leaves them to the next start
+            if camera.stage is not None and camera.stage.on_change is not None:
+                camera.stage.on_change(camera.stage)
+        self._restart_ends = {}
 
     def close(self, *, flush_timeout: float = 5.0) -> None:
         """Stop the run and close, in reverse order: live view, fleet link (giving the outbox
@@ -297,8 +358,15 @@ class Runtime:
         from edge_sdk.mqtt import payloads
 
         stats = self.stats()
-        sources = [{"camera": c.id, "source": c.source} for c in stats.cameras]
+        sources = [{"camera": c.id, "source": c.source, **self._regions(c.id)} for c in stats.cameras]
         return payloads.info_body(self.pipeline.bundle, source=sources[0]["source"] if len(sources) == 1 else None, cameras=sources)
+
+    def _regions(self, camera_id: str) -> dict:
+        """A tracking camera's named zones and lines, for the info message (and discovery)."""
+        settings = self._settings[camera_id]
+        if not (settings.named_zones or settings.named_lines):
+            return {}
+        return {"zones": list(settings.named_zones), "lines": list(settings.named_lines)}
 
     def status(self) -> dict:
         from edge_sdk.mqtt import payloads
@@ -311,7 +379,8 @@ class Runtime:
         camera = next((c for c in self.cameras if c.id == camera_id), None)
         if camera is None or camera.latest_frame is None:
             return None
-        return camera.latest_frame, camera.latest_detections
+        overlay = camera.stage.overlay() if camera.stage is not None else None
+        return camera.latest_frame, camera.latest_detections, overlay
 
     def watched_labels(self) -> list[str]:
         labels: list[str] = []
@@ -325,6 +394,9 @@ class Runtime:
         """Apply live settings to one camera or every camera, all or none; returns what is now in force."""
         targets = [self.camera(camera)] if camera is not None else self.cameras
         update = {k: v for k, v in changes.items() if k in LIVE_KEYS}
+        if "zones" in update and (isinstance(update["zones"], dict) or any(self._settings[t.id].named_zones for t in targets)):
+            raise CommandError("named zones are set in the run's config file (tracks and counts depend on them); "
+                               "change them there and restart")
         for key in ("labels", "zones"):
             if update.get(key) == []:
                 update[key] = None  # [] clears the allow-list or the zones

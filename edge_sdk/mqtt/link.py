@@ -37,8 +37,9 @@ class Observed(Protocol):
         """The run's side of the metrics message: cameras, engine, totals (:func:`payloads.run_status`)."""
         ...
 
-    def latest(self, camera: str) -> tuple[np.ndarray, tuple] | None:
-        """The newest frame of ``camera`` and its detections, or None before the first."""
+    def latest(self, camera: str) -> tuple[np.ndarray, tuple, object] | None:
+        """The newest frame of ``camera``, its detections and what else to draw on it (an
+        :class:`edge_sdk.annotate.Overlay` or None), or None before the first frame."""
         ...
 
     def camera_ids(self) -> list[str]: ...
@@ -58,7 +59,7 @@ class PublishGate:
 
     def admit(self, result: FrameResult, now: float) -> bool:
         labels = frozenset(d.label for d in result.detections)
-        if self.mode is PublishMode.ON_DETECTION and not labels:
+        if self.mode is PublishMode.EVENTS or (self.mode is PublishMode.ON_DETECTION and not labels):
             self.suppressed += 1
             return False
         if self.mode is PublishMode.ON_CHANGE:
@@ -180,9 +181,23 @@ class FleetLink:
             body = payloads.detections_body(result)
             self.publisher.publish(topics.camera_name(camera, topics.DETECTIONS), self.publisher.envelope(payloads.DETECTIONS, body),
                                    qos=self.settings.qos.detections)
+        if result.events or result.counts is not None:
+            self.on_events(camera, result.events, result.counts, frame=result.index, frame_ts=result.timestamp)
         interval = self.settings.snapshot_interval_s
         if interval and now - self._last_snapshot.get(camera, -1e9) >= interval:
             self.publish_snapshot(camera)
+
+    def on_events(self, camera: str, events, counts, *, frame: int | None = None, frame_ts: float | None = None) -> None:
+        """A tracking camera's events, each a QoS 1 message through the outbox (a broker outage or
+        a kill loses none), and its counts when given, retained (the newest is what matters)."""
+        for event in events:
+            body = payloads.event_body(camera, event, frame=frame, frame_ts=frame_ts)
+            self.publisher.publish(topics.camera_name(camera, topics.EVENTS), self.publisher.envelope(payloads.EVENT, body),
+                                   qos=self.settings.qos.events)
+        if counts is not None:
+            body = payloads.counts_body(camera, counts)
+            self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), self.publisher.envelope(payloads.COUNTS, body),
+                                        qos=self.settings.qos.status)
 
     def on_camera_state(self, camera: str, state: str, detail: str | None) -> None:
         """A camera's state changed: metrics go out at once, and an alert when it failed."""

@@ -15,16 +15,29 @@ from edge_sdk import __version__
 from edge_sdk.bundle import Bundle
 from edge_sdk.results import FrameResult
 
-STATUS, INFO, DETECTIONS, METRICS, COMMAND_RESULT, ALERT = (
+STATUS, INFO, DETECTIONS, METRICS, COMMAND_RESULT, ALERT, EVENT, COUNTS = (
     "edge-sdk/status@1", "edge-sdk/info@1", "edge-sdk/detections@1", "edge-sdk/metrics@1", "edge-sdk/command-result@1",
-    "edge-sdk/alert@1",
+    "edge-sdk/alert@1", "edge-sdk/event@1", "edge-sdk/counts@1",
 )
-KINDS = {STATUS: "status", INFO: "info", DETECTIONS: "detections", METRICS: "metrics", COMMAND_RESULT: "command-result", ALERT: "alert"}
+KINDS = {STATUS: "status", INFO: "info", DETECTIONS: "detections", METRICS: "metrics", COMMAND_RESULT: "command-result",
+         ALERT: "alert", EVENT: "event", COUNTS: "counts"}
 
 
 def alert_body(kind: str, detail: str, **extra: str) -> dict:
     """An event the fleet should hear of once: a quarantined outbox, an engine restarted or given up on."""
     return {"kind": kind, "detail": detail, **extra}
+
+
+def event_body(camera: str, event, *, frame: int | None = None, frame_ts: float | None = None) -> dict:
+    """One track, zone or line event of a camera (``edge_sdk.tracking.values``); ``frame`` and
+    ``frame_ts`` name the frame it happened in (absent for the ends sent when a run stops or restarts)."""
+    where = {"frame": frame, "frame_ts": round(frame_ts, 6)} if frame is not None and frame_ts is not None else {}
+    return {"camera": camera, **where, **event.to_json()}
+
+
+def counts_body(camera: str, counts) -> dict:
+    """A camera's zone occupancy and line totals by label (retained)."""
+    return {"camera": camera, **counts.to_json()}
 
 
 def detections_body(result: FrameResult) -> dict:

@@ -56,6 +56,7 @@ class QoSSettings(_Section):
     """
 
     detections: int = Field(default=1, ge=0, le=1, description="QoS of detection messages.")
+    events: int = Field(default=1, ge=0, le=1, description="QoS of track, zone and line events (1: kept in the outbox through outages).")
     metrics: int = Field(default=0, ge=0, le=1, description="QoS of metrics messages.")
     status: int = Field(default=1, ge=0, le=1, description="QoS of the retained status and info messages.")
     snapshot: int = Field(default=0, ge=0, le=1, description="QoS of snapshot images.")

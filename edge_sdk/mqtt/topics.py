@@ -10,6 +10,7 @@ DEFAULT_PREFIX = "edge/{device_id}/"
 
 # Names a device publishes under its prefix; commands arrive on cmd/{name} and answer on cmd/{name}/result.
 STATUS, INFO, DETECTIONS, METRICS, SNAPSHOT, ALERT = "status", "info", "detections", "metrics", "snapshot", "alert"
+EVENTS, COUNTS = "events", "counts"  # per camera: track, zone and line events; retained counts
 
 # A wildcard or separator in a device id would widen every ACL pattern written with %c or %u
 # (edge/%c/# for "a/b" covers another device's tree); control characters break log lines and URLs.

@@ -64,10 +64,14 @@ class Frame:
     """Wall-clock time (``time.time()``) the frame was read."""
     source_size: tuple[int, int]
     """``(width, height)`` of the frame as the source produced it."""
+    media_s: float | None = None
+    """Recorded sources with a frame rate: the frame's time in the recording (index / rate), which
+    tracking uses as its clock, so a file played faster than real time keeps its dwell times; None
+    for live sources, whose clock is ``timestamp``."""
 
     @classmethod
-    def of(cls, image: np.ndarray, index: int) -> Frame:
-        return cls(image, index, time.time(), (int(image.shape[1]), int(image.shape[0])))
+    def of(cls, image: np.ndarray, index: int, *, media_s: float | None = None) -> Frame:
+        return cls(image, index, time.time(), (int(image.shape[1]), int(image.shape[0])), media_s)
 
     @property
     def is_gray(self) -> bool:

@@ -19,7 +19,8 @@ Reader = Callable[[], np.ndarray]
 
 
 class Pass(Protocol):
-    """One pass over a file or folder: a reader per frame, then StopIteration."""
+    """One pass over a file or folder: a reader per frame, then StopIteration. A pass that knows
+    its frame rate (a video file) has ``fps``; frames then carry their media time."""
 
     def __next__(self) -> Reader: ...
 
@@ -86,7 +87,8 @@ class PlaybackSource:
                 continue
             self._pass_good += 1
             self._counters.frames_delivered += 1
-            yield Frame.of(image, index)
+            rate = self._options.fps or getattr(self._pass, "fps", None)
+            yield Frame.of(image, index, media_s=index / rate if rate else None)
         if not self._stop.is_set():
             self._events.emit(SourceState.ENDED, f"end of {self.name} after {self._counters.frames_read} frames")
 

@@ -23,6 +23,8 @@ class _VideoPass:
         if not self._capture.isOpened():
             self._capture.release()
             raise SourceError(f"cannot decode video {name} (not a video, or no codec for it in this OpenCV)")
+        rate = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = rate if 0 < rate < 1000 else None  # the file's own frame rate: its frames' media time
 
     def describe(self) -> str:
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
