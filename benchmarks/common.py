@@ -53,3 +53,16 @@ def write_results(path: Path, text: str, *, log: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     log(f"written to {path}")
+
+
+def cpu_flags() -> str:
+    """The CPU features that change what the engines do (int8 dot products, bf16), as 'flags: ...'."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return "flags: " + (" ".join(f for f in wanted if f in have) or "none of " + " ".join(wanted))
+    except OSError:
+        pass
+    return "flags: unknown"

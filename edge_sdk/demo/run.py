@@ -4,7 +4,8 @@
 2. Make a video of moving shapes whose true boxes are known.
 3. Use the broker given, else Mosquitto, else an embedded one, on loopback.
 4. Run the runtime on the video and publish to the broker, while a real subscriber prints what arrives.
-5. Summarise: frames, fps, latency, messages, and precision/recall of what arrived against the truth.
+5. Summarise: frames, fps, latency, messages, precision/recall of what arrived against the truth,
+   and the line count the events reported against the video's true crossings.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ THRESHOLD = 0.4
 OBJECTS = 4
 DEVICE_ID = "demo-device"
 CAMERA_ID = "shapes"
+LINE = "gate"  # a vertical line through the middle of the picture; moving rightwards across it is 'in'
+LINE_X = 0.5
 
 
 def default_workdir() -> Path:
@@ -117,6 +120,8 @@ class Received:
     """What the demo's subscriber got."""
 
     messages: dict[int, dict] = field(default_factory=dict)  # frame index -> detections payload
+    events: dict[int, dict] = field(default_factory=dict)  # seq -> event payload
+    counts: dict | None = None  # the newest counts payload
     duplicates: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,6 +140,8 @@ class Subscriber:
         self.console, self.quiet = console, quiet
         self.received = Received()
         self.topic = topics.topic(device_id, topics.camera_name(CAMERA_ID, topics.DETECTIONS))
+        self.events_topic = topics.topic(device_id, topics.camera_name(CAMERA_ID, topics.EVENTS))
+        self.counts_topic = topics.topic(device_id, topics.camera_name(CAMERA_ID, topics.COUNTS))
         settings = MQTTSettings(broker=broker.url, device_id=f"{device_id}-viewer", protocol=broker.protocol)
         protocol = mqtt.MQTTv5 if broker.protocol == "5" else mqtt.MQTTv311
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-sdk-demo-viewer-{os.getpid()}",
@@ -151,7 +158,7 @@ class Subscriber:
         except OSError as exc:
             raise PublishError(f"demo subscriber cannot reach the broker {self.host}:{self.port}: {exc.strerror or exc}") from exc
         self.client.loop_start()
-        self.client.subscribe(self.topic, qos=1)
+        self.client.subscribe([(self.topic, 1), (self.events_topic, 1), (self.counts_topic, 1)])
         if not self._subscribed.wait(timeout):
             self.stop()
             raise PublishError(f"demo subscriber got no SUBACK from {self.host}:{self.port} within {timeout:g} s")
@@ -163,6 +170,9 @@ class Subscriber:
 
     def _on_message(self, client, userdata, message) -> None:
         now = time.time()
+        if message.topic != self.topic:
+            self._on_event(message)
+            return
         try:
             body = json.loads(message.payload)
             frame = int(body["frame"])
@@ -177,6 +187,26 @@ class Subscriber:
         if not self.quiet:
             found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in body.get("detections", [])) or "nothing"
             self.console.print(f"   [dim]mqtt[/] frame {frame:4d}: {found}", highlight=False)
+
+
+    def _on_event(self, message) -> None:
+        try:
+            body = json.loads(message.payload)
+            seq = int(body["seq"])
+        except (ValueError, KeyError, TypeError):
+            return
+        with self.received.lock:
+            if message.topic == self.counts_topic:
+                if self.received.counts is None or seq > self.received.counts["seq"]:
+                    self.received.counts = body
+                return
+            if seq in self.received.events:
+                self.received.duplicates += 1
+                return
+            self.received.events[seq] = body
+        if not self.quiet and body.get("type") == "line":
+            self.console.print(f"   [dim]mqtt[/] [bold]line {body['line']}[/]: {body['label']} #{body['track_id']} "
+                               f"crossed {body['direction']}", highlight=False)
 
 
 def _truth_rows(boxes) -> np.ndarray:
@@ -204,6 +234,14 @@ class Summary:
     mqtt_p99_ms: float
     precision: float
     recall: float
+    line_in: int  # what the events counted on the line
+    line_out: int
+    truth_in: int  # the video's true crossings
+    truth_out: int
+    objects: int  # shapes in the video
+    tracks_new: int  # 'new' track events received
+    tracks_end: int
+    events: int  # event messages received
     broker: str
     pngs: list[Path]
 
@@ -229,7 +267,7 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
         subscriber = Subscriber(broker, DEVICE_ID, console, quiet=quiet).start()
         try:
             stats, sent = _run_runtime(bundle, video, broker, run_dir, fps=fps if realtime else None)
-            _wait_for(lambda: len(subscriber.received.messages) >= sent.acked, timeout=5.0)
+            _wait_for(lambda: len(subscriber.received.messages) + len(subscriber.received.events) >= sent.acked, timeout=5.0)
         finally:
             subscriber.stop()
     received = subscriber.received
@@ -239,11 +277,17 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
     precision, recall = _chain_accuracy(received, truth)
     pngs = _write_pngs(video, received, truth, run_dir)
     lat = np.asarray(received.latencies_ms or [0.0])
+    crossings = shapes.line_crossings(truth, x=LINE_X * 640)
+    line = (received.counts or {}).get("lines", {}).get(LINE, {"in": 0, "out": 0})
+    actions = [e.get("action") for e in received.events.values() if e.get("type") == "track"]
     return Summary(
         frames=stats.frames_done, fps=stats.fps, latency_p50_ms=stats.latency_ms_p50 or 0.0,
         latency_p99_ms=stats.latency_ms_p99 or 0.0, published=sent.sent, acked=sent.acked,
         received=len(received.messages), duplicates=received.duplicates, mqtt_p50_ms=float(np.percentile(lat, 50)),
-        mqtt_p99_ms=float(np.percentile(lat, 99)), precision=precision, recall=recall, broker=broker.kind, pngs=pngs,
+        mqtt_p99_ms=float(np.percentile(lat, 99)), precision=precision, recall=recall,
+        line_in=line["in"], line_out=line["out"], truth_in=crossings["right"], truth_out=crossings["left"], objects=OBJECTS,
+        tracks_new=actions.count("new"), tracks_end=actions.count("end"), events=len(received.events),
+        broker=broker.kind, pngs=pngs,
     )
 
 
@@ -255,7 +299,8 @@ def _run_runtime(bundle: Path, video: Path, broker, run_dir: Path, *, fps: float
     settings = MQTTSettings(broker=broker.url, device_id=DEVICE_ID, protocol=broker.protocol,
                             publish=PublishMode.EVERY_FRAME, metrics_interval_s=5.0,
                             outbox=OutboxSettings(path=run_dir / "outbox.sqlite3"))
-    config = RunConfig(cameras=[{"id": CAMERA_ID, "source": str(video), "fps": fps}], threshold=THRESHOLD, mqtt=settings)
+    config = RunConfig(cameras=[{"id": CAMERA_ID, "source": str(video), "fps": fps}], threshold=THRESHOLD, mqtt=settings,
+                       lines={LINE: {"points": [[LINE_X, 0.0], [LINE_X, 1.0]], "in": "right"}})
     runtime = Runtime(bundle, config).open()
     try:
         runtime.run()
@@ -327,5 +372,10 @@ def summary_table(summary: Summary):
     table.add_row("frame to subscriber", f"p50 {summary.mqtt_p50_ms:.1f} ms, p99 {summary.mqtt_p99_ms:.1f} ms")
     table.add_row("whole chain vs truth", f"precision {summary.precision:.1%}, recall {summary.recall:.1%} "
                                           "(IoU 0.5, same class, what arrived over MQTT)")
+    exact = summary.line_in == summary.truth_in and summary.line_out == summary.truth_out
+    table.add_row(f"line '{LINE}' count", f"in {summary.line_in}, out {summary.line_out}; the video's truth: in "
+                                          f"{summary.truth_in}, out {summary.truth_out} ({'exact' if exact else 'differs'})")
+    table.add_row("tracks", f"{summary.tracks_new} new, {summary.tracks_end} ended, for {summary.objects} objects "
+                            f"({summary.events} event messages)")
     table.add_row("annotated frames", ", ".join(str(p) for p in summary.pngs) or "none")
     return table

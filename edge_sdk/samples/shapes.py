@@ -9,7 +9,7 @@ never saw. Boxes are the tight bounds of the drawn pixels, so ground truth is ex
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -33,6 +33,7 @@ class Box:
     y1: float
     x2: float
     y2: float
+    track: int | None = None  # which object this is, in a video (its identity from frame to frame)
 
 
 @dataclass
@@ -139,17 +140,21 @@ def draw_all(image: np.ndarray, shapes: list[Shape], *, min_visible: float = 0.5
     A shape mostly hidden behind later ones (less than ``min_visible`` of it showing) is not in the
     truth: no detector can be asked to find it.
     """
+    return [box for box in _draw_visible(image, shapes, min_visible=min_visible) if box is not None]
+
+
+def _draw_visible(image: np.ndarray, shapes: list[Shape], *, min_visible: float) -> list[Box | None]:
+    """``draw_all``'s boxes, one per shape in order: None for a shape hidden behind later ones."""
     masks = [_mask(shape, *image.shape[:2]) for shape in shapes]
     for shape, mask in zip(shapes, masks):
         _paint(image, mask, shape.colour)
-    boxes = []
+    boxes: list[Box | None] = []
     covered = np.zeros(image.shape[:2], dtype=bool)
     for shape, mask in reversed(list(zip(shapes, masks))):
         solid = mask > 127
         visible = solid & ~covered
         covered |= solid
-        if solid.any() and visible.sum() >= min_visible * solid.sum():
-            boxes.append(_box(shape.class_id, visible))
+        boxes.append(_box(shape.class_id, visible) if solid.any() and visible.sum() >= min_visible * solid.sum() else None)
     return boxes[::-1]
 
 
@@ -229,7 +234,9 @@ class _Mover:
 
 def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 640, height: int = 480,
                  fps: float = 15.0, objects: int = 3) -> list[list[Box]]:
-    """A video of shapes gliding over a held-out photograph; returns each frame's true boxes.
+    """A video of shapes gliding over a held-out photograph; returns each frame's true boxes, each
+    with the ``track`` (the shape's index) it belongs to. A shape mostly hidden behind another is
+    not in its frame's truth.
 
     Written as MJPG in an .avi, which every OpenCV build reads.
     """
@@ -247,7 +254,8 @@ def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 6
     try:
         for _ in range(frames):
             image = base.copy()
-            truth.append(draw_all(image, [mover.shape for mover in movers]))
+            drawn = _draw_visible(image, [mover.shape for mover in movers], min_visible=0.5)
+            truth.append([replace(box, track=i) for i, box in enumerate(drawn) if box is not None])
             writer.write(image)
             for mover in movers:
                 _advance(mover, width, height)
@@ -269,3 +277,19 @@ def _advance(mover: _Mover, width: int, height: int) -> None:
     if not half_h <= s.cy <= height - half_h:
         mover.vy = -mover.vy
         s.cy = min(max(s.cy, half_h), height - half_h)
+
+
+def line_crossings(truth: list[list[Box]], *, x: float) -> dict[str, int]:
+    """How often the true objects' box centres cross the vertical line at ``x`` pixels, rightwards
+    and leftwards: the counts a perfect line counter reports. A crossing while hidden counts when
+    the object is next seen on the other side."""
+    side: dict[int, bool] = {}
+    counts = {"right": 0, "left": 0}
+    for boxes in truth:
+        for box in boxes:
+            right = (box.x1 + box.x2) / 2 > x
+            before = side.get(box.track)
+            if before is not None and before != right:
+                counts["right" if right else "left"] += 1
+            side[box.track] = right
+    return counts
