@@ -174,23 +174,30 @@ class Runtime:
             stage = TrackingStage(tracking, zones=settings.named_zones, lines=settings.named_lines,
                                   first_id=record.next_id if record else 1,
                                   counts=Counts(lines=record.lines or {}) if record else None)
-            if self._ledger is not None:
-                stage.on_change = self._ledger_writer(camera.id)
             stage.on_finish = self._tracks_finished(camera.id)
             camera.stage = stage
 
-    def _ledger_writer(self, camera_id: str):
-        ledger = self._ledger
-
-        def write(stage) -> None:
-            ledger.save(camera_id, open_tracks=stage.open_tracks(), next_id=stage.next_id, counts=stage.scene.counts)
-        return write
-
     def _tracks_finished(self, camera_id: str):
         def finished(events, counts) -> None:
-            if self.link is not None:
-                self.link.on_events(camera_id, events, counts)
+            self._publish_events(camera_id, events, counts)
         return finished
+
+    def _publish_events(self, camera_id: str, events, counts) -> None:
+        """Events that come from no frame (ends when a camera stops or the run before was killed)."""
+        if self.link is None:
+            return
+        self.link.on_events(camera_id, events, counts)
+        self._record(camera_id, events)
+
+    def _record(self, camera_id: str, events) -> None:
+        """The ledger follows what is in the outbox (called after the link took the events)."""
+        if self._ledger is not None and events:
+            stage = next((c.stage for c in self.cameras if c.id == camera_id), None)
+            self._ledger.apply(camera_id, events, next_id=stage.next_id if stage is not None else 1)
+
+    def _record_result(self, result: FrameResult) -> None:
+        if result.events:
+            self._record(result.camera, result.events)
 
     def _camera_changed(self, camera: Camera) -> None:
         self.notify(f"camera {camera.id} {camera.state}" + (f": {camera.detail}" if camera.detail else ""))
@@ -212,6 +219,7 @@ class Runtime:
         self.link = FleetLink(mqtt, self, on_command=lambda command: commands.handle(self, mqtt, command)).start()
         self.pipeline.health_listeners.append(self.link.on_health)
         self._listeners.append(self.link.on_result)
+        self._listeners.append(self._record_result)  # after the link: the ledger records what is in the outbox
         self.notify(f"publishing to {mqtt.redacted_broker()} as {mqtt.device_id}")
         if self.view is not None:
             self.view.link = self.link
@@ -221,13 +229,10 @@ class Runtime:
             if events:
                 self.notify(f"camera {camera_id}: {len(events)} tracks left open by the run before end (restart)")
             stage = next((c.stage for c in self.cameras if c.id == camera_id), None)
-            self.link.on_events(camera_id, events, stage.scene.counts if stage is not None else None)
+            self._publish_events(camera_id, events, stage.scene.counts if stage is not None else None)
         for camera in self.cameras:
             if camera.stage is not None and camera.id not in self._restart_ends:
                 self.link.on_events(camera.id, [], camera.stage.scene.counts)
-        for camera in self.cameras:  # only once those ends are in the outbox: a kill before leaves them to the next start
-            if camera.stage is not None and camera.stage.on_change is not None:
-                camera.stage.on_change(camera.stage)
         self._restart_ends = {}
 
     def close(self, *, flush_timeout: float = 5.0) -> None:

@@ -293,3 +293,51 @@ def line_crossings(truth: list[list[Box]], *, x: float) -> dict[str, int]:
                 counts["right" if right else "left"] += 1
             side[box.track] = right
     return counts
+
+
+def lanes_video(path: str | Path, *, frames: int, seed: int = 11, width: int = 640, height: int = 480,
+                fps: float = 15.0, lanes: int = 3, crossings: int = 6) -> list[list[Box]]:
+    """A video of ``crossings`` shapes, each gliding once across the whole frame along one of
+    ``lanes`` horizontal lanes (alternately rightwards and leftwards), entering and leaving at the
+    edges; shapes in one lane follow each other at a distance. Returns each frame's true boxes
+    with their ``track``: an object per crossing, so a line through the middle is crossed exactly
+    ``crossings`` times and every object appears once and leaves once.
+    """
+    rng = np.random.default_rng(seed)
+    base = background(rng, photographs(HELD_OUT_PHOTOS), width, height)
+    size = 0.16 * min(width, height)
+    travel = width + 2 * size  # from fully outside the left edge to fully outside the right
+    span = frames / max(1, -(-crossings // lanes))  # frames between starts in one lane
+    plans = []
+    for i in range(crossings):
+        lane = i % lanes
+        rightwards = lane % 2 == 0
+        start = (i // lanes) * span + rng.uniform(0, 0.2 * span)
+        duration = rng.uniform(0.6, 0.8) * span
+        cy = (lane + 0.5) * height / lanes
+        shape = Shape(int(rng.integers(len(CLASSES))), 0.0, cy, size, rng.uniform(0, 2 * math.pi),
+                      _colour(rng, base, width / 2, cy, size))
+        plans.append((shape, start, duration, rightwards))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise DatasetError(f"cannot write the video {path}")
+    truth = []
+    try:
+        for f in range(frames):
+            image = base.copy()
+            shown, ids = [], []
+            for i, (shape, start, duration, rightwards) in enumerate(plans):
+                progress = (f - start) / duration
+                if not 0 <= progress <= 1:
+                    continue
+                x = -size + progress * travel
+                shape.cx = x if rightwards else width - x
+                shown.append(shape)
+                ids.append(i)
+            drawn = _draw_visible(image, shown, min_visible=0.5)
+            truth.append([replace(box, track=ids[k]) for k, box in enumerate(drawn)
+                          if box is not None and box.x2 - box.x1 >= 0.3 * size])  # a sliver at the edge is no object yet
+            writer.write(image)
+    finally:
+        writer.release()
+    return truth

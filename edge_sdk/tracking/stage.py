@@ -14,7 +14,7 @@ from edge_sdk.results import FrameResult
 from edge_sdk.tracking.scene import Scene
 from edge_sdk.tracking.settings import LineSettings, TrackingSettings, ZoneSettings
 from edge_sdk.tracking.tracker import Tracker
-from edge_sdk.tracking.values import Counts, Event, TrackAction
+from edge_sdk.tracking.values import Counts, Event
 
 Finished = Callable[[list[Event], Counts], None]
 
@@ -28,12 +28,11 @@ class TrackingStage:
     """
 
     def __init__(self, settings: TrackingSettings, *, zones: dict[str, ZoneSettings], lines: dict[str, LineSettings],
-                 first_id: int = 1, counts: Counts | None = None, on_change: Callable[[TrackingStage], None] | None = None) -> None:
+                 first_id: int = 1, counts: Counts | None = None) -> None:
         self.settings = settings
         self.zones, self.lines = zones, lines
         self.tracker = Tracker(settings, first_id=first_id)
         self.scene = Scene(settings, zones=zones, lines=lines, counts=counts)
-        self.on_change = on_change  # told after a frame that opened or ended a track or crossed a line (the ledger)
         self.on_finish: Finished | None = None  # told of the ends (and counts) when the camera stops
         self._origin: float | None = None
         self._last_t: float | None = None
@@ -71,8 +70,6 @@ class TrackingStage:
             step = self.tracker.update(boxed, t, threshold=filters.threshold)
             events, changed = self.scene.update(step, t)
             counts = copy.deepcopy(self.scene.counts) if changed else None
-        if self.on_change is not None and any(_lasting(e) for e in events):
-            self.on_change(self)
         return replace(result, detections=step.tracked, events=tuple(events), counts=counts)
 
     def finish(self, *, reason: str = "stopped") -> list[Event]:
@@ -83,8 +80,6 @@ class TrackingStage:
             self._finished = True
             events = self.scene.close(self._last_t if self._last_t is not None else time.time(), reason=reason)
             counts = copy.deepcopy(self.scene.counts)
-        if self.on_change is not None:
-            self.on_change(self)
         if self.on_finish is not None and events:
             self.on_finish(events, counts)
         return events
@@ -104,8 +99,3 @@ class TrackingStage:
                        lines={name: list(line.points) for name, line in self.lines.items()},
                        trails=trails, counts=counts)
 
-
-def _lasting(event: Event) -> bool:
-    """An event that changes what a restart must know: a track opened or ended, a line crossed."""
-    action = getattr(event, "action", None)
-    return action in (TrackAction.NEW, TrackAction.END) or getattr(event, "line", None) is not None
