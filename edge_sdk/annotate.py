@@ -1,9 +1,16 @@
-"""Draw a frame's detections on a copy of it: for snapshots, the live view and the demo's PNGs."""
+"""Draw a frame's detections on a copy of it: for snapshots, the live view and the demo's PNGs.
+
+With an ``Overlay``, a tracking camera's zones, lines, counts and trails are drawn under the boxes.
+It runs once per streamed frame, so every region is blended inside its own bounding rectangle
+rather than over the whole frame.
+"""
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -11,6 +18,11 @@ from edge_sdk.results import Detection
 
 # BGR colours, picked by class id so one class keeps its colour from frame to frame.
 _PALETTE = ((0, 255, 0), (255, 128, 0), (0, 128, 255), (255, 0, 255), (0, 255, 255), (128, 0, 255), (255, 255, 0))
+# Zones and lines, by their order in the config: orange, sky blue, violet, mint, coral.
+_REGIONS = ((0, 165, 255), (255, 191, 0), (211, 0, 148), (154, 250, 0), (80, 127, 255))
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
+_ZONE_ALPHA, _OCCUPIED_ALPHA = 0.2, 0.35
+_ARROW_PX = 28
 
 
 @dataclass(frozen=True)
@@ -22,21 +34,38 @@ class Overlay:
     lines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     trails: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # track id -> points, oldest first
     counts: dict | None = None  # Counts.to_json(): occupancy per zone, in/out per line
+    line_in: dict[str, tuple[float, float]] = field(default_factory=dict)  # line -> unit normal towards 'in' (LineSettings.in_normal())
+
+
+@lru_cache(maxsize=1024)
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A BGR colour for a track id: the same for one id in every frame, and far apart for consecutive ids."""
+    hue = (track_id * 0.618033988749895) % 1.0  # golden-ratio steps spread consecutive ids around the wheel
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return (round(b * 255), round(g * 255), round(r * 255))
 
 
 def annotate(frame: np.ndarray, detections: Iterable[Detection], overlay: Overlay | None = None) -> np.ndarray:
     """A BGR copy of ``frame`` with a box and a ``label score`` caption per detection.
 
-    Detections without a box (a classifier's) are written as lines of text at the top left.
+    Detections without a box (a classifier's) are written as lines of text at the top left. A
+    tracked detection is captioned ``#id label score`` in its track's colour. ``overlay`` adds zones
+    (filled, with their occupancy), lines (with their in/out counts) and trails beneath the boxes.
     """
     import cv2
 
     image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame.copy()
     height, width = image.shape[:2]
+    if overlay is not None:
+        _draw_overlay(cv2, image, overlay)
     line = 0
     for detection in detections:
-        colour = _PALETTE[detection.class_id % len(_PALETTE)]
-        caption = f"{detection.label} {detection.score:.2f}"
+        if detection.track_id is None:
+            colour = _PALETTE[detection.class_id % len(_PALETTE)]
+            caption = f"{detection.label} {detection.score:.2f}"
+        else:
+            colour = track_colour(detection.track_id)
+            caption = f"#{detection.track_id} {detection.label} {detection.score:.2f}"
         if detection.box is None:
             line += 1
             cv2.putText(image, caption, (4, 14 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
@@ -45,6 +74,86 @@ def annotate(frame: np.ndarray, detections: Iterable[Detection], overlay: Overla
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         cv2.putText(image, caption, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return image
+
+
+def _pixels(points, width: int, height: int) -> np.ndarray:
+    """Normalised points as an (n, 2) int32 array of pixels inside the frame."""
+    array = np.asarray(points, dtype=np.float64).reshape(-1, 2) * (width, height)
+    return np.clip(np.rint(array), 0, (width - 1, height - 1)).astype(np.int32)
+
+
+def _draw_overlay(cv2, image: np.ndarray, overlay: Overlay) -> None:
+    height, width = image.shape[:2]
+    counts = overlay.counts or {}
+    zone_counts, line_counts = counts.get("zones", {}), counts.get("lines", {})
+    for index, (name, points) in enumerate(overlay.zones.items()):
+        polygon = _pixels(points, width, height)
+        if len(polygon) < 3:
+            continue
+        colour = _REGIONS[index % len(_REGIONS)]
+        total = zone_counts.get(name, {}).get("total")
+        _fill(cv2, image, polygon, colour, _OCCUPIED_ALPHA if total else _ZONE_ALPHA)
+        cv2.polylines(image, [polygon], True, colour, 2, cv2.LINE_AA)
+        x, y = polygon.min(axis=0)
+        _caption(cv2, image, name if total is None else f"{name}: {total}", (int(x) + 4, int(y) + 16), colour)
+    for index, (name, points) in enumerate(overlay.lines.items()):
+        ends = _pixels(points, width, height)
+        if len(ends) != 2:
+            continue
+        colour = _REGIONS[(index + len(overlay.zones)) % len(_REGIONS)]
+        (ax, ay), (bx, by) = ends.tolist()
+        cv2.line(image, (ax, ay), (bx, by), colour, 3, cv2.LINE_AA)
+        middle = ((ax + bx) // 2, (ay + by) // 2)
+        if name in overlay.line_in:
+            _arrow(cv2, image, (ax, ay), (bx, by), overlay.line_in[name], middle, colour)
+        tally = line_counts.get(name)
+        text = name if tally is None else f"{name} in {tally.get('in', 0)} / out {tally.get('out', 0)}"
+        # A quarter along the line rather than at its middle, where the arrow is.
+        _caption(cv2, image, text, ((3 * ax + bx) // 4 + 6, (3 * ay + by) // 4 - 6), colour)
+    for track_id, points in overlay.trails.items():
+        path = _pixels(points, width, height)
+        if len(path) < 2:
+            continue
+        colour = track_colour(track_id)
+        half = len(path) // 2
+        # The older half thin and dimmed, the newer half full: the path fades into the past.
+        cv2.polylines(image, [path[: half + 1]], False, tuple(c // 2 for c in colour), 1, cv2.LINE_AA)
+        cv2.polylines(image, [path[half:]], False, colour, 2, cv2.LINE_AA)
+
+
+def _fill(cv2, image: np.ndarray, polygon: np.ndarray, colour, alpha: float) -> None:
+    """Tint the inside of ``polygon``, blending only its bounding rectangle."""
+    x0, y0 = polygon.min(axis=0)
+    x1, y1 = polygon.max(axis=0) + 1
+    region = image[y0:y1, x0:x1]
+    tinted = region.copy()
+    cv2.fillPoly(tinted, [polygon - (x0, y0)], colour)
+    image[y0:y1, x0:x1] = cv2.addWeighted(tinted, alpha, region, 1 - alpha, 0)
+
+
+def _arrow(cv2, image: np.ndarray, a, b, normal, middle, colour) -> None:
+    """A short arrow from the line's middle towards the side an 'in' crossing ends on.
+
+    ``normal`` is in normalised coordinates; on a non-square frame it is no longer perpendicular
+    in pixels, so only its side is kept and the arrow follows the line's pixel normal."""
+    height, width = image.shape[:2]
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    length = float(np.hypot(dx, dy)) or 1.0
+    nx, ny = -dy / length, dx / length
+    if nx * normal[0] * width + ny * normal[1] * height < 0:
+        nx, ny = -nx, -ny
+    tip = (round(middle[0] + nx * _ARROW_PX), round(middle[1] + ny * _ARROW_PX))
+    cv2.arrowedLine(image, middle, tip, colour, 2, cv2.LINE_AA, tipLength=0.35)
+
+
+def _caption(cv2, image: np.ndarray, text: str, origin: tuple[int, int], colour) -> None:
+    """``text`` on a dark box at ``origin`` (its baseline's left end), kept inside the frame."""
+    height, width = image.shape[:2]
+    (w, h), base = cv2.getTextSize(text, _FONT, 0.45, 1)
+    x = min(max(0, origin[0]), max(0, width - w - 2))
+    y = min(max(h + 2, origin[1]), height - base - 1)
+    cv2.rectangle(image, (x - 1, y - h - 2), (x + w + 1, y + base), (0, 0, 0), cv2.FILLED)
+    cv2.putText(image, text, (x, y), _FONT, 0.45, colour, 1, cv2.LINE_AA)
 
 
 def jpeg(image: np.ndarray, *, quality: int = 80) -> bytes | None:

@@ -223,6 +223,7 @@ def render(template: str | None, message: mqtt.MQTTMessage | None) -> str:
         return raw
     try:
         import jinja2
+        import jinja2.sandbox
     except ImportError:
         return "(pip install jinja2 to render)"
     try:
@@ -230,7 +231,8 @@ def render(template: str | None, message: mqtt.MQTTMessage | None) -> str:
     except ValueError:
         value_json = None
     try:
-        return jinja2.Environment().from_string(template).render(value=raw, value_json=value_json).strip()
+        # HA renders in an immutable sandbox: a template that mutates its input fails there too.
+        return jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(template).render(value=raw, value_json=value_json).strip()
     except jinja2.TemplateError as exc:
         return f"(template error: {exc})"
 
