@@ -223,6 +223,8 @@ def _summary(runtime) -> str:
         s = camera.stats
         line = (f"frames {s.frames_done} ({s.frames_skipped} skipped, {s.frame_errors} bad), {s.fps:.1f} fps, "
                 f"latency p50 {s.latency_ms_p50 or 0:.1f} ms p99 {s.latency_ms_p99 or 0:.1f} ms, {s.detections} detections")
+        for name, totals in (camera.counts or {}).get("lines", {}).items():
+            line += f"; line {name}: in {totals['in']}, out {totals['out']}"
         if len(stats.cameras) > 1 or camera.state == "failed":
             line = f"camera {camera.id} {camera.state}: {line}"
         lines.append(line)

@@ -50,6 +50,7 @@ class CameraStatus:
     state: CameraState  # starting, running, stalled, reconnecting, ended, done or failed
     detail: str | None
     stats: StatsSnapshot
+    counts: dict | None = None  # a tracking camera's zone occupancy and line totals (Counts.to_json())
 
 
 @dataclass(frozen=True)
@@ -229,10 +230,10 @@ class Runtime:
             if events:
                 self.notify(f"camera {camera_id}: {len(events)} tracks left open by the run before end (restart)")
             stage = next((c.stage for c in self.cameras if c.id == camera_id), None)
-            self._publish_events(camera_id, events, stage.scene.counts if stage is not None else None)
+            self._publish_events(camera_id, events, stage.counts() if stage is not None else None)
         for camera in self.cameras:
             if camera.stage is not None and camera.id not in self._restart_ends:
-                self.link.on_events(camera.id, [], camera.stage.scene.counts)
+                self.link.on_events(camera.id, [], camera.stage.counts())
         self._restart_ends = {}
 
     def close(self, *, flush_timeout: float = 5.0) -> None:
@@ -339,7 +340,8 @@ class Runtime:
         from edge_sdk.sources.spec import redact
 
         return RuntimeStats(
-            cameras=tuple(CameraStatus(c.id, redact(self._settings[c.id].source), c.state, c.detail, c.stats.snapshot())
+            cameras=tuple(CameraStatus(c.id, redact(self._settings[c.id].source), c.state, c.detail, c.stats.snapshot(),
+                                       c.stage.counts().to_json() if c.stage is not None else None)
                           for c in self.cameras),
             engine=replace(self.pipeline.health) if self.pipeline is not None else Health(),
         )

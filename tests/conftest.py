@@ -102,3 +102,17 @@ def background_soak(request, tmp_path_factory):
             yield run
         finally:
             run.kill()
+
+
+@pytest.fixture(scope="session")
+def shapes_bundle(tmp_path_factory) -> Path:
+    """The shipped shapes detector as the device runs it: int8 for x86-cpu, letterboxed (as the demo
+    converts it, without pruning), calibrated on 60 generated scenes; about half a minute, once."""
+    from edge_sdk.converters import convert
+    from edge_sdk.converters.assets import DETECTOR
+    from edge_sdk.samples import shapes
+
+    root = tmp_path_factory.mktemp("shapes-bundle")
+    calib = shapes.write_yolo(root / "calib", 60, seed=1, photos=shapes.TRAIN_PHOTOS)
+    convert(DETECTOR, profile="x86-cpu", out=root / "bundle", calib=calib, resize="letterbox", min_calib=50, name="shapes-detector")
+    return root / "bundle"

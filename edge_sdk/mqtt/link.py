@@ -145,8 +145,9 @@ class FleetLink:
             from edge_sdk.mqtt.homeassistant import discovery_messages
 
             watch = self.settings.watch_labels or self.observed.watched_labels()
+            regions = {c["camera"]: (c.get("zones", []), c.get("lines", [])) for c in info.get("cameras", []) if "zones" in c}
             for topic, payload in discovery_messages(self.settings, model_name=info["model"]["name"], labels=watch,
-                                                     cameras=self.observed.camera_ids()):
+                                                     cameras=self.observed.camera_ids(), regions=regions):
                 self.publisher.set_retained("", payload, qos=1, topic=topic)
 
     @staticmethod

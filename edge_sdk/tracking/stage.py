@@ -84,6 +84,11 @@ class TrackingStage:
             self.on_finish(events, counts)
         return events
 
+    def counts(self) -> Counts:
+        """A copy of the camera's counts, taken between frames."""
+        with self._lock:
+            return copy.deepcopy(self.scene.counts)
+
     @property
     def next_id(self) -> int:
         return self.tracker.next_id
@@ -97,5 +102,6 @@ class TrackingStage:
             counts = self.scene.counts.to_json()
         return Overlay(zones={name: list(z.points) for name, z in self.zones.items()},
                        lines={name: list(line.points) for name, line in self.lines.items()},
+                       line_in={name: line.in_normal() for name, line in self.lines.items()},
                        trails=trails, counts=counts)
 
