@@ -256,6 +256,17 @@ def test_crossing_turning_back_and_crossing_again_counts_both():
     assert clip.scene.counts.lines["gate"] == {"in": {"person": 1}, "out": {"person": 1}}
 
 
+def test_a_line_with_anchor_bottom_follows_the_feet():
+    lines = {"feet": {"points": HORIZONTAL, "in": "down", "anchor": "bottom"}, "centre": {"points": HORIZONTAL, "in": "down"}}
+    clip = Clip(scene(lines=lines))
+    # a tall box walking down: its centre crosses y=0.5, its feet start below the line already
+    clip.add(1, straight((0.5, 0.56), (0.5, 0.9), 20), bottom=True, size=0.4).play()
+    assert [e.line for _, e in clip.of(LineEvent)] == ["centre"]
+    clip2 = Clip(scene(lines=lines))
+    clip2.add(1, straight((0.5, 0.3), (0.5, 0.9), 20), bottom=True, size=0.4).play()
+    assert sorted(e.line for _, e in clip2.of(LineEvent)) == ["centre", "feet"]
+
+
 def test_a_crossing_while_lost_counts_when_the_track_is_seen_again():
     clip = Clip(scene(lines={"gate": {"points": VERTICAL, "in": "right"}}))
     clip.add(1, straight((0.2, 0.5), (0.4, 0.5), 10) + [LOST] * 5 + straight((0.6, 0.5), (0.8, 0.5), 10)).play()
