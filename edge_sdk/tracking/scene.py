@@ -151,7 +151,10 @@ class Scene:
                       lines={name: {d: dict(by) for d, by in per.items()} for name, per in self._counts.lines.items()})
 
     def update(self, step: TrackerStep, t: float) -> tuple[list[Event], bool]:
-        """The events of one frame at time ``t`` (seconds), and whether the counts changed."""
+        """The events of one frame at time ``t`` (seconds), and whether the counts changed.
+
+        In order: the 'new' of every started track; then per confirmed track its zone events, its
+        line crossings and its 'update'; then per ended track its zone exits and its 'end'."""
         events: list[Event] = []
         counted = False
         for obj in step.started:
