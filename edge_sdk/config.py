@@ -192,6 +192,11 @@ class RunConfig(_Regions, BaseModel):
         if self.cameras is not None and self.source is not None:
             raise ValueError("'cameras' and 'source' (--source) are both given; list every camera under 'cameras', or give one 'source'")
         check_names(self.named_zones, self.lines)
+        for camera in self.camera_list() if self.cameras is not None else []:
+            try:  # a camera's own lines next to the zones it takes from the run (or the other way round)
+                check_names(camera.named_zones, camera.lines)
+            except ValueError as exc:
+                raise ValueError(f"camera {camera.id!r}: {exc}") from None
         return self
 
     def tracking_settings(self) -> TrackingSettings | None:

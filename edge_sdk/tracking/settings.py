@@ -145,7 +145,9 @@ def parse_zones(value):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            problem = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"zone {str(name)[:64]!r}: unknown field {where[:64]!r}") from None
+            problem = first["msg"].removeprefix("Value error, ")
             raise ValueError(f"zone {str(name)[:64]!r}" + (f" {where}" if where else "") + f": {problem}") from None
     return zones
 

@@ -68,7 +68,7 @@ class ZoneEvent:
     action: ZoneAction
     track_id: int
     label: str
-    dwell_s: float  # time inside the zone so far (0 on enter)
+    dwell_s: float  # seconds from the visit's first frame inside to its latest (on enter: the inertia frames)
 
     def to_json(self) -> dict:
         return {"type": "zone", "zone": self.zone, "action": self.action.value, "track_id": self.track_id,
