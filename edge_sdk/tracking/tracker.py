@@ -48,6 +48,11 @@ _INIT_VEL = 2.0  # ... and velocity uncertainty (per s): the second match sets t
 
 _EYE8 = np.eye(8)
 
+# A detection further than this from a track's prediction, in Mahalanobis distance squared (the
+# chi-square 99.9 % point for 4 degrees of freedom), is not that track's: stops a coasting track
+# from taking a different object that happens to overlap where it is heading.
+GATE = 18.47
+
 
 @dataclass(frozen=True)
 class TrackerStep:
@@ -149,6 +154,7 @@ class Tracker:
         boxes = np.array([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in usable], dtype=float).reshape(-1, 4)
         predicted = self._boxes()
         iou = _iou(predicted, boxes)  # tracks x detections
+        iou[self._gate(boxes) > GATE] = 0.0  # too far from where the track can be, however they overlap
 
         matches: dict[int, int] = {}  # track row -> detection index
         everyone = list(range(len(self._tracks)))
@@ -273,6 +279,17 @@ class Tracker:
         p = p - k @ p[:, :4, :]
         x[:, 2:4] = np.maximum(x[:, 2:4], 1e-4)
         self._x[rows], self._p[rows] = x, p
+
+    def _gate(self, boxes: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance squared of every detection box from every track's prediction (tracks x detections)."""
+        if not len(self._tracks) or not len(boxes):
+            return np.zeros((len(self._tracks), len(boxes)))
+        z = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+                      boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+        s = self._p[:, :4, :4].copy()
+        s[:, range(4), range(4)] += (_MEAS_NOISE * self._x[:, [2, 3, 2, 3]]) ** 2
+        y = z[None, :, :] - self._x[:, None, :4]
+        return np.einsum("nmi,nij,nmj->nm", y, np.linalg.inv(s), y)
 
     def _boxes(self) -> np.ndarray:
         """Every track's predicted box as (x1, y1, x2, y2) rows."""
