@@ -286,3 +286,56 @@ def hota_score(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> t
         assa[a] = (m * per_pair).sum() / max(tp[a], 1)
     hota = np.sqrt(deta * assa)
     return float(hota.mean()), float(deta.mean()), float(assa.mean())
+
+
+# --------------------------------------------------------------------------- running trackers on a clip
+
+
+def run_tracker(clip: TrackClip, tracker, *, coasting: bool = True) -> list[list[Detection]]:
+    """What ``tracker`` (an ``edge_sdk.tracking.tracker.Tracker``) reports per frame of ``clip``:
+    the detections it matched, and (``coasting``) the boxes it predicts for the tracks it missed."""
+    out = []
+    for t, detections in zip(clip.times, clip.detections):
+        step = tracker.update(detections, t, threshold=clip.threshold)
+        out.append(list(step.tracked) + (list(step.coasting) if coasting else []))
+    return out
+
+
+def bytetrack_reference(*, fps: float, threshold: float, max_lost_s: float = 1.5, min_hits: int = 3):
+    """supervision's ByteTrack (the reference the issue names), set up as our tracker's defaults:
+    same threshold, same time kept lost, same hits to confirm, same least IoU (0.2). supervision
+    0.31 dropped ByteTrack: ``pip install "supervision>=0.26,<0.31"`` (no opencv-python since 0.30)."""
+    import warnings
+
+    import supervision
+
+    with warnings.catch_warnings():  # "deprecated since 0.28": it moves to the trackers package (which needs opencv-python)
+        warnings.simplefilter("ignore", FutureWarning)
+        return supervision.ByteTrack(track_activation_threshold=threshold, lost_track_buffer=int(round(max_lost_s * 30)),
+                                     minimum_matching_threshold=0.8, frame_rate=int(round(fps)),
+                                     minimum_consecutive_frames=min_hits)
+
+
+def bytetrack_inputs(detections: Sequence[Detection], size: tuple[int, int] = (640, 480)):
+    """One frame's detections as supervision's ``Detections`` (pixels of a ``size`` frame)."""
+    import supervision
+
+    if not detections:
+        return supervision.Detections.empty()
+    w, h = size
+    return supervision.Detections(
+        xyxy=np.array([(d.box.x1 * w, d.box.y1 * h, d.box.x2 * w, d.box.y2 * h) for d in detections], dtype=float),
+        confidence=np.array([d.score for d in detections], dtype=float),
+        class_id=np.array([d.class_id for d in detections], dtype=int))
+
+
+def run_bytetrack(clip: TrackClip, size: tuple[int, int] = (640, 480)) -> list[list[Detection]]:
+    """What supervision's ByteTrack reports per frame of ``clip`` (its tracked detections)."""
+    tracker = bytetrack_reference(fps=clip.fps, threshold=clip.threshold)
+    w, h = size
+    out = []
+    for detections in clip.detections:
+        r = tracker.update_with_detections(bytetrack_inputs(detections, size))
+        out.append([Detection(int(c), LABELS[int(c)], float(s), BBox(b[0] / w, b[1] / h, b[2] / w, b[3] / h), track_id=int(i))
+                    for b, s, c, i in zip(r.xyxy, r.confidence, r.class_id, r.tracker_id)])
+    return out
