@@ -39,19 +39,19 @@ from edge_sdk.tracking.values import TrackedObject
 SECOND_PASS_IOU = 0.5
 
 # Kalman noise, as shares of the box's width (x, w) or height (y, h). Per second for the process
-# (ByteTrack's per-frame figures at 30 fps, scaled by time), per measurement for the detector.
-_POS_NOISE = 0.27  # position: std per sqrt(s)
-_VEL_NOISE = 1.0  # velocity: std per s^1.5
+# (time-based, so any frame rate gets the same model), per measurement for the detector.
+_POS_NOISE = 0.1  # position: std per sqrt(s)
+_VEL_NOISE = 0.5  # velocity: std per s^1.5 (how fast an object can change its speed)
 _MEAS_NOISE = 0.05  # a detection's box
 _INIT_POS = 0.1  # a new track's position uncertainty
 _INIT_VEL = 2.0  # ... and velocity uncertainty (per s): the second match sets the velocity
 
 _EYE8 = np.eye(8)
 
-# A detection further than this from a track's prediction, in Mahalanobis distance squared (the
-# chi-square 99.9 % point for 4 degrees of freedom), is not that track's: stops a coasting track
-# from taking a different object that happens to overlap where it is heading.
-GATE = 18.47
+# A detection whose centre is further than this from a track's predicted centre, in Mahalanobis
+# distance squared (the chi-square 99.9 % point for 2 degrees of freedom), is not that track's:
+# stops a coasting track from taking another object that happens to overlap where it is heading.
+GATE = 13.82
 
 
 @dataclass(frozen=True)
@@ -281,14 +281,15 @@ class Tracker:
         self._x[rows], self._p[rows] = x, p
 
     def _gate(self, boxes: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance squared of every detection box from every track's prediction (tracks x detections)."""
+        """Mahalanobis distance squared of every detection's centre from every track's predicted
+        centre (tracks x detections). The centre only: a detector's box sizes vary more than its
+        positions, and the IoU already asks for a similar size."""
         if not len(self._tracks) or not len(boxes):
             return np.zeros((len(self._tracks), len(boxes)))
-        z = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
-                      boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
-        s = self._p[:, :4, :4].copy()
-        s[:, range(4), range(4)] += (_MEAS_NOISE * self._x[:, [2, 3, 2, 3]]) ** 2
-        y = z[None, :, :] - self._x[:, None, :4]
+        z = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+        s = self._p[:, :2, :2].copy()
+        s[:, range(2), range(2)] += (_MEAS_NOISE * self._x[:, 2:4]) ** 2
+        y = z[None, :, :] - self._x[:, None, :2]
         return np.einsum("nmi,nij,nmj->nm", y, np.linalg.inv(s), y)
 
     def _boxes(self) -> np.ndarray:
