@@ -4,7 +4,8 @@
    and bouncing off the frame's edges, 15 fps; detections jittered (5 % of the box), 10 % dropped,
    one false positive per frame, scores spread across the low-score band. Per ``update`` call
    (the time a run would spend): ours (``edge_sdk.tracking.tracker.Tracker``) on our ``Detection``
-   lists, supervision's ByteTrack on prebuilt ``sv.Detections`` (its input conversion not counted).
+   lists, supervision's ByteTrack on prebuilt ``sv.Detections`` and norfair (when importable) on
+   prebuilt ``norfair.Detection`` lists (their input conversions not counted).
    Median and p99 over every frame after a 30-frame warm-up, all rounds together.
 2. The assignment step alone, on the crowd's 20 x 20 IoU matrices: SciPy's
    ``linear_sum_assignment`` and ``lap.lapjv`` (optimal) against our greedy pass.
@@ -16,9 +17,14 @@
    0-4: 24 objects entering and leaving, crossing, behind an opaque bar, parked; 20 % of the true
    detections dropped, jitter, false positives), scored with motmetrics (MOTA, IDF1, ID switches)
    and HOTA: ours with its coasting boxes, ours with only its matched detections (what ByteTrack
-   reports), and supervision's ByteTrack with the same settings.
+   reports), supervision's ByteTrack with the same settings, and norfair (IoU, no low-score pass)
+   with the nearest settings it has.
 
-Candidates that cannot be installed next to the runtime are listed with the reason.
+Candidates that cannot be installed next to the runtime are listed with the reason. norfair pins
+numpy<2; to measure it anyway (as the committed results did):
+
+    .venv/bin/pip install --no-deps --target /tmp/norfair norfair filterpy
+    PYTHONPATH=/tmp/norfair .venv/bin/python benchmarks/tracker_bench.py
 
 Prints Markdown and writes ``benchmarks/results/tracker_bench.md``.
 
@@ -61,11 +67,12 @@ RUNTIME_PRELOAD = "import numpy, cv2, pydantic, edge_sdk.results"
 CANDIDATES = [
     ("edge_sdk Tracker (ours)", "edge_sdk.tracking.tracker", "edge-sdk", "ours"),
     ("supervision ByteTrack", "supervision", "supervision", "bytetrack"),
-    ("norfair", "norfair", "norfair", None),
+    ("norfair", "norfair", "norfair", "norfair"),
     ("scipy linear_sum_assignment", "scipy.optimize", "scipy", None),
     ("lap (lapjv)", "lap", "lap", None),
 ]
-NOT_INSTALLABLE = {"norfair": "norfair 2.3.0 requires numpy<2 (the runtime has numpy 2), and filterpy + scipy"}
+NOT_INSTALLABLE = {"norfair": "not installed: norfair 2.3.0 pins numpy<2 (the runtime has numpy 2); to measure it anyway: "
+                              "`pip install --no-deps --target DIR norfair filterpy` and `PYTHONPATH=DIR`"}
 
 
 def log(message: str) -> None:
@@ -125,6 +132,43 @@ def time_bytetrack(frames: list[list[Detection]]) -> list[float]:
     return times
 
 
+def norfair_tracker():
+    """norfair, set up as our defaults: IoU >= 0.2, kept 1.5 s without detections, confirmed on the 3rd hit."""
+    import norfair
+
+    return norfair.Tracker(distance_function="iou", distance_threshold=0.8, hit_counter_max=int(round(1.5 * FPS)),
+                           initialization_delay=2)
+
+
+def norfair_inputs(detections: list[Detection], threshold: float = THRESHOLD) -> list:
+    """norfair has no low-score pass: the detections at or above the threshold, as 2-point boxes."""
+    import norfair
+
+    return [norfair.Detection(points=np.array([[d.box.x1, d.box.y1], [d.box.x2, d.box.y2]]), scores=np.array([d.score] * 2))
+            for d in detections if d.score >= threshold]
+
+
+def time_norfair(frames: list[list[Detection]]) -> list[float]:
+    tracker = norfair_tracker()
+    inputs = [norfair_inputs(dets) for dets in frames]
+    times = []
+    for dets in inputs:
+        started = time.perf_counter()
+        tracker.update(detections=dets)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def run_norfair(clip: tracks.TrackClip) -> list[list[Detection]]:
+    """What norfair reports per frame: every initialised object, at its estimated box."""
+    tracker = norfair_tracker()
+    out = []
+    for dets in clip.detections:
+        objects = tracker.update(detections=norfair_inputs(list(dets), clip.threshold))
+        out.append([Detection(0, "object", 1.0, BBox(*o.estimate[0], *o.estimate[1]), track_id=int(o.id)) for o in objects])
+    return out
+
+
 def per_frame(rounds: int, frames: int) -> dict[str, list[float]]:
     clips = [crowd(frames, seed=r) for r in range(rounds)]
     out: dict[str, list[float]] = {"edge_sdk Tracker (ours)": []}
@@ -132,6 +176,9 @@ def per_frame(rounds: int, frames: int) -> dict[str, list[float]]:
     if available("supervision"):
         out["supervision ByteTrack"] = []
         runners["supervision ByteTrack"] = time_bytetrack
+    if available("norfair"):
+        out["norfair"] = []
+        runners["norfair"] = time_norfair
     for clip in clips:
         for name, run in runners.items():  # alternate, so machine noise hits both alike
             out[name].extend(run(clip)[30:])
@@ -192,6 +239,10 @@ RUNS = {
     "bytetrack": "from edge_sdk.samples import tracks\n"
                  "tracker = tracks.bytetrack_reference(fps=15, threshold=0.5)\n"
                  "for f in frames:\n    tracker.update_with_detections(tracks.bytetrack_inputs(f))",
+    "norfair": "import numpy as np\n"
+               "tracker = norfair.Tracker(distance_function='iou', distance_threshold=0.8, hit_counter_max=22, initialization_delay=2)\n"
+               "for f in frames:\n    tracker.update(detections=[norfair.Detection(points=np.array([[d.box.x1, d.box.y1], "
+               "[d.box.x2, d.box.y2]]), scores=np.array([d.score] * 2)) for d in f if d.score >= 0.5])",
 }
 
 
@@ -240,6 +291,8 @@ def accuracy(seeds: range) -> dict[str, list[tracks.MOTScores]]:
                                                "edge_sdk Tracker (ours), matched detections only": []}
     if available("supervision"):
         out["supervision ByteTrack"] = []
+    if available("norfair"):
+        out["norfair"] = []
     for seed in seeds:
         clip = tracks.make_clip(seed=seed)
         out["edge_sdk Tracker (ours), with coasting boxes"].append(tracks.score(clip, tracks.run_tracker(clip, Tracker(TrackingSettings()))))
@@ -247,6 +300,8 @@ def accuracy(seeds: range) -> dict[str, list[tracks.MOTScores]]:
             tracks.score(clip, tracks.run_tracker(clip, Tracker(TrackingSettings()), coasting=False)))
         if "supervision ByteTrack" in out:
             out["supervision ByteTrack"].append(tracks.score(clip, tracks.run_bytetrack(clip)))
+        if "norfair" in out:
+            out["norfair"].append(tracks.score(clip, run_norfair(clip)))
     return out
 
 
@@ -284,6 +339,9 @@ def render(costs, solvers, imported, scores, *, rounds, frames, seeds) -> str:
             parts.append(f"| {name} | - | {r['missing']} | | |")
         else:
             parts.append(f"| {name} | {r['version']} | {r['cold_ms']:.0f} | {r['warm_ms']:.1f} | {r['added_mb']:.1f} |")
+    if "missing" not in imported.get("norfair", {"missing": ""}):
+        parts += ["", "norfair: its metadata pins numpy<2, so it was installed with `--no-deps` beside numpy 2 "
+                  "(on PYTHONPATH) for this measurement only; it runs, but pip would not install it so."]
     parts += ["", "Added RSS: after the import (trackers: and 300 frames tracked), on top of the runtime's imports "
               f"(`{RUNTIME_PRELOAD}`).", "", "## Accuracy on generated clips (mean over seeds; ID switches: total)", "",
               "| tracker | MOTA | IDF1 | HOTA | DetA | AssA | ID switches | true tracks | precision | recall |",
