@@ -243,3 +243,35 @@ def test_twenty_objects_each_keep_their_id():
     steps = _run(tracker, frames)
     assert len(steps[-1].tracked) == 20 and tracker.next_id == 21
     assert [d.box for d in steps[-1].tracked] == [d.box for d in frames[-1]]  # in the detections' order
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_invariants_on_random_streams(seed):
+    """Whatever comes in (clutter, duplicates, boxes of any size, irregular times): ids only grow and
+    are never reused, every reported id is a confirmed track, each track starts once and ends once."""
+    rng = np.random.default_rng(seed)
+    tracker = Tracker(TrackingSettings(min_hits=int(rng.integers(1, 4)), max_lost_s=0.5, stationary_s=1.0,
+                                       stationary_keep_s=2.0), first_id=7)
+    clip = tracks.make_clip(seed=seed, seconds=8, false_positives=3.0, drop=0.4)
+    t, started, ended = 0.0, set(), set()
+    for dets in clip.detections:
+        dets = list(dets)
+        if dets and rng.random() < 0.2:
+            dets.append(dets[0])  # a duplicate box
+        if rng.random() < 0.05:
+            dets.append(Detection(0, "person", 0.9, BBox(0.5, 0.5, 0.5, 0.5)))  # a degenerate one
+        t += float(rng.choice([0.0, 1 / 30, 1 / 15, 0.5]))
+        step = tracker.update(dets, t, threshold=THRESHOLD)
+        alive = {o.track_id for o in step.confirmed}
+        assert {d.track_id for d in step.tracked} <= {o.track_id for o in step.confirmed if o.matched}
+        assert len({d.track_id for d in step.tracked}) == len(step.tracked)  # one detection per track
+        assert {d.track_id for d in step.coasting} <= {o.track_id for o in step.confirmed if not o.matched}
+        new = {o.track_id for o in step.started}
+        assert new <= alive and not new & started and all(i >= 7 for i in new)
+        gone = {o.track_id for o in step.ended}
+        assert gone <= started and not gone & alive and not gone & ended
+        started |= new
+        ended |= gone
+        assert alive <= started - ended
+        assert max(started, default=6) < tracker.next_id
+    assert started == set(range(7, tracker.next_id))
