@@ -275,3 +275,13 @@ def test_invariants_on_random_streams(seed):
         assert alive <= started - ended
         assert max(started, default=6) < tracker.next_id
     assert started == set(range(7, tracker.next_id))
+
+
+def test_one_object_boxed_twice_with_two_classes_is_one_track():
+    """Class-wise NMS keeps a "person" and a "dog" on the same object: one track, not two."""
+    tracker = Tracker(TrackingSettings())
+    frames = [[d, Detection(1, "dog", 0.7, BBox(d.box.x1 + 0.002, d.box.y1, d.box.x2, d.box.y2 + 0.003))]
+              for d in _walker(0.1, 0.1, 20)]
+    steps = _run(tracker, frames)
+    assert tracker.next_id == 2 and len(steps[-1].confirmed) == 1
+    assert [len(s.tracked) for s in steps[2:]] == [1] * 18

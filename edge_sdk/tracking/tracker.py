@@ -13,7 +13,8 @@ Each frame, in NumPy, for all tracks at once:
 3. **Second pass.** Detections from ``low_threshold`` up to the threshold (an object half hidden,
    blurred, far away) against the confirmed tracks still unmatched, with a stricter IoU
    (``SECOND_PASS_IOU``): they extend tracks but never start one.
-4. **Births and deaths.** An unmatched high-score detection starts a tentative track; one that
+4. **Births and deaths.** An unmatched high-score detection starts a tentative track (unless it
+   boxes an object already claimed this frame: the detector's NMS works class by class); one that
    matches ``min_hits`` frames is confirmed and gets the next id (``started``); a tentative track
    that misses a frame is dropped without a word. A confirmed track that misses is lost: kept for
    re-association ``max_lost_s`` (``stationary_keep_s`` when stationary), then ``ended``.
@@ -37,6 +38,10 @@ from edge_sdk.tracking.values import TrackedObject
 # The low-score pass matches only boxes that overlap a track this much: a low-score detection is
 # as likely noise as an object, so it must sit on the track's predicted box.
 SECOND_PASS_IOU = 0.5
+
+# An unmatched detection overlapping a matched one this much is the same object seen twice (the
+# detector's NMS works class by class), not a new track.
+DUPLICATE_IOU = 0.7
 
 # Kalman noise, as shares of the box's width (x, w) or height (y, h). Per second for the process
 # (time-based, so any frame rate gets the same model), per measurement for the detector.
@@ -197,12 +202,17 @@ class Tracker:
                 ended.append(track.value())
         self._keep(keep)
 
-        taken = set(matches.values())
-        for col in high:
-            if col not in taken:
-                tracked.extend(self._start(usable[col], boxes[col], t, col))
-                if self._tracks[-1].confirmed:
-                    started.append(self._tracks[-1].value())
+        # births, best score first; a second box on an object already claimed (class-wise NMS keeps a
+        # "person" and a "dog" on one box) is no new object
+        claimed = list(matches.values())
+        same = _iou(boxes, boxes) >= DUPLICATE_IOU
+        for col in sorted((c for c in high if c not in matches.values()), key=lambda c: -usable[c].score):
+            if same[col, claimed].any():
+                continue
+            claimed.append(col)
+            tracked.extend(self._start(usable[col], boxes[col], t, col))
+            if self._tracks[-1].confirmed:
+                started.append(self._tracks[-1].value())
 
         confirmed = tuple(tr.value() for tr in self._tracks if tr.confirmed)
         return TrackerStep(tracked=tuple(d for _, d in sorted(tracked, key=lambda pair: pair[0])), confirmed=confirmed,
