@@ -205,9 +205,8 @@ class Tracker:
         # births, best score first; a second box on an object already claimed (class-wise NMS keeps a
         # "person" and a "dog" on one box) is no new object
         claimed = list(matches.values())
-        same = _iou(boxes, boxes) >= DUPLICATE_IOU
         for col in sorted((c for c in high if c not in matches.values()), key=lambda c: -usable[c].score):
-            if same[col, claimed].any():
+            if claimed and (_iou(boxes[col:col + 1], boxes[claimed]) >= DUPLICATE_IOU).any():
                 continue
             claimed.append(col)
             tracked.extend(self._start(usable[col], boxes[col], t, col))
