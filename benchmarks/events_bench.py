@@ -141,22 +141,20 @@ def render(rows: list[dict], truth: dict, mot, *, seconds: float, objects: int, 
     if mot is not None:
         lines += ["### The whole chain against the video's true tracks", "",
                   "| MOTA | IDF1 | HOTA | ID switches | true tracks | precision | recall |", "|---:|---:|---:|---:|---:|---:|---:|",
-                  f"| {mot.mota:.3f} | {mot.idf1:.3f} | {mot.hota:.3f} | {mot.id_switches} | {mot.tracks} | {mot.precision:.3f} | {mot.recall:.3f} |",
+                  f"| {mot.mota:.3f} | {mot.idf1:.3f} | {mot.hota:.3f} | {mot.id_switches} | {mot.true_tracks} | {mot.precision:.3f} | {mot.recall:.3f} |",
                   "", "The shipped detector (pruned, int8) at the demo's threshold 0.4, then the tracker with its defaults; "
                   "a shape more than half hidden behind another is not in the truth.", ""]
     return "\n".join(lines) + "\n"
 
 
-def chain_scores(tracked: dict[int, list], truth: list[list[shapes.Box]]):
-    try:
-        from edge_sdk.samples import tracks
-    except ImportError:
-        return None
-    width, height = 640, 480
-    truth_frames = [[(b.track, (b.x1 / width, b.y1 / height, b.x2 / width, b.y2 / height)) for b in boxes] for boxes in truth]
-    found = [[(d.track_id, (d.box.x1, d.box.y1, d.box.x2, d.box.y2)) for d in tracked.get(i, []) if d.track_id is not None]
-             for i in range(len(truth))]
-    return tracks.score_frames(truth_frames, found)
+def chain_scores(tracked: dict[int, list], truth: list[list[shapes.Box]], *, width: int = 640, height: int = 480):
+    """MOTA, IDF1 and HOTA of the tracked detections the run reported, against the video's true tracks."""
+    from edge_sdk.results import BBox
+    from edge_sdk.samples import tracks
+
+    frames = [[tracks.TruthBox(b.track, BBox(b.x1 / width, b.y1 / height, b.x2 / width, b.y2 / height), True) for b in boxes]
+              for boxes in truth]
+    return tracks.score(frames, [tracked.get(i, []) for i in range(len(truth))])
 
 
 def machine_line() -> str:
@@ -173,8 +171,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="events-bench-") as tmp:
         folder = Path(tmp)
         video = folder / "shapes.avi"
-        truth = shapes.moving_video(video, frames=frames, fps=FPS, objects=demo.OBJECTS)
-        crossings = shapes.line_crossings(truth, x=demo.LINE_X * 640)
+        truth = shapes.moving_video(video, frames=frames, fps=FPS, objects=demo.OBJECTS, lanes=True)
+        crossings = shapes.line_crossings(truth, x=demo.LINE_X * 640, margin=demo.LINE_MARGIN * 640)
         with demo_broker(None, folder=folder / "broker", embedded=False) as broker:
             log(f"broker {broker.kind} at {broker.url}")
             rows = []

@@ -165,7 +165,7 @@ class Runtime:
                               f"{self.bundle_path} is a {self.pipeline.bundle.manifest.task.value} model")
         records = {}
         if self.config.mqtt is not None:
-            self._ledger = Ledger(self.config.mqtt.outbox_path.parent / "tracks.json")
+            self._ledger = Ledger(self.config.mqtt.ledger_path)
             records = self._ledger.load()
         for record_camera, record in records.items():
             self._restart_ends[record_camera] = [TrackEvent(TrackAction.END, track, reason="restart") for track in record.open_tracks]
@@ -187,7 +187,7 @@ class Runtime:
         """Events that come from no frame (ends when a camera stops or the run before was killed)."""
         if self.link is None:
             return
-        self.link.on_events(camera_id, events, counts)
+        self.link.on_events(camera_id, events, counts, now=True)
         self._record(camera_id, events)
 
     def _record(self, camera_id: str, events) -> None:
@@ -233,7 +233,7 @@ class Runtime:
             self._publish_events(camera_id, events, stage.counts() if stage is not None else None)
         for camera in self.cameras:
             if camera.stage is not None and camera.id not in self._restart_ends:
-                self.link.on_events(camera.id, [], camera.stage.counts())
+                self.link.on_events(camera.id, [], camera.stage.counts(), now=True)
         self._restart_ends = {}
 
     def close(self, *, flush_timeout: float = 5.0) -> None:

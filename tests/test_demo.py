@@ -62,9 +62,13 @@ def test_what_arrives_over_mqtt_matches_the_videos_truth(first_run):
     assert summary["frames"] == 60 and summary["broker"].startswith("Mosquitto")
     assert summary["acked"] == 60 and summary["received"] == 60 and summary["duplicates"] == 0
     # The detector scores mAP@0.5 0.93 pruned and int8 on held-out scenes; on this video, at the run's
-    # 0.4 threshold and IoU 0.5, what arrives measures about 0.88 precision and 0.71 recall.
+    # 0.4 threshold and IoU 0.5, what arrives measures about 0.9 precision and recall (it was 0.88 and
+    # 0.71 before the shapes kept to lanes in colours that stand out along them).
     assert summary["precision"] >= 0.75 and summary["recall"] >= 0.6
     assert summary["latency_p99_ms"] >= summary["latency_p50_ms"] > 0
+    # The line 'gate' as the events counted it, against the video's true crossings; one track per shape.
+    assert (summary["line_in"], summary["line_out"]) == (summary["truth_in"], summary["truth_out"])
+    assert summary["tracks_new"] == summary["objects"] == 4
     assert len(summary["pngs"]) == 4
     for path in summary["pngs"]:
         image = cv2.imread(path)

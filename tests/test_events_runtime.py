@@ -57,7 +57,7 @@ def _line_totals(events: list[dict]) -> dict[str, Counter]:
 def test_line_counts_are_exact_and_each_object_has_one_new_and_one_end(shapes_bundle, mosquitto, tmp_path):
     video = tmp_path / "lanes.avi"
     truth = shapes.lanes_video(video, frames=150, crossings=6, lanes=3)
-    crossings = shapes.line_crossings(truth, x=320)
+    crossings = shapes.line_crossings(truth, x=320, margin=0.02 * 640)  # the line_margin the counter uses
     objects = {box.track for boxes in truth for box in boxes}
     subscriber = Subscriber(mosquitto.port, "edge/lanes/#")
     try:

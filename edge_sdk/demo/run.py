@@ -38,6 +38,7 @@ DEVICE_ID = "demo-device"
 CAMERA_ID = "shapes"
 LINE = "gate"  # a vertical line through the middle of the picture; moving rightwards across it is 'in'
 LINE_X = 0.5
+LINE_MARGIN = 0.02  # the tracker's default line_margin: the truth counts a crossing as the counter does
 
 
 def default_workdir() -> Path:
@@ -258,7 +259,7 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     video = run_dir / "shapes.avi"
-    truth = shapes.moving_video(video, frames=frames, fps=fps, objects=OBJECTS)
+    truth = shapes.moving_video(video, frames=frames, fps=fps, objects=OBJECTS, lanes=True)
     console.print(f"[bold]2. Video[/]: {video} ({frames} frames of 640x480 at {fps:g} fps; {OBJECTS} shapes with known boxes)")
     with demo_broker(broker_url, folder=run_dir / "broker", embedded=embedded) as broker:
         console.print(f"[bold]3. Broker[/]: {broker.kind} at {broker.url} (MQTT {broker.protocol})")
@@ -277,7 +278,7 @@ def run_demo(*, workdir: Path, console, broker_url: str | None = None, frames: i
     precision, recall = _chain_accuracy(received, truth)
     pngs = _write_pngs(video, received, truth, run_dir)
     lat = np.asarray(received.latencies_ms or [0.0])
-    crossings = shapes.line_crossings(truth, x=LINE_X * 640)
+    crossings = shapes.line_crossings(truth, x=LINE_X * 640, margin=LINE_MARGIN * 640)
     line = (received.counts or {}).get("lines", {}).get(LINE, {"in": 0, "out": 0})
     actions = [e.get("action") for e in received.events.values() if e.get("type") == "track"]
     return Summary(

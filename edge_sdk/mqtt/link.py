@@ -109,6 +109,9 @@ class FleetLink:
         self._metrics_thread: threading.Thread | None = None
         self._last_snapshot: dict[str, float] = {}
         self._snapshot_lock = threading.Lock()
+        self._counts_pending: dict[str, object] = {}  # camera -> the newest counts not yet published
+        self._counts_sent: dict[str, tuple[float, dict]] = {}  # camera -> when, and the zones' occupancy then
+        self._counts_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -182,23 +185,38 @@ class FleetLink:
             body = payloads.detections_body(result)
             self.publisher.publish(topics.camera_name(camera, topics.DETECTIONS), self.publisher.envelope(payloads.DETECTIONS, body),
                                    qos=self.settings.qos.detections)
-        if result.events or result.counts is not None:
+        if result.events or result.counts is not None or camera in self._counts_pending:
             self.on_events(camera, result.events, result.counts, frame=result.index, frame_ts=result.timestamp)
         interval = self.settings.snapshot_interval_s
         if interval and now - self._last_snapshot.get(camera, -1e9) >= interval:
             self.publish_snapshot(camera)
 
-    def on_events(self, camera: str, events, counts, *, frame: int | None = None, frame_ts: float | None = None) -> None:
+    def on_events(self, camera: str, events, counts, *, frame: int | None = None, frame_ts: float | None = None,
+                  now: bool = False) -> None:
         """A tracking camera's events, each a QoS 1 message through the outbox (a broker outage or
-        a kill loses none), and its counts when given, retained (the newest is what matters)."""
+        a kill loses none), and its counts when given, retained (the newest is what matters): at
+        once when a zone's occupancy changed (an occupancy sensor must not lag), and when only line
+        totals changed at most every ``counts_interval_s`` (each crossing is an event already);
+        ``now`` for a run's first and last counts."""
         for event in events:
             body = payloads.event_body(camera, event, frame=frame, frame_ts=frame_ts)
             self.publisher.publish(topics.camera_name(camera, topics.EVENTS), self.publisher.envelope(payloads.EVENT, body),
                                    qos=self.settings.qos.events)
-        if counts is not None:
-            body = payloads.counts_body(camera, counts)
-            self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), self.publisher.envelope(payloads.COUNTS, body),
-                                        qos=self.settings.qos.status)
+        with self._counts_lock:
+            if counts is not None:
+                self._counts_pending[camera] = counts
+            pending = self._counts_pending.get(camera)
+            if pending is None:
+                return
+            clock = time.monotonic()
+            sent, zones = self._counts_sent.get(camera, (-1e9, None))
+            if not now and pending.zones == zones and clock - sent < self.settings.counts_interval_s:
+                return
+            del self._counts_pending[camera]
+            self._counts_sent[camera] = (clock, {name: dict(by) for name, by in pending.zones.items()})
+        body = payloads.counts_body(camera, pending)
+        self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), self.publisher.envelope(payloads.COUNTS, body),
+                                    qos=self.settings.qos.status)
 
     def on_camera_state(self, camera: str, state: str, detail: str | None) -> None:
         """A camera's state changed: metrics go out at once, and an alert when it failed."""

@@ -90,6 +90,11 @@ class MQTTSettings(_Section):
     publish: PublishMode = Field(default=PublishMode.ON_DETECTION, description="Which frames produce a detections message.")
     max_rate: float | None = Field(default=None, gt=0, description="Most detections messages per second (others are skipped and counted).")
     metrics_interval_s: float = Field(default=10.0, gt=0, description="Seconds between metrics messages.")
+    counts_interval_s: float = Field(
+        default=5.0, ge=0,
+        description="A tracking camera's retained counts go out at once when a zone's occupancy changes; when only line "
+        "totals change, at most this often (each crossing is an event of its own, never held back); 0: at every change.",
+    )
     snapshot_interval_s: float | None = Field(default=None, gt=0, description="Publish an annotated JPEG at most this often (default: never, unless asked by command).")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="The durable outbox for QoS >= 1 messages.")
     reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay.")
@@ -165,6 +170,11 @@ class MQTTSettings(_Section):
     @property
     def outbox_path(self) -> Path:
         return self.outbox.path or self.default_state_dir() / "outbox.sqlite3"
+
+    @property
+    def ledger_path(self) -> Path:
+        """The track ledger (open tracks, line totals) beside the outbox, one per outbox."""
+        return self.outbox_path.with_name(f"{self.outbox_path.stem}-tracks.json")
 
     @property
     def store_path(self) -> Path:

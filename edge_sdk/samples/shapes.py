@@ -230,23 +230,31 @@ class _Mover:
     vx: float
     vy: float
     spin: float
+    band: tuple[float, float] | None = None  # the y range it keeps to (lanes)
 
 
 def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 640, height: int = 480,
-                 fps: float = 15.0, objects: int = 3) -> list[list[Box]]:
+                 fps: float = 15.0, objects: int = 3, lanes: bool = False) -> list[list[Box]]:
     """A video of shapes gliding over a held-out photograph; returns each frame's true boxes, each
     with the ``track`` (the shape's index) it belongs to. A shape mostly hidden behind another is
     not in its frame's truth.
+
+    ``lanes``: each shape keeps to a horizontal band of its own, bouncing between the left and
+    right edges (so it crosses the middle again and again and never hides another), in a colour
+    that stands out along its whole band. Otherwise shapes roam the frame and pass over each other.
 
     Written as MJPG in an .avi, which every OpenCV build reads.
     """
     rng = np.random.default_rng(seed)
     base = background(rng, photographs(HELD_OUT_PHOTOS), width, height)
     short = min(width, height)
-    movers = [
-        _Mover(shape, rng.uniform(-1, 1) * width / 60, rng.uniform(-1, 1) * height / 60, rng.uniform(-0.05, 0.05))
-        for shape in random_shapes(rng, base, count=objects, min_size=0.15 * short, max_size=0.3 * short)
-    ]
+    if lanes:
+        movers = _lane_movers(rng, base, objects)
+    else:
+        movers = [
+            _Mover(shape, rng.uniform(-1, 1) * width / 60, rng.uniform(-1, 1) * height / 60, rng.uniform(-0.05, 0.05))
+            for shape in random_shapes(rng, base, count=objects, min_size=0.15 * short, max_size=0.3 * short)
+        ]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise DatasetError(f"cannot write the demo video {path}")
@@ -264,30 +272,65 @@ def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 6
     return truth
 
 
+def _lane_movers(rng: np.random.Generator, image: np.ndarray, count: int) -> list[_Mover]:
+    height, width = image.shape[:2]
+    lane = height / count
+    movers = []
+    for i in range(count):
+        size = rng.uniform(0.55, 0.75) * min(lane, 0.3 * min(width, height))
+        top, bottom = i * lane, (i + 1) * lane
+        cx, cy = rng.uniform(size, width - size), (top + bottom) / 2
+        band = image[int(top):int(bottom)]
+        shape = Shape(int(rng.integers(len(CLASSES))), cx, cy, size, rng.uniform(0, 2 * math.pi), _band_colour(rng, band))
+        speed = rng.uniform(width / 200, width / 120) * rng.choice([-1, 1])  # 3-5 px a frame at 640: walking pace
+        movers.append(_Mover(shape, speed, rng.uniform(-1, 1) * lane / 40, rng.uniform(-0.05, 0.05), band=(top, bottom)))
+    return movers
+
+
+def _band_colour(rng: np.random.Generator, band: np.ndarray) -> tuple[int, int, int]:
+    """Of 40 saturated colours, the one farthest from the darkest-to-brightest patches of ``band``."""
+    patches = np.array_split(band, 8, axis=1)
+    means = np.array([p.reshape(-1, 3).mean(axis=0) for p in patches])
+    best, best_gap = None, -1.0
+    for _ in range(40):
+        hsv = np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(150, 256)]]])
+        colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
+        gap = float(np.abs(means - colour).mean(axis=1).min())
+        if gap > best_gap:
+            best, best_gap = colour, gap
+    return tuple(int(c) for c in best)
+
+
 def _advance(mover: _Mover, width: int, height: int) -> None:
-    """Move one step, bouncing off the frame's edges."""
+    """Move one step, bouncing off the frame's edges (and a lane's bounds)."""
     s = mover.shape
     half_w, half_h = s.size / 2 * s.aspect + 2, s.size / 2 + 2
+    top, bottom = mover.band if mover.band is not None else (0, height)
     s.cx += mover.vx
     s.cy += mover.vy
     s.angle += mover.spin
     if not half_w <= s.cx <= width - half_w:
         mover.vx = -mover.vx
         s.cx = min(max(s.cx, half_w), width - half_w)
-    if not half_h <= s.cy <= height - half_h:
+    if not top + half_h <= s.cy <= bottom - half_h:
         mover.vy = -mover.vy
-        s.cy = min(max(s.cy, half_h), height - half_h)
+        s.cy = min(max(s.cy, top + half_h), bottom - half_h)
 
 
-def line_crossings(truth: list[list[Box]], *, x: float) -> dict[str, int]:
+def line_crossings(truth: list[list[Box]], *, x: float, margin: float = 0.0) -> dict[str, int]:
     """How often the true objects' box centres cross the vertical line at ``x`` pixels, rightwards
-    and leftwards: the counts a perfect line counter reports. A crossing while hidden counts when
-    the object is next seen on the other side."""
+    and leftwards: the counts a perfect line counter reports. A side counts once the centre is more
+    than ``margin`` pixels from the line (a counter's hysteresis: an object that ends the video on
+    the line has not crossed it yet); a crossing while hidden counts when the object is next seen
+    on the other side."""
     side: dict[int, bool] = {}
     counts = {"right": 0, "left": 0}
     for boxes in truth:
         for box in boxes:
-            right = (box.x1 + box.x2) / 2 > x
+            centre = (box.x1 + box.x2) / 2
+            if abs(centre - x) <= margin:
+                continue
+            right = centre > x
             before = side.get(box.track)
             if before is not None and before != right:
                 counts["right" if right else "left"] += 1

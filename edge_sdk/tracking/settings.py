@@ -116,7 +116,11 @@ class TrackingSettings(_Section):
         default=0.1, gt=0, le=10, description="Movement that still counts as staying put, as a share of the box's larger side.")
     stationary_keep_s: float = Field(
         default=300.0, gt=0, description="How long a lost stationary object is kept (a parked car the detector misses for a while keeps its id).")
-    update_s: float = Field(default=10.0, gt=0, description="A moving track's 'update' event is sent at least this often.")
+    update_s: float = Field(
+        default=30.0, gt=0,
+        description="A moving track's 'update' event is sent at least this often (besides one at each change of its zones "
+        "or of its stationary state).",
+    )
     zone_inertia: int = Field(default=3, ge=1, le=100, description="Consecutive frames inside (or outside) a zone before 'enter' (or 'exit').")
     line_margin: float = Field(
         default=0.02, ge=0, le=0.5,

@@ -73,14 +73,14 @@ class TrackingStage:
         return replace(result, detections=step.tracked, events=tuple(events), counts=counts)
 
     def finish(self, *, reason: str = "stopped") -> list[Event]:
-        """End every open track (once): the camera stopped. The ends go to ``on_finish``."""
+        """End every open track (once): the camera stopped. The ends, and the counts as they stand, go to ``on_finish``."""
         with self._lock:
             if self._finished:
                 return []
             self._finished = True
             events = self.scene.close(self._last_t if self._last_t is not None else time.time(), reason=reason)
             counts = copy.deepcopy(self.scene.counts)
-        if self.on_finish is not None and events:
+        if self.on_finish is not None:
             self.on_finish(events, counts)
         return events
 

@@ -13,12 +13,17 @@ Each frame, in NumPy, for all tracks at once:
 3. **Second pass.** Detections from ``low_threshold`` up to the threshold (an object half hidden,
    blurred, far away) against the confirmed tracks still unmatched, with a stricter IoU
    (``SECOND_PASS_IOU``): they extend tracks but never start one.
-4. **Births and deaths.** An unmatched high-score detection starts a tentative track (unless it
+4. **Recovery.** High-score detections still unmatched against the lost confirmed tracks by the
+   box each was last *seen* at (observation-centric recovery, as OC-SORT does): an object that
+   turned back or stopped while the detector missed it is where it was last seen, not where its
+   old velocity would have taken it. Its motion restarts from rest, as a new track's does.
+5. **Births and deaths.** An unmatched high-score detection starts a tentative track (unless it
    boxes an object already claimed this frame: the detector's NMS works class by class); one that
-   matches ``min_hits`` frames is confirmed and gets the next id (``started``); a tentative track
-   that misses a frame is dropped without a word. A confirmed track that misses is lost: kept for
+   matches ``min_hits`` frames is confirmed and gets the next id (``started``), unless its box
+   then sits on a confirmed track's (a second box the detector keeps giving for one object: that
+   tentative track is dropped); a tentative track that misses a frame is dropped without a word. A confirmed track that misses is lost: kept for
    re-association ``max_lost_s`` (``stationary_keep_s`` when stationary), then ``ended``.
-5. **Stationary.** A track whose centre stayed within ``stationary_motion`` x its box's larger side
+6. **Stationary.** A track whose centre stayed within ``stationary_motion`` x its box's larger side
    for ``stationary_s`` is stationary until it moves away; a parked car the detector misses for
    minutes keeps its id and re-matches where it stood.
 """
@@ -40,8 +45,9 @@ from edge_sdk.tracking.values import TrackedObject
 SECOND_PASS_IOU = 0.5
 
 # An unmatched detection overlapping a matched one this much is the same object seen twice (the
-# detector's NMS works class by class), not a new track.
-DUPLICATE_IOU = 0.7
+# detector's NMS works class by class: a "star" and a "triangle" on one shape overlap 0.5-0.8),
+# not a new track.
+DUPLICATE_IOU = 0.5
 
 # Kalman noise, as shares of the box's width (x, w) or height (y, h). Per second for the process
 # (time-based, so any frame rate gets the same model), per measurement for the detector.
@@ -50,6 +56,11 @@ _VEL_NOISE = 0.5  # velocity: std per s^1.5 (how fast an object can change its s
 _MEAS_NOISE = 0.05  # a detection's box
 _INIT_POS = 0.1  # a new track's position uncertainty
 _INIT_VEL = 2.0  # ... and velocity uncertainty (per s): the second match sets the velocity
+
+# Recovery by the last seen box is for an object the detector missed a moment (a turn, a bounce):
+# after longer, another object may stand where it was last seen (behind a pillar's edge).
+RECOVER_S = 0.5
+RECOVER_IOU = 0.3  # with the last seen box; a little stricter than match_iou, which meets a prediction
 
 _EYE8 = np.eye(8)
 
@@ -168,9 +179,10 @@ class Tracker:
         leftover = [r for r in everyone if r not in matches and self._tracks[r].confirmed]
         for row, col in _greedy(iou, leftover, low, max(SECOND_PASS_IOU, s.match_iou)):
             matches[row] = col
+        recovered = self._recover(matches, boxes, high, t)
 
         if matches:
-            rows = np.fromiter(matches, dtype=int, count=len(matches))
+            rows = np.fromiter((r for r in matches if r not in recovered), dtype=int)
             self._correct(rows, boxes[[matches[r] for r in rows]])
 
         tracked: list[tuple[int, Detection]] = []
@@ -186,6 +198,9 @@ class Tracker:
                 track.vote(detection)
                 track.watch_motion(t, s)
                 if not track.confirmed and track.hits >= s.min_hits:
+                    if self._duplicate(row, matches, boxes):
+                        keep[row] = False  # a second box the detector keeps giving for a tracked object
+                        continue
                     track.track_id = self._take_id()
                     started.append(track.value())
                 if track.confirmed:
@@ -218,6 +233,35 @@ class Tracker:
                            started=tuple(started), ended=tuple(ended), coasting=self._coasting())
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _recover(self, matches: dict[int, int], boxes: np.ndarray, high: list[int], t: float) -> set[int]:
+        """Confirmed tracks the passes left unmatched (lost, or losing now) matched to unmatched
+        high-score detections by their last seen box; their state restarts there. The rows recovered."""
+        lost = [r for r, tr in enumerate(self._tracks) if r not in matches and tr.confirmed and t - tr.last_seen <= RECOVER_S]
+        free = [c for c in high if c not in matches.values()]
+        if not lost or not free:
+            return set()
+        seen = np.array([(tr.box.x1, tr.box.y1, tr.box.x2, tr.box.y2) for tr in self._tracks], dtype=float)
+        rows = set()
+        for row, col in _greedy(_iou(seen, boxes), lost, free, RECOVER_IOU):
+            matches[row] = col
+            rows.add(row)
+            new = _xywh(boxes[col])
+            w, h = new[2], new[3]
+            scale = np.array([w, h, w, h] * 2)
+            # Its old velocity is what lost it: it starts again from rest, as a new track does, and
+            # the next matches set its motion (two jittered boxes are no velocity to go on).
+            self._x[row] = np.concatenate([new, np.zeros(4)])
+            self._p[row] = np.diag((np.concatenate([np.full(4, _INIT_POS), np.full(4, _INIT_VEL)]) * scale) ** 2)
+        return rows
+
+    def _duplicate(self, row: int, matches: dict[int, int], boxes: np.ndarray) -> bool:
+        """Whether tentative track ``row``'s detection sits on one a confirmed track took this frame."""
+        others = [matches[r] for r, tr in enumerate(self._tracks) if r != row and r in matches and tr.confirmed]
+        if not others:
+            return False
+        col = matches[row]
+        return bool((_iou(boxes[col:col + 1], boxes[others]) >= DUPLICATE_IOU).any())
 
     def _take_id(self) -> int:
         track_id, self._next_id = self._next_id, self._next_id + 1
@@ -305,6 +349,10 @@ class Tracker:
         """Every track's predicted box as (x1, y1, x2, y2) rows."""
         c, half = self._x[:, :2], self._x[:, 2:4] / 2
         return np.concatenate([c - half, c + half], axis=1)
+
+
+def _xywh(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]])
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
