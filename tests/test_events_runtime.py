@@ -67,6 +67,9 @@ def test_line_counts_are_exact_and_each_object_has_one_new_and_one_end(shapes_bu
                            lines=LINE, zones=RIGHT_HALF)
         with Runtime(shapes_bundle, config) as runtime:
             tracked = [d for result in runtime.results() for d in result.detections]
+            frame, _, overlay = runtime.latest("road")  # what the live view and snapshots draw
+            assert set(overlay.lines) == {"gate"} and set(overlay.zones) == {"right"} and overlay.line_in["gate"][0] > 0
+            assert overlay.counts["lines"]["gate"] == runtime.stats().cameras[0].counts["lines"]["gate"]
         assert subscriber.wait_for(lambda s: any(e["type"] == "track" and e["action"] == "end" for e in _events(s))
                                    and len([e for e in _events(s) if e["type"] == "track" and e["action"] == "end"])
                                    >= len([e for e in _events(s) if e["type"] == "track" and e["action"] == "new"]), 20)
