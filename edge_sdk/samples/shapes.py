@@ -275,13 +275,14 @@ def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 6
 def _lane_movers(rng: np.random.Generator, image: np.ndarray, count: int) -> list[_Mover]:
     height, width = image.shape[:2]
     lane = height / count
+    first = int(rng.integers(len(CLASSES)))  # one of each class, as far as the lanes go
     movers = []
     for i in range(count):
-        size = rng.uniform(0.55, 0.75) * min(lane, 0.3 * min(width, height))
+        size = rng.uniform(0.7, 0.9) * min(lane, 0.3 * min(width, height))
         top, bottom = i * lane, (i + 1) * lane
         cx, cy = rng.uniform(size, width - size), (top + bottom) / 2
         band = image[int(top):int(bottom)]
-        shape = Shape(int(rng.integers(len(CLASSES))), cx, cy, size, rng.uniform(0, 2 * math.pi), _band_colour(rng, band))
+        shape = Shape((first + i) % len(CLASSES), cx, cy, size, rng.uniform(0, 2 * math.pi), _band_colour(rng, band))
         speed = rng.uniform(width / 200, width / 120) * rng.choice([-1, 1])  # 3-5 px a frame at 640: walking pace
         movers.append(_Mover(shape, speed, rng.uniform(-1, 1) * lane / 40, rng.uniform(-0.05, 0.05), band=(top, bottom)))
     return movers

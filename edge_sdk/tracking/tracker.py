@@ -47,7 +47,7 @@ SECOND_PASS_IOU = 0.5
 # An unmatched detection overlapping a matched one this much is the same object seen twice (the
 # detector's NMS works class by class: a "star" and a "triangle" on one shape overlap 0.5-0.8),
 # not a new track.
-DUPLICATE_IOU = 0.5
+DUPLICATE_IOU = 0.3
 
 # Kalman noise, as shares of the box's width (x, w) or height (y, h). Per second for the process
 # (time-based, so any frame rate gets the same model), per measurement for the detector.
