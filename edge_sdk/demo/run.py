@@ -368,8 +368,8 @@ def summary_table(summary: Summary):
     table.add_column("")
     table.add_row("frames", f"{summary.frames} at {summary.fps:.1f} fps")
     table.add_row("latency (frame to result)", f"p50 {summary.latency_p50_ms:.1f} ms, p99 {summary.latency_p99_ms:.1f} ms")
-    table.add_row("MQTT", f"{summary.published} published, {summary.acked} acknowledged, {summary.received} received "
-                          f"({summary.duplicates} duplicates) via {summary.broker}")
+    table.add_row("MQTT", f"{summary.published} published, {summary.acked} acknowledged; received {summary.received} "
+                          f"detections and {summary.events} events ({summary.duplicates} duplicates) via {summary.broker}")
     table.add_row("frame to subscriber", f"p50 {summary.mqtt_p50_ms:.1f} ms, p99 {summary.mqtt_p99_ms:.1f} ms")
     table.add_row("whole chain vs truth", f"precision {summary.precision:.1%}, recall {summary.recall:.1%} "
                                           "(IoU 0.5, same class, what arrived over MQTT)")
