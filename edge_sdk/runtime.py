@@ -20,6 +20,7 @@ The pieces do not know the runtime: the fleet link reads it through ``Observed``
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -175,13 +176,11 @@ class Runtime:
             stage = TrackingStage(tracking, zones=settings.named_zones, lines=settings.named_lines,
                                   first_id=record.next_id if record else 1,
                                   counts=Counts(lines=record.lines or {}) if record else None)
-            stage.on_finish = self._tracks_finished(camera.id)
+            stage.on_finish = functools.partial(self._publish_events, camera.id)
             camera.stage = stage
 
-    def _tracks_finished(self, camera_id: str):
-        def finished(events, counts) -> None:
-            self._publish_events(camera_id, events, counts)
-        return finished
+    def _stage(self, camera_id: str):
+        return next((c.stage for c in self.cameras if c.id == camera_id), None)
 
     def _publish_events(self, camera_id: str, events, counts) -> None:
         """Events that come from no frame (ends when a camera stops or the run before was killed)."""
@@ -193,7 +192,7 @@ class Runtime:
     def _record(self, camera_id: str, events) -> None:
         """The ledger follows what is in the outbox (called after the link took the events)."""
         if self._ledger is not None and events:
-            stage = next((c.stage for c in self.cameras if c.id == camera_id), None)
+            stage = self._stage(camera_id)
             self._ledger.apply(camera_id, events, next_id=stage.next_id if stage is not None else 1)
 
     def _record_result(self, result: FrameResult) -> None:
@@ -229,7 +228,7 @@ class Runtime:
         for camera_id, events in self._restart_ends.items():
             if events:
                 self.notify(f"camera {camera_id}: {len(events)} tracks left open by the run before end (restart)")
-            stage = next((c.stage for c in self.cameras if c.id == camera_id), None)
+            stage = self._stage(camera_id)
             self._publish_events(camera_id, events, stage.counts() if stage is not None else None)
         for camera in self.cameras:
             if camera.stage is not None and camera.id not in self._restart_ends:

@@ -11,7 +11,6 @@ objects and crossings are known, the real runtime, a real Mosquitto, real subscr
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys

@@ -255,18 +255,31 @@ def moving_video(path: str | Path, *, frames: int, seed: int = 7, width: int = 6
             _Mover(shape, rng.uniform(-1, 1) * width / 60, rng.uniform(-1, 1) * height / 60, rng.uniform(-0.05, 0.05))
             for shape in random_shapes(rng, base, count=objects, min_size=0.15 * short, max_size=0.3 * short)
         ]
+
+    def frame(_: int) -> tuple[np.ndarray, list[Box]]:
+        image = base.copy()
+        drawn = _draw_visible(image, [mover.shape for mover in movers], min_visible=0.5)
+        for mover in movers:
+            _advance(mover, width, height)
+        return image, [replace(box, track=i) for i, box in enumerate(drawn) if box is not None]
+
+    return _write_video(path, frames, fps, frame)
+
+
+def _write_video(path: str | Path, frames: int, fps: float, frame) -> list[list[Box]]:
+    """``frames`` images made by ``frame(index) -> (image, true boxes)``, written as MJPG; the boxes."""
+    first, boxes = frame(0)
+    height, width = first.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
-        raise DatasetError(f"cannot write the demo video {path}")
-    truth = []
+        raise DatasetError(f"cannot write the video {path}")
+    truth = [boxes]
     try:
-        for _ in range(frames):
-            image = base.copy()
-            drawn = _draw_visible(image, [mover.shape for mover in movers], min_visible=0.5)
-            truth.append([replace(box, track=i) for i, box in enumerate(drawn) if box is not None])
+        writer.write(first)
+        for index in range(1, frames):
+            image, boxes = frame(index)
             writer.write(image)
-            for mover in movers:
-                _advance(mover, width, height)
+            truth.append(boxes)
     finally:
         writer.release()
     return truth
@@ -362,26 +375,20 @@ def lanes_video(path: str | Path, *, frames: int, seed: int = 11, width: int = 6
         shape = Shape(int(rng.integers(len(CLASSES))), 0.0, cy, size, rng.uniform(0, 2 * math.pi),
                       _colour(rng, base, width / 2, cy, size))
         plans.append((shape, start, duration, rightwards))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    if not writer.isOpened():
-        raise DatasetError(f"cannot write the video {path}")
-    truth = []
-    try:
-        for f in range(frames):
-            image = base.copy()
-            shown, ids = [], []
-            for i, (shape, start, duration, rightwards) in enumerate(plans):
-                progress = (f - start) / duration
-                if not 0 <= progress <= 1:
-                    continue
-                x = -size + progress * travel
-                shape.cx = x if rightwards else width - x
-                shown.append(shape)
-                ids.append(i)
-            drawn = _draw_visible(image, shown, min_visible=0.5)
-            truth.append([replace(box, track=ids[k]) for k, box in enumerate(drawn)
-                          if box is not None and box.x2 - box.x1 >= 0.3 * size])  # a sliver at the edge is no object yet
-            writer.write(image)
-    finally:
-        writer.release()
-    return truth
+
+    def frame(f: int) -> tuple[np.ndarray, list[Box]]:
+        image = base.copy()
+        shown, ids = [], []
+        for i, (shape, start, duration, rightwards) in enumerate(plans):
+            progress = (f - start) / duration
+            if not 0 <= progress <= 1:
+                continue
+            x = -size + progress * travel
+            shape.cx = x if rightwards else width - x
+            shown.append(shape)
+            ids.append(i)
+        drawn = _draw_visible(image, shown, min_visible=0.5)
+        # a sliver at the edge is no object yet
+        return image, [replace(box, track=ids[k]) for k, box in enumerate(drawn) if box is not None and box.x2 - box.x1 >= 0.3 * size]
+
+    return _write_video(path, frames, fps, frame)

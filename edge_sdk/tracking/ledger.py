@@ -81,7 +81,7 @@ class Ledger:
         restart's knowledge, not the run)."""
         with self._lock:
             entry = self._cameras.setdefault(camera, {"open": {}, "next_id": 1, "lines": {}})
-            changed = next_id > entry["next_id"] and not entry["open"]
+            changed = False
             entry["next_id"] = max(entry["next_id"], next_id)
             for event in events:
                 if isinstance(event, TrackEvent) and event.action is TrackAction.NEW:

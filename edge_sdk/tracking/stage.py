@@ -93,9 +93,6 @@ class TrackingStage:
     def next_id(self) -> int:
         return self.tracker.next_id
 
-    def open_tracks(self):
-        return [] if self._finished else self.scene.open_tracks()
-
     def overlay(self) -> Overlay:
         with self._lock:
             trails = self.scene.trails()
