@@ -415,6 +415,9 @@ class Runtime:
         for target in targets:  # every camera validated first: a bad value changes none
             self._settings[target.id] = target.settings = new[target.id]
         applied = {k: getattr(new[targets[0].id], k) for k in update}
+        if changes.get("publish") == "events" and not any(c.stage is not None for c in self.cameras):
+            raise CommandError("publish 'events' needs a run that tracks: name zones or lines, or set 'tracking', "
+                               "in the run's config, and restart")
         if self.link is not None and ("publish" in changes or "max_rate" in changes):
             from edge_sdk.mqtt.settings import PublishMode
 

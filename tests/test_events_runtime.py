@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from edge_sdk.config import RunConfig
+from edge_sdk.errors import CommandError
 from edge_sdk.mqtt import payloads
 from edge_sdk.mqtt.settings import MQTTSettings, OutboxSettings, PublishMode
 from edge_sdk.runtime import Runtime
@@ -176,3 +177,19 @@ def all_ended(events: list[dict]) -> bool:
     tracks = [e for e in events if e["type"] == "track"]
     return bool(tracks) and {e["track_id"] for e in tracks if e["action"] == "new"} <= {
         e["track_id"] for e in tracks if e["action"] == "end"}
+
+
+@pytest.mark.timeout(120)
+def test_the_events_mode_is_taken_live_only_by_a_run_that_tracks(shapes_bundle, mosquitto, tmp_path):
+    video = tmp_path / "few.avi"
+    shapes.moving_video(video, frames=5, objects=1, lanes=True)
+    for name, extra in (("plain", {}), ("tracking", {"lines": LINE})):
+        settings = MQTTSettings(broker=mosquitto.url, device_id=name, outbox=OutboxSettings(path=tmp_path / f"{name}.sqlite3"))
+        with Runtime(shapes_bundle, RunConfig(source=str(video), mqtt=settings, **extra)) as runtime:
+            if name == "plain":
+                with pytest.raises(CommandError, match="needs a run that tracks"):
+                    runtime.configure({"publish": "events"}, camera=None)
+                assert runtime.link.mode is PublishMode.ON_DETECTION
+            else:
+                assert runtime.configure({"publish": "events"}, camera=None) == {"publish": "events"}
+                assert runtime.link.mode is PublishMode.EVENTS

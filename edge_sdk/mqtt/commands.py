@@ -50,7 +50,7 @@ class ConfigChange(BaseModel):
     labels: list[str] | None = Field(default=None, description="Label allow-list; [] allows every label.")
     zones: list[list[tuple[float, float]]] | None = Field(default=None, description="Zones of interest; [] removes them.")
     min_area: float | None = Field(default=None, ge=0, le=1, description="Minimum box area share.")
-    publish: PublishMode | None = Field(default=None, description="every_frame, on_detection or on_change.")
+    publish: PublishMode | None = Field(default=None, description="every_frame, on_detection, on_change or events (a run that tracks).")
     max_rate: float | None = Field(default=None, ge=0, description="Most detections messages per second; 0 removes the cap.")
     camera: str | None = Field(default=None, description="The camera to change; absent: every camera.")
     request_id: str | int | None = Field(default=None, description="Echoed in the result.")
