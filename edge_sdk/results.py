@@ -90,6 +90,7 @@ class FrameResult:
     camera: str | None = None  # the id of the camera the frame came from
     events: tuple = ()  # what the camera's tracks did in this frame (edge_sdk.tracking.values.Event), when it tracks
     counts: object | None = None  # the camera's counts (edge_sdk.tracking.values.Counts) when this frame changed them
+    final: bool = False  # no new frame: a tracking camera's last word when it stopped (the ends of its open tracks)
 
     def for_camera(self, camera: str) -> FrameResult:
         return replace(self, camera=camera)
@@ -104,5 +105,6 @@ class FrameResult:
             "detections": [d.to_json(frame_size=self.frame_size) for d in self.detections],
             **({"events": [e.to_json() for e in self.events]} if self.events else {}),
             **({"counts": self.counts.to_json()} if self.counts is not None else {}),
+            **({"final": True} if self.final else {}),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }

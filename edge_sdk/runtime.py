@@ -267,7 +267,8 @@ class Runtime:
 
     def results(self) -> Iterator[FrameResult]:
         """Every camera's results as they come, until every camera has ended, ``max_frames`` or
-        :meth:`stop`. Raises when the engine is given up on, or when every camera failed."""
+        :meth:`stop`; then, per tracking camera, one ``final`` result with the ends of the tracks it
+        still had open. Raises when the engine is given up on, or when every camera failed."""
         if self.pipeline is None:
             raise ConfigError("the runtime is not open: use 'with Runtime(...)' or call open() first")
         with self._lock:
@@ -279,6 +280,12 @@ class Runtime:
             for listener in self._listeners:
                 listener(result)
             yield result
+        # Each tracking camera's last word: the ends of the tracks it had open when it stopped (the
+        # fleet link and the ledger were told as it stopped, from its own thread).
+        for camera in self.cameras:
+            closing = camera.stage.closing if camera.stage is not None else None
+            if closing is not None and closing.events:
+                yield closing
 
     def run(self, on_result: Callable[[FrameResult], None] | None = None) -> RuntimeStats:
         """Run to the end, calling ``on_result`` for each result; returns the final stats."""

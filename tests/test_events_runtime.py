@@ -33,6 +33,7 @@ from support.subscriber import Subscriber
 LINE = {"gate": {"points": [[0.5, 0.0], [0.5, 1.0]], "in": "right"}}
 RIGHT_HALF = {"right": [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]}
 THRESHOLD = 0.4
+ENVELOPE = {"schema", "device_id", "seq", "ts", "camera", "frame", "frame_ts"}  # what the link adds to an event
 
 
 def _events(subscriber: Subscriber) -> list[dict]:
@@ -66,7 +67,11 @@ def test_line_counts_are_exact_and_each_object_has_one_new_and_one_end(shapes_bu
         config = RunConfig(cameras=[{"id": "road", "source": str(video)}], threshold=THRESHOLD, mqtt=settings,
                            lines=LINE, zones=RIGHT_HALF)
         with Runtime(shapes_bundle, config) as runtime:
-            tracked = [d for result in runtime.results() for d in result.detections]
+            results = list(runtime.results())
+            tracked = [d for result in results for d in result.detections]
+            # Python sees every event MQTT carries, the ends of the tracks open at the end included
+            python = [e.to_json() for result in results for e in result.events]
+            assert results[-1].final and not results[-1].detections and all(not r.final for r in results[:-1])
             frame, _, overlay = runtime.latest("road")  # what the live view and snapshots draw
             assert set(overlay.lines) == {"gate"} and set(overlay.zones) == {"right"} and overlay.line_in["gate"][0] > 0
             assert overlay.counts["lines"]["gate"] == runtime.stats().cameras[0].counts["lines"]["gate"]
@@ -88,6 +93,7 @@ def test_line_counts_are_exact_and_each_object_has_one_new_and_one_end(shapes_bu
     tracks = [e for e in events if e["type"] == "track"]
     new = Counter(e["track_id"] for e in tracks if e["action"] == "new")
     end = Counter(e["track_id"] for e in tracks if e["action"] == "end")
+    assert [{k: v for k, v in e.items() if k not in ENVELOPE} for e in events] == python
     assert len(new) == len(objects), f"{len(new)} tracks for {len(objects)} objects: {tracks}"
     assert set(new.values()) == {1} and new == end
     assert {e["reason"] for e in tracks if e["action"] == "end"} <= {"lost", "stopped"}

@@ -38,6 +38,8 @@ class TrackingStage:
         self._last_t: float | None = None
         self._lock = threading.Lock()
         self._finished = False
+        self._last: FrameResult | None = None
+        self.closing: FrameResult | None = None  # after finish(): the camera's last result, with the ends
         self._widened: tuple[object, object] | None = None
 
     def widen(self, filters):
@@ -66,6 +68,7 @@ class TrackingStage:
             if self._finished:
                 return replace(result, detections=())
             self._last_t = t
+            self._last = result
             boxed = [d for d in result.detections if d.box is not None]
             step = self.tracker.update(boxed, t, threshold=filters.threshold)
             events, changed = self.scene.update(step, t)
@@ -80,6 +83,8 @@ class TrackingStage:
             self._finished = True
             events = self.scene.close(self._last_t if self._last_t is not None else time.time(), reason=reason)
             counts = copy.deepcopy(self.scene.counts)
+            if self._last is not None:
+                self.closing = replace(self._last, detections=(), events=tuple(events), counts=counts, timings_ms={}, final=True)
         if self.on_finish is not None:
             self.on_finish(events, counts)
         return events
