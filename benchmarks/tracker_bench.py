@@ -53,7 +53,8 @@ import numpy as np
 from edge_sdk.results import BBox, Detection
 from edge_sdk.samples import tracks
 from edge_sdk.tracking.settings import TrackingSettings
-from edge_sdk.tracking.tracker import Tracker, _greedy, _iou
+from edge_sdk.geometry import iou_matrix
+from edge_sdk.tracking.tracker import Tracker, _greedy
 
 HERE = Path(__file__).resolve().parent
 RESULTS_FILE = HERE / "results" / "tracker_bench.md"
@@ -190,7 +191,7 @@ def assignment(frames: list[list[Detection]]) -> dict[str, float]:
     mats = []
     for a, b in zip(frames, frames[1:]):
         boxes = [np.array([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in f]) for f in (a, b)]
-        mats.append(_iou(*boxes))
+        mats.append(iou_matrix(*boxes))
     solvers = {"greedy (ours)": lambda m: _greedy(m, list(range(m.shape[0])), list(range(m.shape[1])), 0.2)}
     if available("scipy"):
         from scipy.optimize import linear_sum_assignment

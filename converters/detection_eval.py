@@ -17,6 +17,7 @@ import numpy as np
 from edge_sdk.converters.data import ImageSet
 from edge_sdk.decoders import DecodeContext, get_decoder
 from edge_sdk.errors import DatasetError
+from edge_sdk.geometry import iou_matrix  # noqa: F401 (part of this module's interface: the tests and callers import it here)
 from edge_sdk.imagefolder import list_images, read_image
 from edge_sdk.preprocess import Placement, Preprocessing, fit
 from edge_sdk.report import Metrics
@@ -131,18 +132,6 @@ def predict_all(run: Callable[[np.ndarray], list[np.ndarray]], dataset: Detectio
         if progress is not None:
             progress("evaluate", i + 1, len(dataset))
     return found
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (k x 4 x1 y1 x2 y2) with every box in ``b``."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def _matches(found: np.ndarray, truth: np.ndarray, class_id: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:

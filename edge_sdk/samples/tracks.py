@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_sdk.geometry import iou_matrix
 from edge_sdk.results import BBox, Detection
 
 LABELS = ("person", "car")
@@ -195,15 +196,6 @@ def _false_positive(rng, threshold: float) -> Detection:
 
 def _boxes(boxes: Sequence[BBox]) -> np.ndarray:
     return np.array([(b.x1, b.y1, b.x2, b.y2) for b in boxes], dtype=float).reshape(-1, 4)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every (x1, y1, x2, y2) row of ``a`` with every row of ``b``."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    union = np.prod(a[:, 2:] - a[:, :2], axis=1)[:, None] + np.prod(b[:, 2:] - b[:, :2], axis=1)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def score(truth: TrackClip | Sequence[Sequence[TruthBox]], tracked_per_frame: Sequence[Sequence[Detection]]) -> MOTScores:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edge_sdk.geometry import iou_matrix
 from edge_sdk.results import BBox, Detection
 from edge_sdk.tracking.settings import TrackingSettings
 from edge_sdk.tracking.values import TrackedObject
@@ -169,7 +170,7 @@ class Tracker:
         low = [i for i, d in enumerate(usable) if d.score < threshold]
         boxes = np.array([(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in usable], dtype=float).reshape(-1, 4)
         predicted = self._boxes()
-        iou = _iou(predicted, boxes)  # tracks x detections
+        iou = iou_matrix(predicted, boxes)  # tracks x detections
         iou[self._gate(boxes) > GATE] = 0.0  # too far from where the track can be, however they overlap
 
         matches: dict[int, int] = {}  # track row -> detection index
@@ -221,7 +222,7 @@ class Tracker:
         # "person" and a "dog" on one box) is no new object
         claimed = list(matches.values())
         for col in sorted((c for c in high if c not in matches.values()), key=lambda c: -usable[c].score):
-            if claimed and (_iou(boxes[col:col + 1], boxes[claimed]) >= DUPLICATE_IOU).any():
+            if claimed and (iou_matrix(boxes[col:col + 1], boxes[claimed]) >= DUPLICATE_IOU).any():
                 continue
             claimed.append(col)
             tracked.extend(self._start(usable[col], boxes[col], t, col))
@@ -243,7 +244,7 @@ class Tracker:
             return set()
         seen = np.array([(tr.box.x1, tr.box.y1, tr.box.x2, tr.box.y2) for tr in self._tracks], dtype=float)
         rows = set()
-        for row, col in _greedy(_iou(seen, boxes), lost, free, RECOVER_IOU):
+        for row, col in _greedy(iou_matrix(seen, boxes), lost, free, RECOVER_IOU):
             matches[row] = col
             rows.add(row)
             new = _xywh(boxes[col])
@@ -261,7 +262,7 @@ class Tracker:
         if not others:
             return False
         col = matches[row]
-        return bool((_iou(boxes[col:col + 1], boxes[others]) >= DUPLICATE_IOU).any())
+        return bool((iou_matrix(boxes[col:col + 1], boxes[others]) >= DUPLICATE_IOU).any())
 
     def _take_id(self) -> int:
         track_id, self._next_id = self._next_id, self._next_id + 1
@@ -353,19 +354,6 @@ class Tracker:
 
 def _xywh(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (n, 4) with every box of ``b`` (m, 4), by broadcasting."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def _greedy(iou: np.ndarray, rows: list[int], cols: list[int], least: float) -> list[tuple[int, int]]:
