@@ -67,3 +67,15 @@ class UpdateError(EdgeSDKError):
 
 class CommandError(EdgeSDKError):
     """A fleet command was malformed, unknown or not allowed."""
+
+
+class StoreError(EdgeSDKError):
+    """A fleet store (SQLite, PostgreSQL) cannot be opened or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The store is down for now (a database restarting, a connection lost): retry the same batch."""
+
+
+class RolloutError(EdgeSDKError):
+    """A rollout cannot start or go on: bad stages, a bundle the fleet would refuse, no known device."""
