@@ -301,13 +301,14 @@ def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that t
 
 
 def _register_fleet_commands() -> None:
-    from edge_sdk.cli_fleet import listen, push
+    from edge_sdk.cli_fleet import ingest, listen, push
     from edge_sdk.cli_ota import keys_app, sign
 
     app.add_typer(keys_app, name="keys")
     app.command("sign")(sign)
     app.command("push")(push)
     app.command("listen")(listen)
+    app.command("ingest")(ingest)
 
 
 def _register_demo_command() -> None:

@@ -27,3 +27,48 @@ class Sink(Protocol):
     def write(self, records: list[Record]) -> WriteResult: ...
 
     def close(self) -> None: ...
+
+
+class RecentKeys:
+    """The newest ``capacity`` keys seen, oldest forgotten first: de-duplication without a store."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self._keys: dict[tuple[str, int], None] = {}  # insertion-ordered
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._keys
+
+    def add(self, key: tuple[str, int]) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self.capacity:
+            del self._keys[next(iter(self._keys))]
+
+
+class CallbackSink:
+    """Hands each new record to ``handle``, once per ``(device_id, seq)`` among the recent ones.
+
+    For a consumer that acts rather than stores (``edge-sdk listen --share`` prints): ``handle``
+    returning is what "stored" means, so a record is acknowledged only after it was handled. The
+    memory of keys is this process's: a redelivery after a restart is handled again.
+    """
+
+    def __init__(self, handle, *, capacity: int = 1_000_000) -> None:
+        self.handle = handle
+        self.seen = RecentKeys(capacity)
+
+    def write(self, records: list[Record]) -> WriteResult:
+        stored = duplicates = 0
+        for record in records:
+            key = record.key
+            if key is not None and key in self.seen:
+                duplicates += 1
+                continue
+            self.handle(record)
+            if key is not None:
+                self.seen.add(key)
+            stored += 1
+        return WriteResult(stored, duplicates)
+
+    def close(self) -> None:
+        pass
