@@ -78,6 +78,10 @@ def test_the_fleet_view_folds_messages_per_device_and_counts_garbage():
     assert (cam1.status, cam1.model, cam1.detections, cam1.last_labels) == ("online", "shapes", 1, "circle 0.90")
     assert (cam2.fps, cam2.latency_p99, cam2.outbox) == (14.5, 80.0, 3)
     assert view.unreadable == 1 and set(view.devices) == {"cam-1", "cam-2"}
+    event = {"schema": "edge-sdk/event@1", "device_id": "cam-1", "seq": 10, "ts": 2.0, "camera": "door", "type": "line",
+             "line": "gate", "direction": "in", "track_id": 4, "label": "person"}
+    view.feed("edge/cam-1/door/events", json.dumps(event).encode())
+    assert (cam1.events, cam1.last_labels) == (1, "door: person in gate")
     from rich.console import Console
 
     console = Console(record=True, width=160)

@@ -17,6 +17,7 @@ class DeviceView:
     latency_p99: float | None = None
     outbox: int | None = None
     detections: int = 0
+    events: int = 0
     last_labels: str = ""
     alert: str = ""  # the newest alert: kind and reason
     messages: int = 0
@@ -39,7 +40,7 @@ class FleetView:
         if len(parts) < 2 or not parts[0]:
             return None
         device_id, kind = parts[0], "/".join(parts[1:])
-        if len(parts) == 3 and parts[2] in ("detections", "snapshot"):
+        if len(parts) == 3 and parts[2] in ("detections", "snapshot", "events", "counts"):
             kind = parts[2]  # {device}/{camera}/detections: a message about one of the device's cameras
         view = self.devices.setdefault(device_id, DeviceView(device_id))
         view.messages += 1
@@ -68,13 +69,17 @@ class FleetView:
             view.detections += len(found)
             labels = ", ".join(f"{d.get('label')} {d.get('score', 0):.2f}" for d in found[:3] if isinstance(d, dict))
             view.last_labels = f"{parts[1]}: {labels}" if len(parts) == 3 and labels else labels
+        elif kind == "events":
+            view.events += 1
+            what = body.get("line") or body.get("zone") or f"track {body.get('track_id')}"
+            view.last_labels = f"{parts[1]}: {body.get('label')} {body.get('direction') or body.get('action')} {what}"
         return body
 
     def table(self):
         from rich.table import Table
 
         table = Table(title=f"edge-sdk fleet: {len(self.devices)} device(s)" + (f", {self.unreadable} unreadable" if self.unreadable else ""))
-        for column in ("device", "status", "model", "sha256", "fps", "p99 ms", "outbox", "detections", "last", "alert", "seen"):
+        for column in ("device", "status", "model", "sha256", "fps", "p99 ms", "outbox", "detections", "events", "last", "alert", "seen"):
             table.add_column(column, max_width=48 if column == "alert" else None)
         now = time.time()
         for view in sorted(self.devices.values(), key=lambda v: v.device_id):
@@ -82,7 +87,7 @@ class FleetView:
             table.add_row(
                 view.device_id, f"[{style}]{view.status}[/]" if style else view.status, view.model, view.sha256[:12],
                 "" if view.fps is None else f"{view.fps:.1f}", "" if view.latency_p99 is None else f"{view.latency_p99:.0f}",
-                "" if view.outbox is None else str(view.outbox), str(view.detections), view.last_labels,
+                "" if view.outbox is None else str(view.outbox), str(view.detections), str(view.events), view.last_labels,
                 view.alert, f"{now - view.last_seen:.0f} s ago",
             )
         return table
