@@ -227,7 +227,7 @@ class Fleet:
         self.folder, self.processes = folder, {}
         for device, video in videos.items():
             home = folder / device
-            home.mkdir()
+            home.mkdir(parents=True)
             config = {"source": str(video), "loop": True, "fps": 10, "threshold": 0.0,
                       "mqtt": {"broker": broker.url, "device_id": device, "update_keys": [str(public_key)],
                                "bundle_store": str(home / "store"), "outbox": {"path": str(home / "outbox.sqlite3")},
@@ -266,6 +266,16 @@ def _model_sha(folder: Path) -> str:
     return next(f.sha256 for f in manifest.files if f.path == manifest.model_file)
 
 
+def _signed_version(archive: bytes) -> int:
+    """The signed version of a bundle archive as a device received it."""
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("edge-bundle.sig"))
+        return json.loads(tar.extractfile(member).read())["version"]
+
+
 def _retained_info(port: int, devices: list[str]) -> dict[str, dict]:
     """Each device's retained info as a newcomer reads it now."""
     late = Subscriber(port, "edge/+/info")
@@ -283,7 +293,6 @@ def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resume
     import jsonschema
 
     from edge_sdk.mqtt import payloads
-    from edge_sdk.ota.archive import pack_bundle
 
     started = time.monotonic()
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
@@ -327,6 +336,7 @@ def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resume
         # Nobody outside the started rings got it: no cmd/model on their topics, nothing in their stores.
         time.sleep(0.5)
         assert sorted(m.topic.split("/")[1] for m in pushes.messages) == ["cam-1", "cam-2", "cam-3"]
+        assert {_signed_version(bytes(m.payload)) for m in pushes.messages} == {2}
         for device in ("cam-4", "cam-5"):
             assert fleet.store(device).state() == {} and not list((fleet.store(device).root / "releases").iterdir())
         # Every device that took it runs its previous model again, by its retained info and its store.
@@ -372,9 +382,9 @@ def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resume
         final = json.loads(state2.read_text())
         assert final["status"] == "complete" and [d["state"] for d in final["devices"]] == ["succeeded"] * 5, final
         assert all(d["pushes"] == 1 for d in final["devices"]), final  # nobody pushed twice
-        archive = pack_bundle(healthy)
-        healthy_pushes = [m.topic.split("/")[1] for m in pushes.messages if bytes(m.payload) == archive]
-        assert sorted(healthy_pushes) == devices
+        sent = [(m.topic.split("/")[1], _signed_version(bytes(m.payload))) for m in pushes.messages]
+        assert sorted(d for d, version in sent if version == 3) == devices  # once each, resumed or not
+        assert sorted(d for d, version in sent if version == 2) == ["cam-1", "cam-2", "cam-3"]
         info = _retained_info(mosquitto.port, devices)
         for device in devices:
             assert info[device]["model"]["sha256"] == new_sha and info[device]["model"]["version"] == 3
