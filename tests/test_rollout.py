@@ -307,6 +307,7 @@ def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resume
     wide_devices = {"cam-3", "cam-5"}  # 40 %
     pushes = Subscriber(mosquitto.port, "edge/+/cmd/model")
     infos = Subscriber(mosquitto.port, "edge/+/info")
+    answers = Subscriber(mosquitto.port, "edge/+/cmd/+/result/#")
     fleet = Fleet(v1, mosquitto, tmp_path / "fleet", {d: wide if d in wide_devices else narrow for d in devices},
                   fleet_bundles / "fleet.pub")
     url = f"mqtt://backend:{SECRET}@127.0.0.1:{mosquitto.port}"
@@ -349,6 +350,10 @@ def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resume
             assert store.current() is None and store.state()["highest_version"] == 2  # the failed version stays refused
             assert info[device]["update"]["state"] == "rolled-back" and info[device]["update"]["version"] == 2
         assert info["cam-1"]["update"]["detail"] == "rolled back by the fleet"
+        rollbacks = {m.topic.split("/")[1]: json.loads(m.payload) for m in answers.messages if "/cmd/rollback/" in m.topic}
+        assert sorted(rollbacks) == ["cam-1", "cam-2", "cam-3"]  # the started rings' devices that were pushed
+        assert rollbacks["cam-1"]["rolled_back"] and not rollbacks["cam-3"]["rolled_back"]  # cam-3 had left it already
+        assert all(r["ok"] and r["sha256"] == old_sha for r in rollbacks.values())
 
         # 2. The healthy bundle to 100 %, its first process killed in the middle of a ring.
         # This one keeps its state where rollouts do by default, so the fleet listing finds it.
@@ -398,8 +403,10 @@ def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resume
         assert all(d["status"] == "online" and d["sha256"] == new_sha and d["version"] == 3 for d in listing)
         assert all(d["update"]["state"] == "accepted" for d in listing)
         assert all(d["rollout"] == {"version": 3, "status": "complete", "state": "succeeded", "reason": None} for d in listing)
+        for message in answers.messages:
+            jsonschema.validate(json.loads(message.payload), payloads.schema("command-result"))
         print(f"fleet up in {boot_s:.1f} s, aborting rollout {abort_s:.1f} s, total {time.monotonic() - started:.1f} s")
     finally:
         fleet.close()
-        pushes.close()
-        infos.close()
+        for subscriber in (pushes, infos, answers):
+            subscriber.close()
