@@ -197,6 +197,14 @@ def test_bad_rollout_input_is_one_line_and_exit_2_before_any_device_is_touched(f
          "cannot reach broker"),
         (["rollout", str(good), "--broker", url, "--devices", "cam-1"], "--public-key"),
     ]
+    other = tmp_path / "other-rollout.json"
+    plan.RolloutState.new(_facts(), ["cam-1"], targets={"devices": ["cam-1"]}, broker="", root="edge", stages=(100.0,),
+                          max_failed=0.2, timeout=60).save(other)
+    cases.append((_rollout_args(good, url, fleet_bundles, "--devices", "cam-1", "--state", str(other)),
+                  "belongs to a rollout with other bundle"))
+    (tmp_path / "password").write_text(SECRET + "\n")
+    cases.append((_rollout_args(good, f"mqtt://backend@127.0.0.1:{free_port()}", fleet_bundles, "--devices", "cam-1",
+                                "--password-file", str(tmp_path / "password")), "cannot reach broker"))
     for args, error in cases:
         assert main(args) == 2, args
         line = single_error_line(capsys)
