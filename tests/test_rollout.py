@@ -205,6 +205,10 @@ def test_bad_rollout_input_is_one_line_and_exit_2_before_any_device_is_touched(f
     (tmp_path / "password").write_text(SECRET + "\n")
     cases.append((_rollout_args(good, f"mqtt://backend@127.0.0.1:{free_port()}", fleet_bundles, "--devices", "cam-1",
                                 "--password-file", str(tmp_path / "password")), "cannot reach broker"))
+    (tmp_path / "devices.txt").write_text("# canaries first\ncam-7\n\ncam-8  # the yard\n")
+    cases.append((_rollout_args(good, url, fleet_bundles, "--devices-file", str(tmp_path / "devices.txt")),
+                  "names no device the broker has seen"))
+    cases.append((_rollout_args(good, url, fleet_bundles, "--devices-file", str(tmp_path / "missing.txt")), "cannot be read"))
     for args, error in cases:
         assert main(args) == 2, args
         line = single_error_line(capsys)
@@ -294,7 +298,6 @@ def _retained_info(port: int, devices: list[str]) -> dict[str, dict]:
         late.close()
 
 
-@pytest.mark.slow
 def test_a_rollout_aborts_on_real_probation_failures_and_a_killed_rollout_resumes_to_100_percent(
     fleet_bundles, digits, mosquitto, tmp_path, capsys, monkeypatch,
 ):
