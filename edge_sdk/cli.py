@@ -309,6 +309,14 @@ def _register_fleet_commands() -> None:
     app.command("push")(push)
     app.command("listen")(listen)
     app.command("ingest")(ingest)
+    _register_rollout_commands()
+
+
+def _register_rollout_commands() -> None:
+    from edge_sdk.cli_rollout import fleet, rollout
+
+    app.command("rollout")(rollout)
+    app.command("fleet")(fleet)
 
 
 def _register_demo_command() -> None:

@@ -67,6 +67,7 @@ class Pipeline:
         self._previous: Model | None = None  # restored if the model on probation fails
         self._probation = 0
         self._on_swap_failure: Callable[[BaseException], None] | None = None
+        self._on_swap_success: Callable[[], None] | None = None
         self._retired: deque[Model] = deque(maxlen=8)  # models whose engine was replaced; prepared frames move on
         self._limiter = RestartLimiter(config.watchdog.max_restarts, config.watchdog.window_s)
         self._recovering: str | None = None  # why the running engine is a fresh one, until it has inferred a frame
@@ -114,12 +115,26 @@ class Pipeline:
 
     # -- models ---------------------------------------------------------------------------------
 
-    def swap(self, model: Model, *, on_failure: Callable[[BaseException], None] | None = None) -> Model:
+    def swap(self, model: Model, *, on_failure: Callable[[BaseException], None] | None = None,
+             on_success: Callable[[], None] | None = None) -> Model:
         """Run ``model`` from the next frame on; returns the old one. If ``model`` then fails on a
-        frame, the old model comes back and ``on_failure`` is told why."""
+        frame within :data:`PROBATION_FRAMES`, the old model comes back and ``on_failure`` is told
+        why; once it has passed them, ``on_success`` is told (both from a camera's thread)."""
         old, self.model = self.model, model
         self._previous, self._on_swap_failure, self._probation = old, on_failure, PROBATION_FRAMES
+        self._on_swap_success = on_success
         return old
+
+    def replace(self, model: Model) -> Model:
+        """Run ``model`` from the next frame on, without probation (a rollback the fleet asked
+        for); a model on probation is dropped without telling its callbacks. Returns the old one."""
+        old, self.model = self.model, model
+        self._previous = self._on_swap_failure = self._on_swap_success = None
+        return old
+
+    @property
+    def on_probation(self) -> bool:
+        return self._previous is not None
 
     def current(self, model: Model) -> Model:
         """``model``, or the running one if ``model``'s engine was replaced since (same preprocessing)."""
@@ -196,14 +211,20 @@ class Pipeline:
             previous, notify = self._previous, self._on_swap_failure
             if previous is None or model is not self.model:
                 raise
-            self.model, self._previous, self._on_swap_failure = previous, None, None
+            self.model, self._previous, self._on_swap_failure, self._on_swap_success = previous, None, None, None
             if notify is not None:
                 notify(exc)
             return None
         if self._previous is not None and model is self.model:
             self._probation -= 1
             if self._probation <= 0:
-                self._previous = self._on_swap_failure = None  # the new model has proved itself
+                success = self._on_swap_success
+                self._previous = self._on_swap_failure = self._on_swap_success = None  # the new model has proved itself
+                if success is not None:
+                    try:
+                        success()
+                    except Exception:  # noqa: BLE001 - telling the fleet must not cost a frame
+                        log.exception("probation success listener failed")
         self.latest_frame, self.latest_detections = frame, result.detections
         return result
 

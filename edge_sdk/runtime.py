@@ -87,6 +87,9 @@ class Runtime:
                 raise ConfigError(f"run config: {field_error(exc)}") from None
         self.config = config or RunConfig()
         self.bundle_path = Path(bundle)
+        self._given_bundle = Path(bundle)  # what a fleet rollback falls back to when the store keeps no previous release
+        self._model_version: int | None = None  # the installed update's signed version; None for the bundle given
+        self._update = None  # the last model update's UpdateState, for the retained info
         self.notify = notify or log.info
         self.pipeline: Pipeline | None = None
         self.cameras: list[Camera] = []
@@ -134,8 +137,11 @@ class Runtime:
             check_settings(self.config.mqtt)
         installed = installed_bundle(self.config.mqtt)
         if installed is not None:
+            from edge_sdk.ota.store import BundleStore
+
             self.notify(f"running the model update installed at {installed} (in place of {self.bundle_path})")
             self.bundle_path = installed
+            self._model_version = BundleStore(self.config.mqtt.store_path).installed_version()
         self.pipeline = open_pipeline(self.bundle_path, config=self.config)
 
     def _camera(self, settings: CameraConfig) -> Camera:
@@ -372,7 +378,8 @@ class Runtime:
 
         stats = self.stats()
         sources = [{"camera": c.id, "source": c.source, **self._regions(c.id)} for c in stats.cameras]
-        return payloads.info_body(self.pipeline.bundle, source=sources[0]["source"] if len(sources) == 1 else None, cameras=sources)
+        return payloads.info_body(self.pipeline.bundle, source=sources[0]["source"] if len(sources) == 1 else None, cameras=sources,
+                                  version=self._model_version, update=self._update.to_json() if self._update is not None else None)
 
     def _regions(self, camera_id: str) -> dict:
         """A tracking camera's named zones and lines, for the info message (and discovery)."""
@@ -444,4 +451,33 @@ class Runtime:
     def install_model(self, archive: bytes) -> dict:
         from edge_sdk.ota.update import install_update
 
-        return install_update(self.pipeline, self.config.mqtt, archive, on_change=self.link.announce)
+        return install_update(self.pipeline, self.config.mqtt, archive, on_change=self._update_changed)
+
+    def _update_changed(self, update) -> None:
+        from edge_sdk.ota.update import UpdateStage
+
+        with self._lock:
+            self._update = update
+            if update.state is UpdateStage.ROLLED_BACK:
+                from edge_sdk.ota.store import BundleStore
+
+                self._model_version = BundleStore(self.config.mqtt.store_path).installed_version()
+            else:
+                self._model_version = update.version
+        if self.link is not None:
+            self.link.announce()
+
+    def rollback_model(self, expect_sha256: str) -> dict:
+        """Put the model before the running update back, when the device runs ``expect_sha256``."""
+        from edge_sdk.ota.update import UpdateStage, UpdateState, model_sha, roll_back
+
+        running = model_sha(self.pipeline)
+        with self._lock:
+            update = self._update
+            folder = roll_back(self.pipeline, self.config.mqtt, expect_sha256=expect_sha256, original=self._given_bundle)
+        if folder is None:
+            return {"rolled_back": False, "sha256": running, "version": self._model_version}
+        self.notify(f"model {expect_sha256[:12]} rolled back as the fleet asked; running {folder}")
+        version = update.version if update is not None and update.sha256 == expect_sha256 else (self._model_version or 0)
+        self._update_changed(UpdateState(UpdateStage.ROLLED_BACK, version, expect_sha256, "rolled back by the fleet"))
+        return {"rolled_back": True, "old_sha256": expect_sha256, "sha256": model_sha(self.pipeline), "version": self._model_version}

@@ -20,7 +20,8 @@ LAYERS = [
     # The entry points, and the workstation side: conversion, the sample models and data, benchmarks.
     ("apps", ("edge_sdk.cli", "edge_sdk.cli_", "edge_sdk.demo", "edge_sdk.bench", "edge_sdk.samples", "edge_sdk.converters")),
     ("runtime", ("edge_sdk.runtime",)),
-    ("services", ("edge_sdk.mqtt", "edge_sdk.liveview", "edge_sdk.httpauth", "edge_sdk.ota")),
+    # The fleet side (rollouts, stores) talks MQTT and checks signed bundles as a service does.
+    ("services", ("edge_sdk.mqtt", "edge_sdk.liveview", "edge_sdk.httpauth", "edge_sdk.ota", "edge_sdk.fleet")),
     ("engine", ("edge_sdk.pipeline", "edge_sdk.camera", "edge_sdk.model", "edge_sdk.gate", "edge_sdk.watchdog", "edge_sdk.stats")),
 ]
 # Settings and names the layers below read (a run config holds MQTT settings) are plain data.

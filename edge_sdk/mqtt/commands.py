@@ -37,6 +37,11 @@ class Controls(Protocol):
         """Verify, install, try and swap in a signed bundle archive; ``{old_sha256, new_sha256, version}``."""
         ...
 
+    def rollback_model(self, expect_sha256: str) -> dict:
+        """Put the model before the running update back, without probation, when the device runs
+        ``expect_sha256``; ``{rolled_back, sha256, version}`` (``rolled_back`` false: it runs another model)."""
+        ...
+
 
 class ConfigChange(BaseModel):
     """What ``cmd/config`` may change while the runtime runs."""
@@ -72,6 +77,15 @@ class ModelRequest(BaseModel):
 
     url: str | None = Field(default=None, description="https:// address of the bundle archive.")
     archive_b64: str | None = Field(default=None, description="The bundle archive, base64.")
+    request_id: str | int | None = Field(default=None, description="Echoed in the result.")
+
+
+class RollbackRequest(BaseModel):
+    """``cmd/rollback``: leave the model ``sha256`` for the one before it (a rollout that aborts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The model to leave; a device running another one changes nothing.")
     request_id: str | int | None = Field(default=None, description="Echoed in the result.")
 
 
@@ -172,7 +186,14 @@ def model(controls: Controls, settings: MQTTSettings, command: Command) -> dict:
     return {"ok": True, **controls.install_model(archive), "request_id": request_id}
 
 
-ALLOWED: dict[str, Callable[[Controls, MQTTSettings, Command], dict]] = {"config": config, "snapshot": snapshot, "model": model}
+def rollback(controls: Controls, settings: MQTTSettings, command: Command) -> dict:
+    request = _validated(RollbackRequest, _object(command))
+    return {"ok": True, **controls.rollback_model(request.sha256), "request_id": request.request_id}
+
+
+ALLOWED: dict[str, Callable[[Controls, MQTTSettings, Command], dict]] = {
+    "config": config, "snapshot": snapshot, "model": model, "rollback": rollback,
+}
 
 
 def handle(controls: Controls, settings: MQTTSettings, command: Command) -> dict:

@@ -49,8 +49,11 @@ def detections_body(result: FrameResult) -> dict:
     return body
 
 
-def info_body(bundle: Bundle, *, source: str | None = None, cameras: list[dict] | None = None) -> dict:
-    """The retained birth message: what this device runs and how well it converted."""
+def info_body(bundle: Bundle, *, source: str | None = None, cameras: list[dict] | None = None,
+              version: int | None = None, update: dict | None = None) -> dict:
+    """The retained birth message: what this device runs and how well it converted; ``version`` is
+    the signed version of the installed update it runs (None: the bundle it was started with), and
+    ``update`` its last model update and where that stands (``UpdateState.to_json()``)."""
     manifest = bundle.manifest
     model_file = next((f for f in manifest.files if f.path == manifest.model_file), None)
     report = manifest.report
@@ -67,8 +70,9 @@ def info_body(bundle: Bundle, *, source: str | None = None, cameras: list[dict] 
         "model": {
             "name": manifest.name, "sha256": model_file.sha256 if model_file else None,
             "target": manifest.target.value, "precision": manifest.precision.value, "task": manifest.task.value,
-            "profile": manifest.profile.name, "labels": bundle.labels(),
+            "profile": manifest.profile.name, "labels": bundle.labels(), "version": version,
         },
+        "update": update,
         "accuracy": accuracy,
         "source": source,
         "cameras": cameras or [],
