@@ -202,7 +202,7 @@ def ingest(
     acknowledged: the broker keeps the messages in this ingest's session until it is back."""
     import time
 
-    from edge_sdk.fleet.consumer import Consumer
+    from edge_sdk.fleet.consumer import Consumer, read_retained
     from edge_sdk.fleet.store import open_store
 
     settings = _settings(broker, "ingest", f"{root}/{{device_id}}/", ca_file, cert_file, key_file, username, password_file)
@@ -218,6 +218,9 @@ def ingest(
     try:
         consumer = Consumer(settings, store, group=share, name=name, root=root, batch_size=batch,
                             session_expiry_s=session_expiry, on_stored=report).start()
+        known = read_retained(settings, root=root)  # devices that connected before this ingest's session existed
+        if known:
+            store.write(known)
         try:
             with _stopping_on_signals(consumer):
                 stats = consumer.run(duration=duration, count=count)

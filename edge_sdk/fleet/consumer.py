@@ -321,3 +321,32 @@ class Consumer:
             for item in batch:
                 if item.qos > 0 and item.connection == self._connection:
                     client.ack(item.mid, item.qos)
+
+
+def read_retained(settings: MQTTSettings, *, root: str = "edge", kinds: Iterable[str] = ("status", "info", "counts"),
+                  wait: float = 1.0) -> list[Record]:
+    """The retained state the broker holds (each device's status and info, each camera's counts).
+
+    A shared subscription is never sent retained messages, so a store that starts after its
+    devices learns of them here, once, through a plain subscription.
+    """
+    import uuid
+
+    from edge_sdk.mqtt.push import connect
+
+    found: list[Record] = []
+    client = connect(settings, client_id=f"edge-sdk-retained-{uuid.uuid4().hex[:8]}")
+    try:
+        def on_message(c, u, message) -> None:
+            if message.retain:
+                record = parse(message.topic, message.payload, root=root, received_ts=time.time())
+                if record is not None:
+                    found.append(record)
+
+        client.on_message = on_message
+        client.subscribe([(topic, 1) for topic in subscriptions(root, tuple(kinds))])
+        time.sleep(wait)  # retained messages come at once after the SUBACK; this bounds a slow broker
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return list(found)

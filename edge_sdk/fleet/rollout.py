@@ -332,6 +332,9 @@ class Rollout:
         client.on_subscribe = lambda *a: subscribed.set()
         filters = self.watch.subscriptions() + [f"{self.state.root}/+/cmd/+/result/{self._token}"]
         client.subscribe([(f, 1) for f in filters])
+        # paho reconnects by itself, but on a fresh session: subscribe again, or the answers and
+        # info of a broker restart's other side never arrive and every device times out.
+        client.on_connect = lambda c, u, flags, reason, props: None if reason.is_failure else c.subscribe([(f, 1) for f in filters])
         self._client = client
         if not subscribed.wait(10):
             raise RolloutError(f"broker {self.settings.redacted_broker()} did not confirm the rollout's subscriptions")
