@@ -134,7 +134,7 @@ class PostgresStore(SQLStore):
         if self.batch_insert == "executemany":
             return self._insert_executemany(cur, t, rows, returning)
         names = ", ".join(t.names)
-        arrays = ", ".join(f"%s::{_ARRAY[kind]}[]" for _, kind in t.columns)
+        arrays = ", ".join(f"%b::{_ARRAY[kind]}[]" for _, kind in t.columns)  # binary: no per-element escaping
         select = ", ".join(f"u.{n}::jsonb" if kind == "json" else f"u.{n}" for n, kind in t.columns)
         sql = f"INSERT INTO {t.name} ({names}) SELECT {select} FROM unnest({arrays}) AS u({names}) ON CONFLICT DO NOTHING"
         cur.execute(sql + (f" RETURNING {returning}" if returning else ""), [list(col) for col in zip(*rows)])

@@ -106,7 +106,8 @@ class SQLStore:
             new = self._insert_messages(cur, [R.message_row(r) for r in batch.logged]) if batch.logged else set()
             fresh = [r for r in batch.logged if r.key in new]
             for name, rows in R.child_rows(fresh).items():
-                self._insert(cur, name, rows)
+                if rows:  # a frame without detections has none
+                    self._insert(cur, name, rows)
             changed = self._upsert_state(cur, batch, fresh)
         logged_dups = len(batch.logged) - len(fresh) + batch.repeats
         return WriteResult(stored=len(fresh) + changed, duplicates=logged_dups + len(batch.statuses) - changed)
