@@ -30,7 +30,7 @@ _PERMANENT = ("password", "authentication", "does not exist", "pg_hba.conf", "tr
 def _reason(exc: Exception) -> str:
     """The gist of a libpq message: no "connection to server at … failed:" preamble, no hint, lower-case start."""
     text = str(exc).split("\n")[0]
-    text = re.sub(r'^connection failed: |connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed: ', "", text)
+    text = re.sub(r'^connection (?:failed|is bad): |connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed: ', "", text)
     text = re.sub(r"^(?:FATAL|ERROR):\s+", "", text.strip())
     return (text[:1].lower() + text[1:]) if text else type(exc).__name__
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,13 +38,30 @@ class SQLiteStore(SQLStore):
             # isolation_level=None: this code says BEGIN and COMMIT itself, with the lock it needs.
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._wal(busy_timeout_s)
             self._db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._translate(exc) from None
+        try:
             with self._transaction() as cur:
                 self._create(cur)
         except BaseException:
             self.close()
             raise
+
+    def _wal(self, timeout_s: float) -> None:
+        # Switching a new file to WAL needs it to itself and SQLite answers "locked" at once, without
+        # its busy handler, while another process is creating the same file: so wait here instead.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"

@@ -9,6 +9,7 @@ never cut power, so flushing every commit would only make them slower.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -52,6 +53,7 @@ def _scratch(prefix: str) -> Path:
 def template() -> Path:
     """One initialised cluster per session, with the ``ingest`` user and its ``fleet`` database."""
     root = _scratch("edge-sdk-pg-template-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     (root / "pwfile").write_text(SUPER_PASSWORD + "\n")
     _own(root)
     data = root / "data"
