@@ -310,9 +310,10 @@ def test_sqlite_store_busy_past_its_timeout_is_unavailable(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("spec, expected", [
-    ("{tmp}/fleet.db", "{tmp}/fleet.db"), ("sqlite:///{tmp}/fleet.db", "{tmp}/fleet.db"),
+    ("{tmp}/fleet.db", "{tmp}/fleet.db"), ("sqlite:///{tmp}/fleet.db", "{tmp}/fleet.db"), ("sqlite:///fleet.db", "fleet.db"),
 ])
-def test_open_store_takes_a_path_or_a_sqlite_url(tmp_path, spec, expected) -> None:
+def test_open_store_takes_a_path_or_a_sqlite_url(tmp_path, monkeypatch, spec, expected) -> None:
+    monkeypatch.chdir(tmp_path)
     with open_store(spec.format(tmp=tmp_path)) as store:
         assert isinstance(store, SQLiteStore) and str(store.path) == expected.format(tmp=tmp_path)
 
@@ -321,6 +322,7 @@ def test_open_store_takes_a_path_or_a_sqlite_url(tmp_path, spec, expected) -> No
     ("", "no store given"),
     ("mysql://root:hunter2@db/fleet", "unsupported store mysql://root:\\*\\*\\*@db/fleet"),
     ("sqlite://", "names no file"),
+    ("sqlite://fleet.db", "names no file"),
     ("{tmp}/missing/fleet.db", "folder .*missing does not exist"),
     ("{tmp}", "is a folder"),
 ])

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 from edge_sdk.errors import StoreError, StoreUnavailable
 from edge_sdk.fleet.schema import TABLES, Table
-from edge_sdk.fleet.store import SQLStore, env_password, redact, scrub
+from edge_sdk.fleet.sql import SQLStore
+from edge_sdk.fleet.urls import env_password, redact, scrub
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edge_sdk.errors import StoreError, StoreUnavailable
 from edge_sdk.fleet.schema import TABLES
-from edge_sdk.fleet.store import SQLStore
+from edge_sdk.fleet.sql import SQLStore
 
 # Another process's transaction holds the write lock for milliseconds; waiting this long before
 # calling the store unavailable rides out a busy minute without giving up on the batch.

@@ -1,205 +1,43 @@
-"""The fleet's stores: SQLite (one file, several processes) and PostgreSQL, behind one write path.
+"""The fleet's stores: SQLite (one file, several processes) and PostgreSQL, picked by :func:`open_store`.
 
-:func:`open_store` picks one from a URL or a path. Both keep the same tables (``schema``) and write
-a batch as one transaction: insert the messages that are new on ``(device_id, seq)``, break out only
-those, then upsert the state tables so that the newest state wins whatever order messages arrive in.
-
-``WriteResult.stored`` counts the logged records new to the store plus the statuses that changed a
-device's state; ``duplicates`` counts the rest (keys already stored or repeated within the batch,
-statuses older than or equal to the stored one), so ``stored + duplicates == len(records)``.
+Both keep the same tables (``edge_sdk.fleet.schema``) and share one write path (``edge_sdk.fleet.sql``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-import re
-import time
-from contextlib import AbstractContextManager
 
 from edge_sdk.errors import StoreError
-from edge_sdk.fleet import rows as R
-from edge_sdk.fleet.records import Record
-from edge_sdk.fleet.schema import COUNTS, DEVICES, SCHEMA_VERSION, TABLES, ddl, table
-from edge_sdk.fleet.sink import WriteResult
+from edge_sdk.fleet.sql import SQLStore
+from edge_sdk.fleet.urls import redact
 
-PASSWORD_ENV = ("EDGE_SDK_DB_PASSWORD", "PGPASSWORD")
-# Greedy up to the last "@": a password with an unescaped "@" or "/" is still hidden whole (at worst
-# more than the password is).
-_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):(?P<secret>.*)@")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+__all__ = ["SQLStore", "open_store", "redact"]
 
 
-def redact(url: str) -> str:
-    """``url`` with its password (user info or ``?password=``) shown as ``***``."""
-    url = _USERINFO.sub(lambda m: f"{m['head']}:***@", str(url))
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+# scheme -> (module, class): a backend's module is imported only when a URL asks for it.
+STORES = {
+    "postgresql": ("edge_sdk.fleet.postgres", "PostgresStore"),
+    "postgres": ("edge_sdk.fleet.postgres", "PostgresStore"),
+    "sqlite": ("edge_sdk.fleet.sqlite", "SQLiteStore"),
+}
 
 
-def env_password() -> str | None:
-    """The password from the environment, for a URL that carries none."""
-    return next((os.environ[name] for name in PASSWORD_ENV if os.environ.get(name)), None)
+def open_store(target: str | os.PathLike) -> SQLStore:
+    """A store for ``postgresql://…`` / ``postgres://…`` (PostgreSQL), ``sqlite:///path`` or a plain path (SQLite).
 
-
-def scrub(text: str, *secrets: str | None) -> str:
-    """``text`` on one line, without any of ``secrets`` (a driver's message may quote what it was given)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return " ".join(str(text).split())
-
-
-def open_store(target: str | os.PathLike) -> "SQLStore":
-    """A store for ``postgresql://…`` / ``postgres://…`` (PostgreSQL), ``sqlite:///path`` or a plain path (SQLite)."""
+    ``sqlite:///fleet.db`` is relative to the working folder, ``sqlite:////var/lib/fleet.db`` absolute.
+    """
     text = os.fspath(target) if isinstance(target, os.PathLike) else str(target)
     if not text.strip():
         raise StoreError("no store given: pass a postgresql:// URL, a sqlite:/// URL or a file path")
-    scheme = text.split("://", 1)[0].lower() if "://" in text else None
-    if scheme in ("postgresql", "postgres"):
-        from edge_sdk.fleet.postgres import PostgresStore
-
-        return PostgresStore(text)
-    if scheme is None or scheme == "sqlite":
-        from edge_sdk.fleet.sqlite import SQLiteStore
-
-        path = text if scheme is None else text.split("://", 1)[1][1:]  # sqlite:///rel.db, sqlite:////abs.db
-        if not path:
-            raise StoreError(f"store URL {redact(text)} names no file (sqlite:///path/to/fleet.db)")
-        return SQLiteStore(path)
-    raise StoreError(f"unsupported store {redact(text)}: use postgresql://…, sqlite:///path or a file path")
-
-
-class SQLStore:
-    """The write path and the read helpers every dialect shares; a dialect supplies the SQL hooks."""
-
-    dialect = ""
-    ph = "?"  # the driver's placeholder
-
-    # -- the dialect's hooks -----------------------------------------------------------------
-    def _transaction(self) -> AbstractContextManager:
-        """A cursor inside one transaction; commits at the end, translates the driver's errors."""
-        raise NotImplementedError
-
-    def _read(self) -> AbstractContextManager:
-        raise NotImplementedError
-
-    def _insert_messages(self, cur, rows: list[tuple]) -> set[tuple[str, int]]:
-        """Inserts the rows that are new; the keys of those."""
-        raise NotImplementedError
-
-    def _insert(self, cur, name: str, rows: list[tuple]) -> None:
-        raise NotImplementedError
-
-    def _greatest(self, a: str, b: str) -> str:
-        raise NotImplementedError
-
-    def _placeholder(self, kind: str) -> str:
-        """The parameter marker for a column of portable type ``kind``."""
-        return self.ph
-
-    # -- the write path ----------------------------------------------------------------------
-    def write(self, records: list[Record]) -> WriteResult:
-        """Stores ``records`` in one transaction (see the module's docstring for the counts)."""
-        if not records:
-            return WriteResult(stored=0, duplicates=0)
-        batch = R.sort_out(records)
-        with self._transaction() as cur:
-            new = self._insert_messages(cur, [R.message_row(r) for r in batch.logged]) if batch.logged else set()
-            fresh = [r for r in batch.logged if r.key in new]
-            for name, rows in R.child_rows(fresh).items():
-                if rows:  # a frame without detections has none
-                    self._insert(cur, name, rows)
-            changed = self._upsert_state(cur, batch, fresh)
-        logged_dups = len(batch.logged) - len(fresh) + batch.repeats
-        return WriteResult(stored=len(fresh) + changed, duplicates=logged_dups + len(batch.statuses) - changed)
-
-    def _upsert_state(self, cur, batch: R.Batch, fresh: list[Record]) -> int:
-        # Every device of the batch is touched first, in device order, so that concurrent writers
-        # lock the devices' rows in one order (no deadlock) before the conditional upserts below.
-        seen = R.seen_rows(batch.logged, also=[r.device_id for r in batch.statuses])
-        self._many(cur, self._sql("seen"), seen)
-        self._many(cur, self._sql("info"), [R.info_row(r) for r in fresh if r.kind == "info"])
-        self._many(cur, self._sql("counts"), sorted((R.counts_row(r) for r in fresh if r.kind == "counts"), key=lambda t: t[:3]))
-        return sum(1 for r in batch.statuses if cur.execute(self._sql("status"), R.status_row(r)).fetchall())
-
-    def _many(self, cur, sql: str, rows: list[tuple]) -> None:
-        if rows:
-            cur.executemany(sql, rows)
-
-    def _sql(self, name: str) -> str:
-        cache = self.__dict__.setdefault("_sql_cache", {})
-        if name not in cache:
-            cache[name] = getattr(self, f"_{name}_sql")()
-        return cache[name]
-
-    def _upsert(self, name: str, cols: list[str], sets: list[str], where: str = "", returning: str = "") -> str:
-        t = TABLES[name]
-        kinds = dict(t.columns)
-        values = ", ".join(self._placeholder(kinds[c]) for c in cols)
-        sql = (f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({values}) ON CONFLICT ({', '.join(t.key)}) "
-               f"DO UPDATE SET {', '.join(sets)}")
-        return sql + (f" WHERE {where}" if where else "") + (f" RETURNING {returning}" if returning else "")
-
-    def _seen_sql(self) -> str:
-        cols = ["device_id", "last_seq", "last_seen", "last_received"]
-        return self._upsert("devices", cols, [f"{c} = {self._greatest(f'devices.{c}', f'excluded.{c}')}" for c in cols[1:]])
-
-    def _info_sql(self) -> str:
-        cols = ["device_id", "sdk_version", "model_name", "model_sha256", "model_target", "model_precision", "model_task",
-                "info_seq", "info_ts"]
-        return self._upsert("devices", cols, [f"{c} = excluded.{c}" for c in cols[1:]],
-                            "devices.info_seq IS NULL OR devices.info_seq < excluded.info_seq")
-
-    def _status_sql(self) -> str:
-        # Newer ts wins; an exact tie is broken on the text so the result does not depend on arrival order.
-        cols = ["device_id", "status", "status_detail", "status_ts"]
-        newer = ("devices.status_ts IS NULL OR devices.status_ts < excluded.status_ts OR (devices.status_ts = excluded.status_ts"
-                 " AND (COALESCE(devices.status, '') || '|' || COALESCE(devices.status_detail, ''))"
-                 " < (COALESCE(excluded.status, '') || '|' || COALESCE(excluded.status_detail, '')))")
-        return self._upsert("devices", cols, [f"{c} = excluded.{c}" for c in cols[1:]], newer, returning="device_id")
-
-    def _counts_sql(self) -> str:
-        cols = list(COUNTS.names)
-        return self._upsert("counts", cols, [f"{c} = excluded.{c}" for c in cols[2:]], "counts.seq < excluded.seq")
-
-    def _create(self, cur) -> None:
-        """The schema if missing; StoreError when the database was made by a newer edge-sdk."""
-        for statement in ddl(self.dialect):
-            cur.execute(statement)
-        cur.execute(f"INSERT INTO schema_version (version, applied_ts) VALUES ({self.ph}, {self.ph}) ON CONFLICT DO NOTHING",
-                    (SCHEMA_VERSION, time.time()))
-        version = cur.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self!r} holds schema version {version}, newer than this edge-sdk's {SCHEMA_VERSION}: upgrade edge-sdk")
-
-    # -- the read side -----------------------------------------------------------------------
-    def devices(self) -> list[dict]:
-        """Every device's state (the ``devices`` table's columns), by device id."""
-        with self._read() as cur:
-            cur.execute(f"SELECT {', '.join(DEVICES.names)} FROM devices ORDER BY device_id")
-            return [dict(zip(DEVICES.names, row)) for row in cur.fetchall()]
-
-    def count(self, name: str = "messages") -> int:
-        """How many rows ``name`` holds (a table of ``edge_sdk.fleet.schema``)."""
-        t = table(name)
-        with self._read() as cur:
-            return cur.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]
-
-    def keys(self) -> set[tuple[str, int]]:
-        """Every stored ``(device_id, seq)``."""
-        with self._read() as cur:
-            return {(d, s) for d, s in cur.execute("SELECT device_id, seq FROM messages").fetchall()}
-
-    def rows(self, name: str) -> list[tuple]:
-        """All of a table, sorted by its key (for dumps and tests)."""
-        t = table(name)
-        with self._read() as cur:
-            return [tuple(row) for row in cur.execute(f"SELECT {', '.join(t.names)} FROM {t.name} ORDER BY {', '.join(t.key)}").fetchall()]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        raise NotImplementedError
+    scheme, _, rest = text.partition("://") if "://" in text else ("sqlite", "", "/" + text)
+    scheme = scheme.lower()
+    if scheme not in STORES:
+        raise StoreError(f"unsupported store {redact(text)}: use postgresql://…, sqlite:///path or a file path")
+    module, name = STORES[scheme]
+    if scheme == "sqlite":
+        if not rest.startswith("/") or len(rest) == 1:
+            raise StoreError(f"store URL {redact(text)} names no file: write sqlite:///relative.db or sqlite:////absolute.db")
+        text = rest[1:]
+    return getattr(importlib.import_module(module), name)(text)
