@@ -404,6 +404,17 @@ def test_a_lost_server_is_unavailable_and_the_same_batch_lands_after_restart(own
     assert PASSWORD not in caplog.text
 
 
+def test_a_server_restarted_between_batches_costs_no_error(own_postgres) -> None:
+    with open_store(own_postgres.url()) as store:
+        store.write(F.mixed("d", 1, 5))
+        own_postgres.restart()
+        assert store.write(F.mixed("d", 6, 5)) == WriteResult(stored=5, duplicates=0)
+        own_postgres.kill()
+        own_postgres.start()
+        assert store.write(F.mixed("d", 11, 5)) == WriteResult(stored=5, duplicates=0)
+        assert store.count() == 15
+
+
 def test_a_transaction_cut_short_leaves_nothing_half_written(own_postgres) -> None:
     import threading
 

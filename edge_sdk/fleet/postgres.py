@@ -72,6 +72,17 @@ class PostgresStore(SQLStore):
     def _scrub(self, text: str) -> str:
         return scrub(text, self._password)
 
+    def write(self, records):
+        reused = self._pg is not None
+        try:
+            return super().write(records)
+        except StoreUnavailable:
+            if not reused or self._pg is not None:  # a new connection failed, or a live one hit a deadlock
+                raise
+            # An idle connection the server dropped (it restarted between two batches): the batch
+            # was rolled back, so it goes once more on a new connection instead of failing for nothing.
+            return super().write(records)
+
     # -- connecting and errors ---------------------------------------------------------------
     def _connection(self):
         import psycopg

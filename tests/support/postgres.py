@@ -23,7 +23,8 @@ from pathlib import Path
 from support import HOST, accepts, free_port, wait
 
 BIN = Path(os.environ.get("EDGE_SDK_PG_BIN", "/usr/lib/postgresql/15/bin"))
-MISSING = None if all((BIN / name).exists() for name in ("initdb", "postgres")) else f"PostgreSQL 15 is not installed ({BIN}/postgres missing; .ci/run installs Debian's postgresql)"
+MISSING = (None if all((BIN / name).exists() for name in ("initdb", "postgres"))
+           else f"PostgreSQL 15 is not installed ({BIN}/postgres missing; .ci/run installs Debian's postgresql)")
 
 SUPERUSER, SUPER_PASSWORD = "postgres", "super-Secret-9"
 USER, PASSWORD, DATABASE = "ingest", "ingest-Pa55word-7", "fleet"
