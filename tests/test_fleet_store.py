@@ -11,7 +11,9 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import pytest
@@ -236,40 +238,65 @@ def test_a_seq_no_database_can_hold_is_not_a_record() -> None:
 # -- several writers ---------------------------------------------------------------------------
 
 WRITER = r"""
-import json, random, sys
+import json, random, sys, time
 from edge_sdk.errors import StoreUnavailable
 from edge_sdk.fleet.store import open_store
 from support import fleet as F
 target, seed = sys.argv[1], int(sys.argv[2])
-records = [F.detections(f"dev-{d}", seq, n=2) for d in range(4) for seq in range(1, 151)]
+records = [F.detections(f"dev-{d}", seq, n=2) for d in range(4) for seq in range(1, 301)]
 random.Random(seed).shuffle(records)
 stored = duplicates = retries = 0
 with open_store(target) as store:
-    for i in range(0, len(records), 40):
+    print("ready", flush=True)
+    sys.stdin.readline()  # all writers begin at one word from the test
+    for i in range(0, len(records), 25):
         while True:
             try:
-                result = store.write(records[i:i + 40])
+                result = store.write(records[i:i + 25])
                 break
             except StoreUnavailable:  # a deadlock or a busy file: the consumer writes the batch again
                 retries += 1
         stored, duplicates = stored + result.stored, duplicates + result.duplicates
+        time.sleep(0.01)  # as a consumer waits for its next batch (else SQLite's busy wait lets one writer do all)
 print(json.dumps({"stored": stored, "duplicates": duplicates, "retries": retries}))
 """
 
 
 def test_three_processes_writing_the_same_keys_store_each_once(target) -> None:
-    target.open().close()  # the schema exists before they race (they may also race to create it: see below)
-    children = [subprocess.Popen([sys.executable, "-c", WRITER, target.url, str(seed)], stdout=subprocess.PIPE, text=True,
-                                 env=child_env()) for seed in range(3)]
+    target.open().close()  # the schema exists before they race (racing to create it: the next test)
+    children = [subprocess.Popen([sys.executable, "-c", WRITER, target.url, str(seed)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=child_env()) for seed in range(3)]
+    assert [child.stdout.readline().strip() for child in children] == ["ready"] * 3
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
     outputs = [json.loads(child.communicate(timeout=120)[0]) for child in children]
     assert all(child.returncode == 0 for child in children)
-    total = 4 * 150
+    total = 4 * 300
     assert sum(o["stored"] for o in outputs) == total
     assert sum(o["duplicates"] for o in outputs) == 2 * total
+    assert sum(1 for o in outputs if o["stored"]) >= 2, f"the writers did not overlap, so this proved nothing: {outputs}"
     with target.open() as store:
-        assert store.keys() == {(f"dev-{d}", seq) for d in range(4) for seq in range(1, 151)}
+        assert store.keys() == {(f"dev-{d}", seq) for d in range(4) for seq in range(1, 301)}
         assert (store.count("messages"), store.count("detections")) == (total, 3 * total)
-        assert [d["last_seq"] for d in store.devices()] == [150] * 4
+        assert [d["last_seq"] for d in store.devices()] == [300] * 4
+
+
+def test_writers_of_one_batch_in_opposite_orders_neither_deadlock_nor_double(target) -> None:
+    batch = [F.detections("d", seq, n=1) for seq in range(1, 401)] + [F.status("d", "online", 5.0)]
+    stores = [target.open(), target.open()]
+    barrier = threading.Barrier(2)
+
+    def write(store, records):
+        barrier.wait()
+        return _try(store.write, records)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(write, stores, [batch, batch[::-1]]))
+    for store in stores:
+        store.close()
+    assert all(isinstance(r, WriteResult) for r in results), results  # a deadlock would be StoreUnavailable
+    assert sorted((r.stored, r.duplicates) for r in results) == [(0, 401), (401, 0)]
 
 
 def test_processes_opening_a_new_database_together_create_it_once(target) -> None:
@@ -416,8 +443,6 @@ def test_a_server_restarted_between_batches_costs_no_error(own_postgres) -> None
 
 
 def test_a_transaction_cut_short_leaves_nothing_half_written(own_postgres) -> None:
-    import threading
-
     import psycopg
 
     store = open_store(own_postgres.url())
