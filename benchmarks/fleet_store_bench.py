@@ -4,8 +4,8 @@ Each record is one frame's detections message (3 boxes and a classifier result: 
 and 4 ``detections`` rows) from one of 20 devices, made by the runtime's payload builders
 (``tests/support/fleet.py``); every batch is new, as a consumer's are. SQLite writes a fresh file
 (WAL, synchronous=FULL: one fsync per batch); PostgreSQL 15 runs on loopback from the tests'
-harness (``tests/support/postgres.py``, fsync=off unless ``--postgres URL`` names a server of
-yours), once per batch-insert method (``unnest`` arrays, and a pipelined ``executemany``).
+harness (``tests/support/postgres.py``, fsync=off unless ``--fsync``, or ``--postgres URL`` names a
+server of yours), once per batch-insert method (``unnest`` arrays, and a pipelined ``executemany``).
 
     .venv/bin/python benchmarks/fleet_store_bench.py                 # ~1 minute
     .venv/bin/python benchmarks/fleet_store_bench.py --records 2000  # smoke run
@@ -48,6 +48,7 @@ def report(name: str, size: int, records: int, seconds: float, rows: int) -> Non
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--fsync", action="store_true", help="the harness server flushes every commit (as production does)")
     parser.add_argument("--postgres", help="a PostgreSQL URL to use instead of a harness server (its tables are written to)")
     args = parser.parse_args(argv)
     print("| store | batch | records | records/s | rows/s | ms/batch |\n|---|---|---|---|---|---|")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             from support.postgres import Postgres
 
-            with Postgres() as server:
+            with Postgres(fsync=args.fsync) as server:
                 run_postgres(server.new_database(), method, size, args.records, work)
 
 

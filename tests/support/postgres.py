@@ -74,7 +74,7 @@ class Postgres:
     ``url()`` is the ``ingest`` user's URL to its ``fleet`` database, with the password in it or not.
     """
 
-    def __init__(self, *, data: Path | None = None) -> None:
+    def __init__(self, *, data: Path | None = None, fsync: bool = False) -> None:
         if MISSING:
             raise RuntimeError(MISSING)
         self.folder = _scratch("edge-sdk-pg-")
@@ -83,6 +83,7 @@ class Postgres:
             shutil.copytree(template(), data)
         _own(self.folder)  # the data, and the socket's lock file postgres writes here
         self.data = data
+        self.fsync = fsync
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log_path = self.folder / "postgres.log"
@@ -101,7 +102,7 @@ class Postgres:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
-             "-c", f"listen_addresses={HOST}", "-c", "fsync=off", "-c", "full_page_writes=off",
+             "-c", f"listen_addresses={HOST}", "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", f"full_page_writes={'on' if self.fsync else 'off'}",
              "-c", "max_connections=50", "-c", "shared_buffers=16MB"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.folder, start_new_session=True, **_as_postgres(),
         )
