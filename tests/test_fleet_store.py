@@ -92,6 +92,13 @@ def test_a_database_from_a_newer_edge_sdk_is_refused(target) -> None:
         target.open()
 
 
+def test_a_closed_store_says_so(target) -> None:
+    store = target.open()
+    store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        store.write([F.alert("d", 1)])
+
+
 def test_read_helpers_name_unknown_tables(store) -> None:
     with pytest.raises(ValueError, match="unknown table 'nope'"):
         store.count("nope")

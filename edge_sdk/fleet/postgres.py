@@ -37,7 +37,13 @@ def _reason(exc: Exception) -> str:
 
 
 class PostgresStore(SQLStore):
-    """A fleet database in PostgreSQL (``postgresql://user[:password]@host[:port]/database[?options]``)."""
+    """A fleet database in PostgreSQL (``postgresql://user[:password]@host[:port]/database[?options]``).
+
+    Opening connects and creates the schema: a wrong URL, password or database is a
+    :class:`StoreError`, a server that does not answer a :class:`StoreUnavailable`. Afterwards a
+    lost connection makes ``write`` raise :class:`StoreUnavailable`, and the next call connects
+    again. One thread at a time (the consumer's): open one store per thread.
+    """
 
     dialect = "postgres"
     ph = "%s"
@@ -51,9 +57,14 @@ class PostgresStore(SQLStore):
         self.url = redact(url)
         self._params, self._password = self._parse(url)
         self._pg = None
-        with self._transaction() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            self._create(cur)
+        self._closed = False
+        try:
+            with self._transaction() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                self._create(cur)
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -87,6 +98,8 @@ class PostgresStore(SQLStore):
     def _connection(self):
         import psycopg
 
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
         if self._pg is not None and not (self._pg.closed or self._pg.broken):
             return self._pg
         self._drop()
@@ -172,4 +185,5 @@ class PostgresStore(SQLStore):
         return "%s::jsonb" if kind == "json" else "%s"  # psycopg sends a str as text, which a jsonb column refuses
 
     def close(self) -> None:
+        self._closed = True
         self._drop()

@@ -22,7 +22,8 @@ class SQLiteStore(SQLStore):
     """A fleet database in one SQLite file: WAL (readers never block the writer), ``synchronous=FULL``
     (a commit is on disk before ``write`` returns and the consumer acknowledges), and a busy timeout
     so several processes can write the same file; each write takes the write lock up front
-    (``BEGIN IMMEDIATE``), so two processes never both read-then-insert one key."""
+    (``BEGIN IMMEDIATE``), so two processes never both read-then-insert one key. One thread at a
+    time: open one store per thread or process."""
 
     dialect = "sqlite"
     ph = "?"
