@@ -171,6 +171,15 @@ def test_device_state_comes_from_info_status_and_every_message(store) -> None:
     assert counts[:4] == ("cam-a", "cam1", 6, body["ts"]) and zones == body["zones"]
 
 
+def test_info_carries_the_installed_update(store) -> None:
+    update = {"state": "rolled-back", "version": 4, "sha256": "cd" * 32, "detail": "failed on a live frame", "ts": 5.0}
+    store.write([F.info("d", 1, version=3, update=update)])
+    device = store.devices()[0]
+    assert (device["model_version"], device["update_state"], device["update_version"]) == (3, "rolled-back", 4)
+    store.write([F.info("d", 2)])  # the bundle it was started with again
+    assert (store.devices()[0]["model_version"], store.devices()[0]["update_state"]) == (None, None)
+
+
 # -- idempotence -------------------------------------------------------------------------------
 
 def test_replaying_a_batch_changes_no_row(store) -> None:

@@ -165,10 +165,14 @@ def seen_rows(records: list[Record], *, also: list[str] = ()) -> list[tuple]:
 
 
 def info_row(r: Record) -> tuple:
-    """(device_id, sdk_version, model_name, model_sha256, model_target, model_precision, model_task, info_seq, info_ts)."""
+    """(device_id, sdk_version, model_name, model_sha256, model_target, model_precision, model_task,
+    model_version, update_state, update_version, info_seq, info_ts): ``model_version`` is the signed
+    version of the installed update it runs (None: the bundle it started with), ``update_*`` its last update."""
     model = r.body.get("model") if isinstance(r.body.get("model"), dict) else {}
+    update = r.body.get("update") if isinstance(r.body.get("update"), dict) else {}
     fields = [as_text(model.get(k)) for k in ("name", "sha256", "target", "precision", "task")]
-    return (r.device_id, as_text(r.body.get("sdk_version")), *fields, r.seq, as_float(r.ts))
+    return (r.device_id, as_text(r.body.get("sdk_version")), *fields, as_int(model.get("version")),
+            as_text(update.get("state")), as_int(update.get("version")), r.seq, as_float(r.ts))
 
 
 def status_row(r: Record) -> tuple:

@@ -59,7 +59,8 @@ METRICS = Table("metrics", _cols(
     "source_state:text engine_state:text engine_restarts:int"), key=("device_id", "seq"))
 DEVICES = Table("devices", _cols(
     "device_id:text status:text status_detail:text status_ts:float sdk_version:text model_name:text "
-    "model_sha256:text model_target:text model_precision:text model_task:text info_seq:int info_ts:float "
+    "model_sha256:text model_target:text model_precision:text model_task:text model_version:int update_state:text "
+    "update_version:int info_seq:int info_ts:float "
     "last_seq:int last_seen:float last_received:float"), key=("device_id",))
 COUNTS = Table("counts", _cols("device_id:text camera:text seq:int ts:float zones:json lines:json"),
                key=("device_id", "camera"), required=("seq",))

@@ -98,7 +98,7 @@ class SQLStore:
 
     def _info_sql(self) -> str:
         cols = ["device_id", "sdk_version", "model_name", "model_sha256", "model_target", "model_precision", "model_task",
-                "info_seq", "info_ts"]
+                "model_version", "update_state", "update_version", "info_seq", "info_ts"]
         return self._upsert("devices", cols, [f"{c} = excluded.{c}" for c in cols[1:]],
                             "devices.info_seq IS NULL OR devices.info_seq < excluded.info_seq")
 

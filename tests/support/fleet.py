@@ -87,8 +87,10 @@ def metrics(device: str, seq: int) -> Record:
     return record(device, "metrics", envelope(P.METRICS, device, seq, 1_700_000_005.0, body))
 
 
-def info(device: str, seq: int, *, model: str = "shapes-detector", sha: str = "ab" * 32, ts: float | None = None) -> Record:
-    """The retained birth message, as ``payloads.info_body`` lays it out (a real bundle is not needed to store it)."""
+def info(device: str, seq: int, *, model: str = "shapes-detector", sha: str = "ab" * 32, ts: float | None = None,
+         version: int | None = None, update: dict | None = None) -> Record:
+    """The retained birth message, as ``payloads.info_body`` lays it out (a real bundle is not needed to store it);
+    ``version`` and ``update`` (a rollout's, ``UpdateState.to_json()``) only when given."""
     body = {
         "sdk_version": "0.1.0",
         "model": {"name": model, "sha256": sha, "target": "tflite", "precision": "int8", "task": "detection",
@@ -96,6 +98,8 @@ def info(device: str, seq: int, *, model: str = "shapes-detector", sha: str = "a
         "accuracy": None, "source": "rtsp://***@cam1/stream",
         "cameras": [{"camera": "cam1", "source": "rtsp://***@cam1/stream", "zones": ["door"], "lines": ["gate"]}],
     }
+    if version is not None or update is not None:
+        body["model"]["version"], body["update"] = version, update
     ts = 1_700_000_000.0 + seq if ts is None else ts
     return record(device, "info", envelope(P.INFO, device, seq, ts, body))
 
