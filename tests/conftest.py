@@ -13,7 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from edge_sdk.samples.digits import digits as digits_arrays, split, write_class_folders, write_flat  # noqa: E402
 from support.digits import build_cnn, model_inputs  # noqa: E402
-from support.fixtures import mosquitto, password_mosquitto, peers, pki, tls_mosquitto  # noqa: E402, F401 (fixtures for every module)
+from support.fixtures import (  # noqa: E402, F401 (fixtures for every module)
+    mosquitto, own_postgres, password_mosquitto, peers, pki, postgres, postgres_db, tls_mosquitto,
+)
 
 LONG_ENV = "EDGE_SDK_LONG"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 # The kinds a fleet stores, by the last level of their topic. The device's own topics are
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 DEVICE_KINDS = ("status", "info", "metrics", "alert")
 CAMERA_KINDS = ("detections", "events", "counts")
 KINDS = DEVICE_KINDS + CAMERA_KINDS
+# A seq is a BIGINT in the fleet's databases; a larger one could never be stored, only refused forever.
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,22 @@ def parse(topic: str, payload: bytes, *, root: str = "edge", received_ts: float)
     if not isinstance(body, dict) or body.get("device_id") != parts[1]:
         return None
     seq = body.get("seq")
-    if kind != "status" and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+    if kind != "status" and (not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ):
         return None
-    ts = body.get("ts")
     return Record(
         device_id=parts[1], seq=seq if kind != "status" else None, kind=kind, topic=topic,
         camera=parts[2] if len(parts) == 4 else None,
-        ts=float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None,
+        ts=_seconds(body.get("ts")),
         received_ts=received_ts, body=body, payload=bytes(payload),
     )
+
+
+def _seconds(value) -> float | None:
+    """A payload's ``ts`` as a finite float, else None (JSON allows 1e999 and NaN, and ints too big for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None

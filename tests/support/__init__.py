@@ -1,7 +1,8 @@
 """The tests' harnesses, one of each: a real broker (:mod:`support.broker`), a test PKI
 (:mod:`support.pki`), a fault proxy (:mod:`support.faultproxy`), the backend's de-duplicating
-subscriber (:mod:`support.subscriber`), a raw MQTT peer (:mod:`support.peer`), the broker
-fixtures (:mod:`support.fixtures`, re-exported by ``tests/conftest.py``), real media and live
+subscriber (:mod:`support.subscriber`), a raw MQTT peer (:mod:`support.peer`), a real PostgreSQL
+(:mod:`support.postgres`) and the device messages a fleet store receives (:mod:`support.fleet`), the
+broker and database fixtures (:mod:`support.fixtures`, re-exported by ``tests/conftest.py``), real media and live
 streams (:mod:`support.media`), small bundles, models and plugin decoders, and the fuzz and
 reliability tiers' builders.
 

@@ -1,4 +1,5 @@
-"""Pytest fixtures for real-broker tests: one test PKI per session, a fresh Mosquitto per test, raw MQTT peers.
+"""Pytest fixtures for real-broker tests: one test PKI per session, a fresh Mosquitto per test, raw MQTT peers;
+and for real-database tests: one PostgreSQL per session with a fresh database per test, or a server of the test's own.
 
 tests/conftest.py re-exports them, so every test module can ask for them by name."""
 
@@ -11,6 +12,7 @@ import pytest
 from support.broker import Mosquitto
 from support.peer import Peer
 from support.pki import Pki, make_pki
+from support.postgres import MISSING as POSTGRES_MISSING, Postgres
 
 
 # A fleet's ACL. The user name is the device id: the certificate's CN on the TLS listener
@@ -87,3 +89,29 @@ def peers():
     yield open_peer
     for peer in opened:
         peer.close()
+
+
+def _postgres_running(server: Postgres) -> Iterator[Postgres]:
+    if POSTGRES_MISSING:
+        pytest.skip(POSTGRES_MISSING)
+    with server:
+        yield server
+        print(f"--- postgres log ({server.folder}) ---\n{server.log()[-6000:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The session's PostgreSQL 15 (scram passwords, user ``ingest``): never stop it, ask ``postgres_db`` for a database."""
+    yield from _postgres_running(Postgres() if not POSTGRES_MISSING else None)
+
+
+@pytest.fixture
+def postgres_db(postgres) -> str:
+    """The URL (with the password) of a fresh empty database on the session's PostgreSQL, owned by ``ingest``."""
+    return postgres.new_database()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Postgres]:
+    """A PostgreSQL of the test's own, to stop, kill and restart (its ``fleet`` database is empty)."""
+    yield from _postgres_running(Postgres() if not POSTGRES_MISSING else None)
