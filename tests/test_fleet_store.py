@@ -26,7 +26,7 @@ from edge_sdk.fleet.schema import SCHEMA_VERSION, TABLES
 from edge_sdk.fleet.sink import WriteResult
 from edge_sdk.fleet.sqlite import SQLiteStore
 from edge_sdk.fleet.store import open_store, redact
-from support import HOST, child_env, free_port
+from support import HOST, child_env, free_port, wait
 from support import fleet as F
 from support.postgres import PASSWORD
 
@@ -227,6 +227,40 @@ def test_newest_state_wins_in_any_arrival_order(target) -> None:
     assert (device[0]["status"], device[0]["status_ts"]) == ("offline", 300.0)  # the tie at 300: decided by the text, not the order
     assert [(c[1], c[2]) for c in counts] == [("cam1", 20), ("cam2", 18)]
     assert all(r == results[0] for r in results)
+
+
+def test_a_crashed_connections_last_will_wins_over_its_online_though_stamped_before_it(store) -> None:
+    # What a device sends: the Will (offline) is built, and stamped, before the connection's online.
+    will = F.status("d", "offline", 100.0, epoch=7)
+    online = F.status("d", "online", 101.0, epoch=7)
+    degraded = F.status("d", "degraded", 150.0, detail="camera stalled", epoch=7)
+    for order in ([online, degraded, will], [will, degraded, online], [degraded, will, online]):
+        store.write(order)
+        assert store.devices()[0]["status"] == "offline"
+    # The next connection (a larger epoch) is newer than any earlier Will, whatever the clocks say.
+    store.write([F.status("d", "online", 99.0, epoch=12)])
+    assert store.devices()[0]["status"] == "online"
+    assert store.write([F.status("d", "offline", 500.0, epoch=7)]) == WriteResult(stored=0, duplicates=1)
+
+
+def test_the_statuses_a_publisher_sends_carry_its_connection_epoch(mosquitto, tmp_path) -> None:
+    from edge_sdk.mqtt.client import Publisher
+    from edge_sdk.mqtt.settings import MQTTSettings
+    from support.subscriber import Subscriber
+
+    settings = MQTTSettings(broker=mosquitto.url, device_id="d", outbox={"path": tmp_path / "o.sqlite3"})
+    watcher = Subscriber(mosquitto.port, "edge/d/status")
+    try:
+        epochs = []
+        for _ in range(2):  # two runs of one device: the second's epoch is larger
+            publisher = Publisher(settings).start()
+            assert publisher.wait_online(10)
+            publisher.close()
+        wait(lambda: sum(1 for m in watcher.messages if b'"offline"' in m.payload) >= 2, 10)
+        epochs = [json.loads(m.payload)["epoch"] for m in watcher.messages]
+    finally:
+        watcher.close()
+    assert epochs == sorted(epochs) and epochs[0] < epochs[-1]
 
 
 # -- hostile payloads --------------------------------------------------------------------------

@@ -176,8 +176,17 @@ def info_row(r: Record) -> tuple:
 
 
 def status_row(r: Record) -> tuple:
-    """(device_id, status, status_detail, status_ts); a status without a time sorts before every other."""
-    return (r.device_id, as_text(r.body.get("state")), as_text(r.body.get("detail")), as_float(r.ts) or 0.0)
+    """(device_id, status, status_detail, status_ts, status_order): the newest status has the largest order.
+
+    The order is (epoch, offline last, ts, text) as one sortable string. The device's Last Will is
+    stamped when its connection starts, before that connection's "online": by time alone a crashed
+    device would stay online forever. A status without an epoch (an older device) is ordered by time.
+    """
+    state, detail, ts = as_text(r.body.get("state")), as_text(r.body.get("detail")), as_float(r.ts) or 0.0
+    epoch = as_int(r.body.get("epoch"))
+    last = 1 if epoch is not None and state == "offline" else 0
+    order = f"{max(0, epoch or 0):020d}|{last}|{max(0.0, ts):024.6f}|{state or ''}|{detail or ''}"
+    return (r.device_id, state, detail, ts, order)
 
 
 def counts_row(r: Record) -> tuple:

@@ -58,7 +58,7 @@ METRICS = Table("metrics", _cols(
     "frames_dropped:int detections:int outbox_depth:int dropped:int reconnects:int rss_mb:float cpu_temp_c:float "
     "source_state:text engine_state:text engine_restarts:int"), key=("device_id", "seq"))
 DEVICES = Table("devices", _cols(
-    "device_id:text status:text status_detail:text status_ts:float sdk_version:text model_name:text "
+    "device_id:text status:text status_detail:text status_ts:float status_order:text sdk_version:text model_name:text "
     "model_sha256:text model_target:text model_precision:text model_task:text model_version:int update_state:text "
     "update_version:int info_seq:int info_ts:float "
     "last_seq:int last_seen:float last_received:float"), key=("device_id",))

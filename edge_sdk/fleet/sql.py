@@ -103,11 +103,9 @@ class SQLStore:
                             "devices.info_seq IS NULL OR devices.info_seq < excluded.info_seq")
 
     def _status_sql(self) -> str:
-        # Newer ts wins; an exact tie is broken on the text so the result does not depend on arrival order.
-        cols = ["device_id", "status", "status_detail", "status_ts"]
-        newer = ("devices.status_ts IS NULL OR devices.status_ts < excluded.status_ts OR (devices.status_ts = excluded.status_ts"
-                 " AND (COALESCE(devices.status, '') || '|' || COALESCE(devices.status_detail, ''))"
-                 " < (COALESCE(excluded.status, '') || '|' || COALESCE(excluded.status_detail, '')))")
+        # The larger order wins (rows.status_row): the result does not depend on arrival order.
+        cols = ["device_id", "status", "status_detail", "status_ts", "status_order"]
+        newer = "devices.status_order IS NULL OR devices.status_order < excluded.status_order"
         return self._upsert("devices", cols, [f"{c} = excluded.{c}" for c in cols[1:]], newer, returning="device_id")
 
     def _counts_sql(self) -> str:

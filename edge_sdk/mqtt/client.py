@@ -178,6 +178,7 @@ class Publisher:
         self._idle = True
         self._send_lock = threading.Lock()  # never taken inside a paho callback
         self._live: _Connection | None = None
+        self._epoch = 0  # this connection's number among the device's connections (see _new_client)
 
     # -- topics and payloads ----------------------------------------------------------------
 
@@ -317,6 +318,11 @@ class Publisher:
         client.max_inflight_messages_set(s.outbox.inflight)
         client.max_queued_messages_set(0)
         secure(client, s, credentials=(self._username, self._password))
+        # Every status of this connection, its Last Will included, carries the same epoch, larger
+        # than any earlier connection's (a sequence number, so restarts keep it growing): a store
+        # can then tell the Will of a crashed connection from an older one, though the Will was
+        # stamped before the connection's "online".
+        self._epoch = self.outbox.next_seq()
         offline = json.dumps(self._status_body("offline"), separators=(",", ":")).encode()
         client.will_set(self.topic(topics.STATUS), offline, qos=self.settings.qos.status, retain=True)
         events = self._events
@@ -332,7 +338,8 @@ class Publisher:
         detail = None
         if state == "online":
             state, detail = self._health
-        body = {"schema": "edge-sdk/status@1", "device_id": self.device_id, "state": state, "ts": round(time.time(), 6)}
+        body = {"schema": "edge-sdk/status@1", "device_id": self.device_id, "state": state, "ts": round(time.time(), 6),
+                "epoch": self._epoch}
         return body if detail is None else {**body, "detail": detail}
 
     def set_health(self, degraded: str | None) -> None:

@@ -104,9 +104,10 @@ def info(device: str, seq: int, *, model: str = "shapes-detector", sha: str = "a
     return record(device, "info", envelope(P.INFO, device, seq, ts, body))
 
 
-def status(device: str, state: str, ts: float, detail: str | None = None) -> Record:
+def status(device: str, state: str, ts: float, detail: str | None = None, epoch: int | None = None) -> Record:
     """The retained status (no seq: the broker publishes the device's Last Will for it)."""
-    body = {"schema": P.STATUS, "device_id": device, "state": state, "ts": ts, **({"detail": detail} if detail else {})}
+    body = {"schema": P.STATUS, "device_id": device, "state": state, "ts": ts, **({"detail": detail} if detail else {}),
+            **({"epoch": epoch} if epoch is not None else {})}
     return record(device, "status", body)
 
 
