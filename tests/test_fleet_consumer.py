@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,11 +24,11 @@ from edge_sdk.fleet.simulate import SimulatedFleet
 from edge_sdk.fleet.sink import CallbackSink
 from edge_sdk.mqtt.settings import MQTTSettings
 from support import free_port, wait
-
-EDGE_SDK = [sys.executable, "-m", "edge_sdk.cli"]
-
+from support.fleet import Ingest
 
 def stored_keys(db: Path) -> list[tuple[str, int]]:
+    if not db.exists():
+        return []
     with sqlite3.connect(db) as conn:
         return [tuple(row) for row in conn.execute("SELECT device_id, seq FROM messages")]
 
@@ -41,44 +38,17 @@ def stored_rows(db: Path) -> list[tuple[str, int, float]]:
         return [tuple(row) for row in conn.execute("SELECT device_id, seq, ts FROM messages")]
 
 
-class Member:
-    """One ``edge-sdk ingest --share`` process with its own SQLite file, started and restarted with the same command."""
-
-    def __init__(self, broker, folder: Path, name: str, *, group: str = "ingest") -> None:
-        self.db = folder / f"{name}.sqlite3"
-        self.command = [*EDGE_SDK, "ingest", "--broker", broker.url, "--share", group, "--name", name, "--db", str(self.db)]
-        self.log = folder / f"{name}.log"
-        self.env = {**os.environ, "XDG_STATE_HOME": str(folder / "state"), "PYTHONUNBUFFERED": "1"}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Member:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        return self
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def keys(self) -> list[tuple[str, int]]:
-        return stored_keys(self.db) if self.db.exists() else []
-
-
 def test_three_members_one_killed_store_everything_once(mosquitto, tmp_path):
     """The must-hold: 20 devices publish for 60 s to 3 members of a group; one is SIGKILLed and
     restarted with the same command. The union of the stores is exactly what was published."""
-    members = [Member(mosquitto, tmp_path, f"member-{i}").start() for i in range(3)]
+    members = [Ingest(mosquitto.url, tmp_path, f"member-{i}", db=str(tmp_path / f"member-{i}.sqlite3")).start() for i in range(3)]
     # Each member has made its session and joined the group before the devices start.
     wait(lambda: mosquitto.log().count("$share/ingest/") >= 3 * len(subscriptions()), 30, what="3 members subscribed")
     fleet = SimulatedFleet(mosquitto.url, tmp_path / "devices", count=20, rate=10.0).start()
     try:
         time.sleep(20)
         victim = members[1]
-        before_kill = len(victim.keys())
+        before_kill = len(stored_keys(Path(victim.db)))
         victim.kill()
         killed_at = time.time()
         time.sleep(10)  # its share waits in its session meanwhile
@@ -88,12 +58,12 @@ def test_three_members_one_killed_store_everything_once(mosquitto, tmp_path):
     finally:
         assert fleet.stop(flush_timeout=60), "a device's outbox did not drain"
     sent = fleet.sent()
-    wait(lambda: sum(len(m.keys()) for m in members) >= len(sent), 90, what="every message stored")
+    wait(lambda: sum(len(stored_keys(Path(m.db))) for m in members) >= len(sent), 90, what="every message stored")
     time.sleep(2)  # anything stored twice would show up now
     for member in members:
-        assert member.stop() == 0, member.log.read_text()
+        assert member.stop() == 0, member.output()
 
-    per_member = [member.keys() for member in members]
+    per_member = [stored_keys(Path(member.db)) for member in members]
     union = [key for keys in per_member for key in keys if key[0].startswith("sim-")]
     assert len(set(union)) == len(union), "a message was stored by two members"
     assert set(union) == set(sent), f"lost {len(set(sent) - set(union))}, unexpected {len(set(union) - set(sent))}"
@@ -101,7 +71,7 @@ def test_three_members_one_killed_store_everything_once(mosquitto, tmp_path):
     shares = [sum(1 for key in keys if key[0].startswith("sim-")) / len(sent) for keys in per_member]
     assert all(share > 0.15 for share in shares), shares
     # The restarted member resumed its session: it stored messages the devices sent while it was dead.
-    victim_rows = stored_rows(victim.db)
+    victim_rows = stored_rows(Path(victim.db))
     assert before_kill > 0
     assert sum(1 for _, _, ts in victim_rows if ts is not None and killed_at + 1 < ts < restarted_at - 1) > 100
     assert len(sent) > 20 * 10 * 55  # the devices really sent for about 60 s

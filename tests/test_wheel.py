@@ -27,8 +27,11 @@ def test_wheel_contains_profiles_schema_and_converters(tmp_path):
     for module in ("samples/shapes.py", "samples/digits.py", "samples/detector.py", "demo/run.py", "demo/broker.py"):
         assert f"edge_sdk/{module}" in names
     assert "edge_sdk/cli.py" in names
-    for package in ("backends", "decoders", "sources"):
-        assert f"edge_sdk/{package}/__init__.py" in names
+    # Every package of the source tree ships (setuptools lists them by hand: a new one is easy to miss).
+    packages = {p.parent.relative_to(ROOT / "edge_sdk").as_posix() for p in (ROOT / "edge_sdk").glob("*/__init__.py")}
+    assert {"backends", "decoders", "sources", "tracking", "fleet"} <= packages
+    missing = sorted(package for package in packages if f"edge_sdk/{package}/__init__.py" not in names)
+    assert not missing, f"not in the wheel: {missing}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "edge-sdk = edge_sdk.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

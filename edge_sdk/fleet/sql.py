@@ -68,7 +68,8 @@ class SQLStore:
     def _upsert_state(self, cur, batch: R.Batch, fresh: list[Record]) -> int:
         # Every device of the batch is touched first, in device order, so that concurrent writers
         # lock the devices' rows in one order (no deadlock) before the conditional upserts below.
-        seen = R.seen_rows(batch.logged, also=[r.device_id for r in batch.statuses])
+        # Only what is new moves last_seen and last_received: a replay or a redelivery changes no row.
+        seen = R.seen_rows(fresh, also=[r.device_id for r in (*batch.logged, *batch.statuses)])
         self._many(cur, self._sql("seen"), seen)
         self._many(cur, self._sql("info"), [R.info_row(r) for r in fresh if r.kind == "info"])
         self._many(cur, self._sql("counts"), sorted((R.counts_row(r) for r in fresh if r.kind == "counts"), key=lambda t: t[:3]))

@@ -119,3 +119,52 @@ def mixed(device: str, first_seq: int, n: int) -> list[Record]:
     """``n`` records of every logged kind in turn, seqs ``first_seq``…"""
     makers = (detections, detections, track_event, zone_event, line_event, counts, alert, metrics, info)
     return [makers[i % len(makers)](device, first_seq + i) for i in range(n)]
+
+
+class Ingest:
+    """One ``edge-sdk ingest`` process, started and restarted with the same command (so it resumes its
+    session); its output goes to ``{folder}/{name}.log``. ``db`` is a URL or a SQLite path; ``env``
+    adds to the environment (a database password, say)."""
+
+    def __init__(self, broker_url: str, folder, name: str, *, db: str, group: str | None = "ingest", env: dict | None = None) -> None:
+        import os
+        import sys
+        from pathlib import Path
+
+        self.folder, self.name, self.db = Path(folder), name, db
+        share = ["--share", group] if group else []
+        self.command = [sys.executable, "-m", "edge_sdk.cli", "ingest", "--broker", broker_url, *share, "--name", name, "--db", db]
+        self.log = self.folder / f"{name}.log"
+        self.env = {**os.environ, "XDG_STATE_HOME": str(self.folder / "state"), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process = None
+
+    def start(self) -> Ingest:
+        import subprocess
+
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def kill(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM, the clean stop: what it holds is stored and acknowledged first."""
+        import signal
+
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def totals(self) -> dict[str, int]:
+        """The counts of its last summary line ('received N, stored N, duplicates N, ...')."""
+        import re
+
+        lines = [line for line in self.output().splitlines() if line.startswith("ingest ")]
+        summary = lines[-1].split(": ", 1)[-1] if lines else ""
+        return {key.replace(" ", "_"): int(value) for key, value in re.findall(r"([a-z][a-z ]*) (\d+)", summary)}
