@@ -1,13 +1,21 @@
-"""``edge-sdk push`` and ``edge-sdk listen``: the fleet side of MQTT."""
+"""``edge-sdk push``, ``listen`` and ``ingest``: the fleet side of MQTT."""
 
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+# The options every fleet command shares, defined once.
+BROKER = typer.Option(..., "--broker", help="mqtt://, mqtts://, ws:// or wss:// URL of the fleet's broker.")
+ROOT = typer.Option("edge", "--root", help="First level of the devices' topics.")
+CA_FILE = typer.Option(None, "--ca-file", help="CA certificate of the broker.")
+CERT_FILE = typer.Option(None, "--cert-file", help="Client certificate.")
+KEY_FILE = typer.Option(None, "--key-file", help="Client certificate's key.")
+USERNAME = typer.Option(None, "--username", help="Broker user name.")
+PASSWORD_FILE = typer.Option(None, "--password-file", help="File holding the broker password (or set EDGE_SDK_MQTT_PASSWORD).")
 
 
 def _settings(broker: str, device: str, prefix: str, ca_file, cert_file, key_file, username, password_file):
@@ -26,14 +34,14 @@ def _settings(broker: str, device: str, prefix: str, ca_file, cert_file, key_fil
 def push(
     bundle: Path = typer.Argument(..., help="Signed bundle folder (see 'edge-sdk sign')."),
     device: str = typer.Option(..., "--device", help="Device id to update."),
-    broker: str = typer.Option(..., "--broker", help="mqtt://, mqtts://, ws:// or wss:// URL of the fleet's broker."),
+    broker: str = BROKER,
     timeout: float = typer.Option(120.0, help="Seconds to wait for the device's answer."),
     prefix: str = typer.Option("edge/{device_id}/", help="Topic prefix the devices use."),
-    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate of the broker."),
-    cert_file: Optional[Path] = typer.Option(None, "--cert-file", help="Client certificate."),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Client certificate's key."),
-    username: Optional[str] = typer.Option(None, help="Broker user name."),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the broker password (or set EDGE_SDK_MQTT_PASSWORD)."),
+    ca_file: Optional[Path] = CA_FILE,
+    cert_file: Optional[Path] = CERT_FILE,
+    key_file: Optional[Path] = KEY_FILE,
+    username: Optional[str] = USERNAME,
+    password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
     """Send a signed bundle to a device and wait until it has verified, tried and swapped it in."""
     from edge_sdk.errors import UpdateError
@@ -47,17 +55,17 @@ def push(
 
 
 def listen(
-    broker: str = typer.Option(..., "--broker", help="mqtt://, mqtts://, ws:// or wss:// URL of the fleet's broker."),
+    broker: str = BROKER,
     device: Optional[str] = typer.Option(None, "--device", help="Only this device (default: every device)."),
     json_output: bool = typer.Option(False, "--json", help="One JSON line per message instead of the live table."),
     count: Optional[int] = typer.Option(None, "--count", help="Stop after N messages."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
-    root: str = typer.Option("edge", "--root", help="First level of the devices' topics."),
-    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate of the broker."),
-    cert_file: Optional[Path] = typer.Option(None, "--cert-file", help="Client certificate."),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Client certificate's key."),
-    username: Optional[str] = typer.Option(None, help="Broker user name."),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the broker password."),
+    root: str = ROOT,
+    ca_file: Optional[Path] = CA_FILE,
+    cert_file: Optional[Path] = CERT_FILE,
+    key_file: Optional[Path] = KEY_FILE,
+    username: Optional[str] = USERNAME,
+    password_file: Optional[Path] = PASSWORD_FILE,
     share: Optional[str] = typer.Option(None, "--share", help="Join this shared-subscription group: N listeners split the fleet's messages, each resuming its own session."),
     name: Optional[str] = typer.Option(None, "--name", help="This member's name in the group (default: the host name); the same name resumes the same session."),
 ) -> None:
@@ -180,20 +188,20 @@ def _listen_shared(settings, *, share: str, name: Optional[str], root: str, json
 
 
 def ingest(
-    broker: str = typer.Option(..., "--broker", help="mqtt://, mqtts://, ws:// or wss:// URL of the fleet's broker."),
+    broker: str = BROKER,
     db: str = typer.Option("fleet.sqlite3", "--db", help="A SQLite file (default fleet.sqlite3), or postgresql://user@host:port/database (password: EDGE_SDK_DB_PASSWORD or PGPASSWORD)."),
     share: Optional[str] = typer.Option(None, "--share", help="Join this shared-subscription group: N ingest processes split the fleet's messages."),
     name: Optional[str] = typer.Option(None, "--name", help="This member's name (default: the host name); the same name resumes the same session."),
-    root: str = typer.Option("edge", "--root", help="First level of the devices' topics."),
+    root: str = ROOT,
     batch: int = typer.Option(500, "--batch", min=1, max=10000, help="Most messages per database transaction."),
     count: Optional[int] = typer.Option(None, "--count", min=1, help="Stop after N messages."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
     session_expiry: int = typer.Option(7 * 24 * 3600, "--session-expiry", min=0, help="Seconds the broker keeps queueing for a stopped ingest."),
-    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate of the broker."),
-    cert_file: Optional[Path] = typer.Option(None, "--cert-file", help="Client certificate."),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Client certificate's key."),
-    username: Optional[str] = typer.Option(None, help="Broker user name."),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the broker password (or set EDGE_SDK_MQTT_PASSWORD)."),
+    ca_file: Optional[Path] = CA_FILE,
+    cert_file: Optional[Path] = CERT_FILE,
+    key_file: Optional[Path] = KEY_FILE,
+    username: Optional[str] = USERNAME,
+    password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
     """Store the fleet's detections, events, counts, status, info, metrics and alerts in a database, once each.
 

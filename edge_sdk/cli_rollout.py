@@ -7,20 +7,12 @@ from typing import List, Optional
 
 import typer
 
+from edge_sdk.cli_fleet import BROKER, CA_FILE, CERT_FILE, KEY_FILE, PASSWORD_FILE, ROOT, USERNAME
+from edge_sdk.cli_fleet import _settings as fleet_settings
+
 
 def _settings(broker: str, root: str, ca_file, cert_file, key_file, username, password_file):
-    from pydantic import ValidationError
-
-    from edge_sdk.config import field_error
-    from edge_sdk.errors import ConfigError
-    from edge_sdk.mqtt.settings import MQTTSettings
-
-    tls = {k: v for k, v in {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file}.items() if v is not None}
-    try:
-        return MQTTSettings(broker=broker, device_id="fleet", prefix=f"{root}/{{device_id}}/", tls=tls or None,
-                            username=username, password_file=password_file)
-    except ValidationError as exc:
-        raise ConfigError(field_error(exc, noun="option")) from None
+    return fleet_settings(broker, "fleet", f"{root}/{{device_id}}/", ca_file, cert_file, key_file, username, password_file)
 
 
 def _short(sha: str | None) -> str:
@@ -54,7 +46,7 @@ def _report(state, *, json_output: bool) -> None:
 
 def rollout(
     bundle: Path = typer.Argument(..., help="Signed bundle folder (see 'edge-sdk sign')."),
-    broker: str = typer.Option(..., "--broker", help="mqtt://, mqtts://, ws:// or wss:// URL of the fleet's broker."),
+    broker: str = BROKER,
     public_key: List[Path] = typer.Option(..., "--public-key", help="The fleet's update key (repeatable); the bundle must verify against one."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated device ids, canaries first."),
     devices_file: Optional[Path] = typer.Option(None, "--devices-file", help="File with one device id a line, canaries first."),
@@ -65,12 +57,12 @@ def rollout(
     state_file: Optional[Path] = typer.Option(None, "--state", help="State file (default: per bundle under ~/.local/state/edge-sdk/rollouts)."),
     json_output: bool = typer.Option(False, "--json", help="The report as JSON."),
     wait: float = typer.Option(2.0, "--wait", help="Seconds to listen for the devices' retained messages."),
-    root: str = typer.Option("edge", "--root", help="First level of the devices' topics."),
-    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate of the broker."),
-    cert_file: Optional[Path] = typer.Option(None, "--cert-file", help="Client certificate."),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Client certificate's key."),
-    username: Optional[str] = typer.Option(None, help="Broker user name."),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the broker password (or set EDGE_SDK_MQTT_PASSWORD)."),
+    root: str = ROOT,
+    ca_file: Optional[Path] = CA_FILE,
+    cert_file: Optional[Path] = CERT_FILE,
+    key_file: Optional[Path] = KEY_FILE,
+    username: Optional[str] = USERNAME,
+    password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
     """Push a signed bundle ring by ring, abort and roll back when a ring fails; run again to resume.
 
@@ -123,16 +115,16 @@ def rollout(
 
 
 def fleet(
-    broker: str = typer.Option(..., "--broker", help="mqtt://, mqtts://, ws:// or wss:// URL of the fleet's broker."),
+    broker: str = BROKER,
     wait: float = typer.Option(2.0, "--wait", help="Seconds to listen for the devices' retained messages."),
     json_output: bool = typer.Option(False, "--json", help="One JSON object per device, a line each."),
-    root: str = typer.Option("edge", "--root", help="First level of the devices' topics."),
+    root: str = ROOT,
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Where rollouts keep their state (default ~/.local/state/edge-sdk/rollouts)."),
-    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA certificate of the broker."),
-    cert_file: Optional[Path] = typer.Option(None, "--cert-file", help="Client certificate."),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help="Client certificate's key."),
-    username: Optional[str] = typer.Option(None, help="Broker user name."),
-    password_file: Optional[Path] = typer.Option(None, "--password-file", help="File holding the broker password (or set EDGE_SDK_MQTT_PASSWORD)."),
+    ca_file: Optional[Path] = CA_FILE,
+    cert_file: Optional[Path] = CERT_FILE,
+    key_file: Optional[Path] = KEY_FILE,
+    username: Optional[str] = USERNAME,
+    password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
     """Every device the broker has seen: status, model, sha, version, update state, last seen, rollout."""
     import json

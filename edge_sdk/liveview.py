@@ -448,7 +448,9 @@ class _Server(ThreadingHTTPServer):
 
 def _peer_gone(sock: socket.socket) -> bool:
     """Whether the other end closed the connection (readable with nothing to read)."""
-    if not select.select([sock], [], [], 0)[0]:
+    poller = select.poll()  # not select.select: it refuses descriptors numbered 1024 or more
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(0):
         return False
     if isinstance(sock, ssl.SSLSocket):
         # TLS cannot peek: the byte read (if any) is one a viewer sent after its request, never used.

@@ -241,3 +241,34 @@ def test_waiting_costs_no_cpu_online_or_offline(tmp_path):
     finally:
         publisher.close()
         broker.stop()
+
+
+def test_a_publisher_works_when_its_descriptors_are_numbered_past_1024(mosquitto, tmp_path):
+    """A host that simulates hundreds of devices, or an app holding many files, hands the publisher
+    descriptors above select()'s limit of 1024: it must connect and deliver all the same."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip(f"this host allows {hard} open files, too few to go past 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    watcher = Subscriber(mosquitto.port, "edge/many/#")  # before: paho's own loop uses select too
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        publisher = Publisher(MQTTSettings(broker=mosquitto.url, device_id="many", outbox={"path": tmp_path / "o.sqlite3"})).start()
+        try:
+            assert publisher.wait_online(10), publisher.last_error
+            assert publisher.outbox.path and max(held) > 1024
+            for i in range(20):
+                publisher.publish("cam/detections", publisher.envelope(payloads.DETECTIONS, {"camera": "cam", "i": i}), qos=1)
+            assert publisher.flush(10)
+            wait(lambda: watcher.unique >= 20, 10)
+        finally:
+            publisher.close()
+            watcher.close()
+        assert watcher.unique >= 20
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -99,6 +99,22 @@ def secure(client, settings: MQTTSettings, *, credentials: tuple[str | None, str
         client.username_pw_set(username or "", password)
 
 
+def _ready(sock, wake, *, write: bool, timeout: float) -> tuple[list, list]:
+    """(readable, writable) among the broker's socket and the wake-up socket, waiting up to ``timeout``.
+
+    poll, not select: select refuses a descriptor numbered 1024 or more, which a process holding
+    many files reaches (a host simulating 500 devices did: no device ever connected).
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | (select.POLLOUT if write else 0))
+    poller.register(wake, select.POLLIN)
+    gone = select.POLLIN | select.POLLHUP | select.POLLERR  # as select, a closed or failed socket reads
+    events = dict(poller.poll(max(0.0, timeout) * 1000))
+    readable = [s for s in (sock, wake) if events.get(s.fileno(), 0) & gone]
+    writable = [sock] if events.get(sock.fileno(), 0) & (select.POLLOUT | select.POLLERR) and write else []
+    return readable, writable
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: {exc.verify_message or exc.reason}"
@@ -319,10 +335,9 @@ class Publisher:
         client.max_queued_messages_set(0)
         secure(client, s, credentials=(self._username, self._password))
         # Every status of this connection, its Last Will included, carries the same epoch, larger
-        # than any earlier connection's (a sequence number, so restarts keep it growing): a store
-        # can then tell the Will of a crashed connection from an older one, though the Will was
-        # stamped before the connection's "online".
-        self._epoch = self.outbox.next_seq()
+        # than any earlier connection's, restarts included: a store can then tell the Will of a
+        # crashed connection from an older one, though the Will was stamped before its "online".
+        self._epoch = self.outbox.next_epoch()
         offline = json.dumps(self._status_body("offline"), separators=(",", ":")).encode()
         client.will_set(self.topic(topics.STATUS), offline, qos=self.settings.qos.status, retain=True)
         events = self._events
@@ -434,7 +449,7 @@ class Publisher:
             timeout = 0 if busy else 0.5
             if online:
                 timeout = min(timeout, max(0.0, last_in + dead_after - time.monotonic()))
-            readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
+            readable, writable = _ready(sock, self._wake_r, write=client.want_write(), timeout=timeout)
             self._idle = False
             now = time.monotonic()
             if sock in readable:

@@ -148,6 +148,7 @@ class Outbox:
         for key in _COUNTERS:
             self._counters.setdefault(key, 0)
         self._seq_reserved = self._counters.pop("seq_reserved", 0)
+        self._epoch = self._counters.pop("epoch", 0)
         self._counters["seq"] = max(self._counters["seq"], self._seq_reserved)
         if self.quarantined is not None and self._counters["seq"] == 0:
             # The numbers the damaged file had given out are lost with it, and consumers drop a
@@ -250,6 +251,21 @@ class Outbox:
                 except sqlite3.Error as exc:
                     raise PublishError(f"outbox {self.path}: cannot reserve sequence numbers: {exc}") from exc
             return self._counters["seq"]
+
+    def next_epoch(self) -> int:
+        """A number larger than any this outbox gave before, restarts included: a connection's epoch.
+
+        Milliseconds since 1970, or the last one plus one when the clock stepped back. Not a
+        sequence number: those must stay without gaps a consumer would take for losses.
+        """
+        with self._seq_lock:
+            self._epoch = max(self._epoch + 1, int(time.time() * 1000))
+            try:
+                with self._lock:
+                    self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (self._epoch,))
+            except sqlite3.Error as exc:
+                raise PublishError(f"outbox {self.path}: cannot record the connection epoch: {exc}") from exc
+            return self._epoch
 
     def add(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
