@@ -23,6 +23,8 @@ def as_int(value) -> int | None:
 
 
 def as_float(value) -> float | None:
+    if type(value) is float:  # the common case first: called for every number of every detection
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)

@@ -73,7 +73,9 @@ class SQLiteStore(SQLStore):
         return cls(f"SQLite store {self.path}: {text}")
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, *, durable: bool = True):
+        # synchronous=FULL is the connection's; a transaction of advisory data pays it too (one
+        # writer at a time anyway, so it holds no other writer up for long).
         if self._db is None:
             raise StoreError(f"{self!r} is closed")
         try:
