@@ -20,7 +20,8 @@ How nothing is lost, and nothing is stored twice:
   duplicates are counted and dropped.
 Run one process per client id (a second one with the same id takes the session over). To spread
 the load over several, give each its own id and subscribe them to a shared subscription
-($share/<group>/edge/+/+/detections).
+($share/<group>/edge/+/+/detections). `edge-sdk ingest --share GROUP` does all of this for every
+kind of message (events, counts, status, metrics, alerts too), into SQLite or PostgreSQL.
 """
 
 from __future__ import annotations
