@@ -197,6 +197,9 @@ class PostgresStore(SQLStore):
     def _greatest(self, a: str, b: str) -> str:
         return f"GREATEST({a}, {b})"
 
+    def _columns_source(self, kinds: list[str]) -> str:
+        return "SELECT * FROM unnest(" + ", ".join(f"%b::{_ARRAY[kind]}[]" for kind in kinds) + ")"
+
     def _placeholder(self, kind: str) -> str:
         return "%s::jsonb" if kind == "json" else "%s"  # psycopg sends a str as text, which a jsonb column refuses
 

@@ -70,7 +70,7 @@ class SQLStore:
     def _upsert_state(self, cur, batch: R.Batch, fresh: list[Record]) -> int:
         # The devices whose state changes are touched first, in device order, so that concurrent
         # writers lock those rows in one order (no deadlock) before the conditional upserts below.
-        self._many(cur, self._sql("seen"), R.seen_rows([], also=[r.device_id for r in (*fresh, *batch.statuses) if r.kind in ("info", "status")]))
+        self._feed(cur, "seen", R.seen_rows([], also=[r.device_id for r in (*fresh, *batch.statuses) if r.kind in ("info", "status")]))
         self._many(cur, self._sql("info"), [R.info_row(r) for r in fresh if r.kind == "info"])
         self._many(cur, self._sql("counts"), sorted((R.counts_row(r) for r in fresh if r.kind == "counts"), key=lambda t: t[:3]))
         return sum(1 for r in batch.statuses if cur.execute(self._sql("status"), R.status_row(r)).fetchall())
@@ -85,7 +85,7 @@ class SQLStore:
         seen = R.seen_rows(batch.logged, also=[r.device_id for r in batch.statuses])
         if seen:
             with self._transaction(durable=False) as cur:
-                self._many(cur, self._sql("seen"), seen)
+                self._feed(cur, "seen", seen)
 
     def _many(self, cur, sql: str, rows: list[tuple]) -> None:
         if rows:
@@ -97,11 +97,27 @@ class SQLStore:
             cache[name] = getattr(self, f"_{name}_sql")()
         return cache[name]
 
-    def _upsert(self, name: str, cols: list[str], sets: list[str], where: str = "", returning: str = "") -> str:
+    def _columns_source(self, kinds: list[str]) -> str | None:
+        """For a dialect that takes a batch as column arrays, the SELECT that unpacks them; else None."""
+        return None
+
+    def _feed(self, cur, name: str, rows: list[tuple]) -> None:
+        """Runs the statement ``name`` (an ``arrays`` upsert) over ``rows``: once, over column arrays,
+        where the dialect takes them (a batch of a 500-device fleet touches 500 device rows)."""
+        if not rows:
+            return
+        if self._columns_source(["text"]) is None:
+            cur.executemany(self._sql(name), rows)
+        else:
+            cur.execute(self._sql(name), [list(column) for column in zip(*rows)])
+
+    def _upsert(self, name: str, cols: list[str], sets: list[str], where: str = "", returning: str = "", *,
+                arrays: bool = False) -> str:
         t = TABLES[name]
         kinds = dict(t.columns)
-        values = ", ".join(self._placeholder(kinds[c]) for c in cols)
-        sql = (f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({values}) ON CONFLICT ({', '.join(t.key)}) "
+        source = self._columns_source([kinds[c] for c in cols]) if arrays else None
+        values = source or "VALUES (" + ", ".join(self._placeholder(kinds[c]) for c in cols) + ")"
+        sql = (f"INSERT INTO {name} ({', '.join(cols)}) {values} ON CONFLICT ({', '.join(t.key)}) "
                f"DO UPDATE SET {', '.join(sets)}")
         return sql + (f" WHERE {where}" if where else "") + (f" RETURNING {returning}" if returning else "")
 
@@ -110,7 +126,8 @@ class SQLStore:
         # last_received moves only with a newer seq: a redelivery or a replay arrives later, yet is not news.
         received = ("last_received = CASE WHEN devices.last_seq IS NULL OR excluded.last_seq > devices.last_seq "
                     "THEN excluded.last_received ELSE devices.last_received END")
-        return self._upsert("devices", cols, [received, *(f"{c} = {self._greatest(f'devices.{c}', f'excluded.{c}')}" for c in cols[1:3])])
+        return self._upsert("devices", cols, [received, *(f"{c} = {self._greatest(f'devices.{c}', f'excluded.{c}')}" for c in cols[1:3])],
+                            arrays=True)
 
     def _info_sql(self) -> str:
         cols = ["device_id", "sdk_version", "model_name", "model_sha256", "model_target", "model_precision", "model_task",
