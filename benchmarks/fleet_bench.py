@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' harnesses start Mosquitto and PostgreSQL
 
-from common import cpu_flags, write_results  # noqa: E402
+from common import cpu_flags, cpu_model, write_results  # noqa: E402
 from support.broker import Mosquitto  # noqa: E402
 from support.postgres import Postgres  # noqa: E402
 
@@ -238,7 +238,7 @@ def main() -> None:
     import psycopg
 
     text = "\n".join([
-        f"fleet_bench on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {cpu_flags()}; "
+        f"fleet_bench on {cpu_model()}, {os.cpu_count()} cores, {cpu_flags()}; "
         f"Python {platform.python_version()}, psycopg {psycopg.__version__}, PostgreSQL 15 (fsync on), Mosquitto 2.0",
         f"live phase: {args.offered:.0f} msg/s offered for {args.live:.0f} s; capacity phase: a backlog of {args.backlog} messages drained",
         "", table(results), "",

@@ -265,9 +265,13 @@ class Consumer:
         oldest = time.monotonic()
         while len(batch) < size and time.monotonic() - oldest < self.linger_s:
             try:
-                batch.append(self._inbox.get(timeout=IDLE_FLUSH_S))
+                while len(batch) < size:  # what is already there, without a timed wait for each
+                    batch.append(self._inbox.get_nowait())
             except queue.Empty:
-                break  # the broker has nothing more in flight for now (its window may be full)
+                try:
+                    batch.append(self._inbox.get(timeout=IDLE_FLUSH_S))
+                except queue.Empty:
+                    break  # the broker has nothing more in flight for now (its window may be full)
         return batch
 
     def _drain(self) -> None:

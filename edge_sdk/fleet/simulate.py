@@ -88,9 +88,14 @@ class SimulatedFleet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> SimulatedFleet:
+    def start(self, *, online_timeout: float = 60.0) -> SimulatedFleet:
+        """Connect every device, wait until they are online (so the first messages do not wait for
+        a connection), then start sending."""
         for device in self.devices:
             device.start()
+        deadline = time.monotonic() + online_timeout
+        for device in self.devices:
+            device.publisher.wait_online(max(0.0, deadline - time.monotonic()))
         self._thread = threading.Thread(target=self._drive, name="simulated-fleet", daemon=True)
         self._thread.start()
         return self
