@@ -183,6 +183,7 @@ class Publisher:
         self._wake_w.setblocking(False)
         self._closing = threading.Event()
         self._connected = threading.Event()
+        self._commands_heard = threading.Event()  # the broker confirmed the subscription to cmd/+
         self._commands: queue.Queue = queue.Queue(maxsize=16)
         self._threads: list[threading.Thread] = []
         self.state = "stopped"
@@ -270,7 +271,11 @@ class Publisher:
         return self
 
     def wait_online(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+        """Connected, and (taking commands) subscribed to them: a command sent after this is heard."""
+        deadline = time.monotonic() + timeout
+        if not self._connected.wait(timeout):
+            return False
+        return self._on_command is None or self._commands_heard.wait(max(0.0, deadline - time.monotonic()))
 
     def flush(self, timeout: float) -> bool:
         """Wait until every stored message is acknowledged; False if some are still pending."""
@@ -315,6 +320,7 @@ class Publisher:
             self._connected.set()
         else:
             self._connected.clear()
+            self._commands_heard.clear()
         if changed and self._on_state is not None:
             try:
                 self._on_state(state, error)
@@ -346,6 +352,7 @@ class Publisher:
         client.on_publish = lambda c, u, mid, rc, props: events.append(("puback", mid, rc))
         client.on_message = lambda c, u, message: events.append(("message", message))
         # With this set, paho queues packets and leaves every socket write to the network thread.
+        client.on_subscribe = lambda c, u, mid, codes, props: events.append(("suback", codes))
         client.on_socket_register_write = lambda c, u, sock: self._wake()
         return client
 
@@ -493,6 +500,9 @@ class Publisher:
                     self._set_state("online", None)
                     with self._send_lock:
                         self._live = conn
+                elif kind == "suback":
+                    if not any(getattr(code, "is_failure", False) for code in event[1]):
+                        self._commands_heard.set()
                 elif kind == "disconnect":
                     return self._lost(client, f"disconnected: {event[1]}")
                 elif kind == "message":
