@@ -334,23 +334,14 @@ def read_retained(settings: MQTTSettings, *, root: str = "edge", kinds: Iterable
     A shared subscription is never sent retained messages, so a store that starts after its
     devices learns of them here, once, through a plain subscription.
     """
-    import uuid
-
-    from edge_sdk.mqtt.push import connect
+    from edge_sdk.fleet.devices import retained
 
     found: list[Record] = []
-    client = connect(settings, client_id=f"edge-sdk-retained-{uuid.uuid4().hex[:8]}")
-    try:
-        def on_message(c, u, message) -> None:
-            if message.retain:
-                record = parse(message.topic, message.payload, root=root, received_ts=time.time())
-                if record is not None:
-                    found.append(record)
 
-        client.on_message = on_message
-        client.subscribe([(topic, 1) for topic in subscriptions(root, tuple(kinds))])
-        time.sleep(wait)  # retained messages come at once after the SUBACK; this bounds a slow broker
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    def keep(topic: str, payload: bytes) -> None:
+        record = parse(topic, payload, root=root, received_ts=time.time())
+        if record is not None:
+            found.append(record)
+
+    retained(settings, subscriptions(root, tuple(kinds)), keep, wait=wait, only_retained=True)
     return list(found)

@@ -76,23 +76,28 @@ class FleetWatch:
             return dict(sorted(self._devices.items()))
 
 
-def discover(settings, *, root: str = "edge", wait: float = 2.0) -> dict[str, SeenDevice]:
-    """Every device whose retained info or status the broker holds, after listening ``wait`` seconds
-    (retained messages arrive at once; the wait lets a slow broker finish)."""
+def retained(settings, filters: list[str], handle, *, wait: float, only_retained: bool = False) -> None:
+    """Subscribe to ``filters`` on a short connection of its own and hand ``handle(topic, payload)``
+    what arrives for ``wait`` seconds (retained messages come at once; the wait bounds a slow broker)."""
     import uuid
 
     from edge_sdk.mqtt.push import connect
 
-    watch = FleetWatch(root)
     client = connect(settings, client_id=f"edge-sdk-fleet-{uuid.uuid4().hex[:8]}")
     subscribed = threading.Event()
     try:
-        client.on_message = lambda c, u, m: watch.feed(m.topic, bytes(m.payload))
+        client.on_message = lambda c, u, m: None if only_retained and not m.retain else handle(m.topic, bytes(m.payload))
         client.on_subscribe = lambda *a: subscribed.set()
-        client.subscribe([(topic, 1) for topic in watch.subscriptions()])
+        client.subscribe([(topic, 1) for topic in filters])
         subscribed.wait(10)
         time.sleep(max(0.0, wait))
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def discover(settings, *, root: str = "edge", wait: float = 2.0) -> dict[str, SeenDevice]:
+    """Every device whose retained info or status the broker holds, after listening ``wait`` seconds."""
+    watch = FleetWatch(root)
+    retained(settings, watch.subscriptions(), watch.feed, wait=wait)
     return watch.devices()
