@@ -34,6 +34,9 @@ class Task(str, enum.Enum):
 
     CLASSIFICATION = "classification"
     DETECTION = "detection"
+    SEGMENTATION = "segmentation"  # semantic: a class per pixel
+    INSTANCE_SEGMENTATION = "instance-segmentation"  # detections, each with its mask
+    POSE = "pose"  # detections with keypoints, or one object's landmarks
     CUSTOM = "custom"  # a plugin decoder's own results
 
 
@@ -98,7 +101,7 @@ class Manifest(_Data):
     model_file: str = Field(description="Bundle-relative path of the model the runtime loads.")
     labels_file: str | None = Field(default=None, description="Bundle-relative path of labels.txt.")
     num_classes: int = Field(ge=1, description="Number of classes the model predicts.")
-    task: Task = Field(description="classification, detection, or custom (a plugin decoder's own results).")
+    task: Task = Field(description="classification, detection, segmentation (semantic), instance-segmentation, pose, or custom (a plugin decoder's own results).")
     decoder: Decoder = Field(description="How outputs are decoded.")
     preprocessing: Preprocessing = Field(description="Frame -> float input, shared with the converter.")
     inputs: list[TensorSpec] = Field(min_length=1, description="Model inputs as compiled.")

@@ -30,7 +30,7 @@ from edge_sdk.errors import EdgeSDKError, EngineError
 from edge_sdk.gate import ABANDONED, LOST, EngineGate, Turn
 from edge_sdk.model import InputAdapter, Model, keep
 from edge_sdk.preprocess import dequantize
-from edge_sdk.results import FrameResult
+from edge_sdk.results import FrameResult, Segmentation
 from edge_sdk.stats import Stats
 from edge_sdk.watchdog import Health, RestartLimiter, Span, Watchdog
 
@@ -172,11 +172,14 @@ class Pipeline:
             labels=model.labels, placement=placement, preprocessing=model.adapter.spec,
             score_threshold=filters.threshold, options=dict(model.bundle.manifest.decoder.options),
         )
-        detections = tuple(d for d in model.decode(outputs, context) if keep(d, filters))
+        decoded = model.decode(outputs, context)
+        segmentation = decoded if isinstance(decoded, Segmentation) else None
+        detections = () if segmentation is not None else tuple(d for d in decoded if keep(d, filters))
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t_infer) * 1e3, "decode": (t3 - t2) * 1e3}
         height, width = frame.shape[:2]
-        return FrameResult(index=index, timestamp=timestamp, frame_size=(width, height), detections=detections, timings_ms=timings)
+        return FrameResult(index=index, timestamp=timestamp, frame_size=(width, height), detections=detections,
+                           timings_ms=timings, segmentation=segmentation)
 
     def turn(self, turn: Turn, model: Model, frame, tensor, placement, index, timestamp, t0, t1, filters):
         """A camera's turn on the engine, timed by the watchdog: a result, None when a model on

@@ -24,6 +24,11 @@ class Sparsity(_Data):
     epochs: int = Field(description="Fine-tuning epochs run while pruning.")
 
 
+# The headline each task's accuracy budget is kept on, in order of precedence: (Metrics field, name).
+HEADLINES = (("top1", "top-1"), ("miou", "mean IoU"), ("mask_map50_95", "mask mAP@0.5:0.95"),
+             ("kpt_map50_95", "keypoint mAP@0.5:0.95 (OKS)"), ("pck", "PCK"), ("map50", "mAP@0.5"))
+
+
 class Metrics(_Data):
     """Quality of one model on the validation images: classification or detection fields, by task."""
 
@@ -35,15 +40,29 @@ class Metrics(_Data):
     map50_95: float | None = Field(default=None, description="Detection: mAP averaged over IoU 0.5 to 0.95 in steps of 0.05, 0-1.")
     precision: float | None = Field(default=None, description="Detection: precision of boxes scoring at least 0.25, matched at IoU 0.5.")
     recall: float | None = Field(default=None, description="Detection: recall of boxes scoring at least 0.25, matched at IoU 0.5.")
+    miou: float | None = Field(default=None, description="Semantic segmentation: mean over classes of the pixel IoU, 0-1.")
+    pixel_accuracy: float | None = Field(default=None, description="Semantic segmentation: share of pixels given their true class, 0-1.")
+    mask_map50: float | None = Field(default=None, description="Instance segmentation: mask mAP at mask IoU 0.5, 0-1.")
+    mask_map50_95: float | None = Field(default=None, description="Instance segmentation: mask mAP over IoU 0.5 to 0.95, 0-1.")
+    kpt_map50: float | None = Field(default=None, description="Pose: keypoint mAP at OKS 0.5, 0-1.")
+    kpt_map50_95: float | None = Field(default=None, description="Pose: keypoint mAP over OKS 0.5 to 0.95 (COCO's), 0-1.")
+    pck: float | None = Field(default=None, description="Landmarks: share of keypoints within the PCK radius of the truth, 0-1.")
+    pck_threshold: float | None = Field(default=None, description="Landmarks: the PCK radius, as a share of the object's box diagonal.")
 
     @property
     def score(self) -> float:
-        """The headline number the accuracy budget is kept on: top-1, or mAP@0.5 for a detector."""
-        return self.top1 if self.top1 is not None else (self.map50 or 0.0)
+        """The headline number the accuracy budget is kept on: top-1 (classifier), mean IoU (semantic
+        segmentation), mask mAP@0.5:0.95 (instances), OKS keypoint mAP (pose), PCK (landmarks) or
+        mAP@0.5 (detector)."""
+        for field_name, _ in HEADLINES:
+            value = getattr(self, field_name)
+            if value is not None:
+                return value
+        return 0.0
 
     @property
     def score_name(self) -> str:
-        return "top-1" if self.top1 is not None else "mAP@0.5"
+        return next((name for field_name, name in HEADLINES if getattr(self, field_name) is not None), "mAP@0.5")
 
 
 class Remedy(_Data):

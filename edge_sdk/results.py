@@ -1,4 +1,9 @@
-"""Results as values: boxes, detections and per-frame results, with the behaviour that belongs to them."""
+"""Results as values: boxes, masks, keypoints, detections and per-frame results, with the behaviour that belongs to them.
+
+Every value is frozen and in source-frame terms: decoders map model-input coordinates back through
+the letterbox or crop (:class:`~edge_sdk.preprocess.Placement`) before a value is made, so a user
+never sees the model's input space.
+"""
 
 from __future__ import annotations
 
@@ -57,15 +62,146 @@ class BBox:
         return cls(float(sx1) / w, float(sy1) / h, float(sx2) / w, float(sy2) / h).clip()
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """One object's pixels in the source frame: a boolean bitmap over its box, placed at (x, y).
+
+    Only the box's part of the frame is stored (an instance covers a small share of it); ``full()``
+    gives the whole-frame bitmap. Equality is by pixels, so two masks of the same pixels are equal.
+    """
+
+    x: int  # left column of the bitmap in the source frame, pixels
+    y: int  # top row
+    bitmap: np.ndarray  # bool, h x w, read-only
+    frame_size: tuple[int, int]  # (width, height) of the source frame
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bitmap", _frozen(np.asarray(self.bitmap, dtype=bool)))
+
+    @classmethod
+    def from_full(cls, full: np.ndarray) -> Mask:
+        """The mask of a whole-frame boolean bitmap, cropped to the pixels it has."""
+        full = np.asarray(full, dtype=bool)
+        height, width = full.shape
+        rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+        if rows.size == 0:
+            return cls(0, 0, np.zeros((0, 0), dtype=bool), (width, height))
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return cls(x0, y0, full[y0:y1, x0:x1], (width, height))
+
+    @property
+    def area(self) -> int:
+        """Pixels in the mask."""
+        return int(np.count_nonzero(self.bitmap))
+
+    def full(self) -> np.ndarray:
+        """The mask as a bitmap of the whole frame (height x width)."""
+        width, height = self.frame_size
+        out = np.zeros((height, width), dtype=bool)
+        h, w = self.bitmap.shape
+        out[self.y : self.y + h, self.x : self.x + w] = self.bitmap
+        return out
+
+    def iou(self, other: Mask) -> float:
+        a, b = self.full(), other.full()
+        union = np.count_nonzero(a | b)
+        return np.count_nonzero(a & b) / union if union else 0.0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return self.frame_size == other.frame_size and np.array_equal(self.full(), other.full())
+
+    __hash__ = None  # type: ignore[assignment]  # a mask is compared by pixels, not kept in sets
+
+
+@dataclass(frozen=True)
+class Keypoint:
+    """One landmark: where (normalised source-frame coordinates, 0-1) and how sure (0-1)."""
+
+    x: float
+    y: float
+    score: float
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """An object's landmarks in the model's order (a pose's joints, a hand's or a face's landmarks).
+
+    ``skeleton`` lists the pairs of indices drawn as bones; names come from the bundle.
+    """
+
+    points: tuple[Keypoint, ...]
+    skeleton: tuple[tuple[int, int], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def array(self) -> np.ndarray:
+        """K x 3: x, y (0-1) and score per point."""
+        return np.array([(p.x, p.y, p.score) for p in self.points], dtype=np.float64).reshape(-1, 3)
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """A semantic segmentation of one frame: a class id per source-frame pixel.
+
+    ``class_map`` is uint8 (or uint16 past 255 classes), height x width of the source frame;
+    ``labels[i]`` names class i.
+    """
+
+    class_map: np.ndarray
+    labels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_map", _frozen(self.class_map))
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        height, width = self.class_map.shape[:2]
+        return width, height
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+    def areas(self) -> dict[str, float]:
+        """Share of the frame (0-1) each class present covers, largest first."""
+        counts = np.bincount(self.class_map.ravel(), minlength=len(self.labels))
+        total = max(1, self.class_map.size)
+        order = np.argsort(-counts, kind="stable")
+        return {self.label(int(c)): float(counts[c]) / total for c in order if counts[c]}
+
+    def mask(self, class_id: int) -> Mask:
+        """The pixels of one class, as a mask."""
+        return Mask.from_full(self.class_map == class_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Segmentation):
+            return NotImplemented
+        return self.labels == other.labels and np.array_equal(self.class_map, other.class_map)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class Detection:
-    """One result: a class with a score, and a box unless the model is a classifier."""
+    """One result: a class with a score, a box unless the model is a classifier, and, for an
+    instance-segmentation or pose model, the object's mask or keypoints."""
 
     class_id: int
     label: str
     score: float
     box: BBox | None = None
     track_id: int | None = None  # the object's identity across frames, when the run tracks
+    mask: Mask | None = None  # instance segmentation: the object's pixels
+    keypoints: Keypoints | None = None  # pose: the object's landmarks
 
     def to_json(self, *, frame_size: tuple[int, int] | None = None) -> dict:
         out: dict = {"class_id": self.class_id, "label": self.label, "score": round(float(self.score), 5)}
@@ -91,6 +227,7 @@ class FrameResult:
     events: tuple = ()  # what the camera's tracks did in this frame (edge_sdk.tracking.values.Event), when it tracks
     counts: object | None = None  # the camera's counts (edge_sdk.tracking.values.Counts) when this frame changed them
     final: bool = False  # no new frame: a tracking camera's last word when it stopped (the ends of its open tracks)
+    segmentation: Segmentation | None = None  # a semantic-segmentation model's class map of the frame
 
     def for_camera(self, camera: str) -> FrameResult:
         return replace(self, camera=camera)

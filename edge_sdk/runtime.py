@@ -167,7 +167,7 @@ class Runtime:
         from edge_sdk.tracking.stage import TrackingStage
         from edge_sdk.tracking.values import Counts, TrackAction, TrackEvent
 
-        if self.pipeline.bundle.manifest.task is not Task.DETECTION:
+        if self.pipeline.bundle.manifest.task not in (Task.DETECTION, Task.INSTANCE_SEGMENTATION, Task.POSE):
             raise ConfigError(f"tracking, named zones, lines and the 'events' publish mode need boxes; "
                               f"{self.bundle_path} is a {self.pipeline.bundle.manifest.task.value} model")
         records = {}

@@ -1,6 +1,8 @@
 """Decoders: raw model outputs -> :class:`~edge_sdk.results.Detection` values.
 
-A decoder is a function ``decode(outputs, context) -> list[Detection]``. Built-in ones are named in
+A decoder is a function ``decode(outputs, context) -> list[Detection]``; a semantic-segmentation
+decoder returns one :class:`~edge_sdk.results.Segmentation` instead. Instance-segmentation and
+pose decoders return detections carrying a ``mask`` or ``keypoints``. Built-in ones are named in
 an explicit registry and imported only when a bundle uses them; ``plugin:module:function`` names
 any importable function with the same signature.
 """
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.preprocess import Placement, Preprocessing
-from edge_sdk.results import Detection
+from edge_sdk.results import Detection, Segmentation
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class DecodeContext:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
 
 
-Decoder = Callable[[list[np.ndarray], DecodeContext], list[Detection]]
+Decoder = Callable[[list[np.ndarray], DecodeContext], "list[Detection] | Segmentation"]
 _Options = TypeVar("_Options", bound=BaseModel)
 
 
@@ -63,6 +65,10 @@ REGISTRY: dict[str, str] = {
     "classification": "edge_sdk.decoders.classification:decode",
     "ssd": "edge_sdk.decoders.ssd:decode",
     "yolo": "edge_sdk.decoders.yolo:decode",
+    "segmentation": "edge_sdk.decoders.segmentation:decode",
+    "yolo-seg": "edge_sdk.decoders.instances:decode",
+    "yolo-pose": "edge_sdk.decoders.pose:decode",
+    "landmarks": "edge_sdk.decoders.pose:decode_landmarks",
 }
 
 
