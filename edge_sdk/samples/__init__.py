@@ -3,7 +3,8 @@
 ``shapes``: scenes of coloured shapes on scikit-image's photographs with exact boxes, and YOLO datasets
 of them; ``digits``: scikit-learn's digits written as image folders; ``detector``: the shipped shapes
 detector's Keras architecture, training targets and loss (TensorFlow loads only when one is built);
-``tracks``: generated tracking clips (boxes with ground-truth identities, degraded detections) and
+``segmenter`` and ``posenet``: tiny semantic segmentation and landmark networks trained on those scenes (exact masks
+and triangle corners); ``tracks``: generated tracking clips (boxes with ground-truth identities, degraded detections) and
 their MOT scores.
 The shipped weights are in ``edge_sdk.converters.assets``.
 """

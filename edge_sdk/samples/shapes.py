@@ -145,17 +145,23 @@ def draw_all(image: np.ndarray, shapes: list[Shape], *, min_visible: float = 0.5
 
 def _draw_visible(image: np.ndarray, shapes: list[Shape], *, min_visible: float) -> list[Box | None]:
     """``draw_all``'s boxes, one per shape in order: None for a shape hidden behind later ones."""
+    return [None if visible is None else _box(shape.class_id, visible)
+            for shape, visible in zip(shapes, _paint_visible(image, shapes, min_visible=min_visible))]
+
+
+def _paint_visible(image: np.ndarray, shapes: list[Shape], *, min_visible: float) -> list[np.ndarray | None]:
+    """Draw ``shapes`` in order; each one's visible pixels (bool, whole image), None when mostly hidden."""
     masks = [_mask(shape, *image.shape[:2]) for shape in shapes]
     for shape, mask in zip(shapes, masks):
         _paint(image, mask, shape.colour)
-    boxes: list[Box | None] = []
+    visibles: list[np.ndarray | None] = []
     covered = np.zeros(image.shape[:2], dtype=bool)
-    for shape, mask in reversed(list(zip(shapes, masks))):
+    for mask in reversed(masks):
         solid = mask > 127
         visible = solid & ~covered
         covered |= solid
-        boxes.append(_box(shape.class_id, visible) if solid.any() and visible.sum() >= min_visible * solid.sum() else None)
-    return boxes[::-1]
+        visibles.append(visible if solid.any() and visible.sum() >= min_visible * solid.sum() else None)
+    return visibles[::-1]
 
 
 def _colour(rng: np.random.Generator, image: np.ndarray, cx: float, cy: float, size: float) -> tuple[int, int, int]:
@@ -198,10 +204,15 @@ def scene(rng: np.random.Generator, photos: list[np.ndarray], *, width: int = 16
     count = int(rng.integers(0, max_objects + 1)) if rng.random() < 0.9 else 0
     shapes = random_shapes(rng, image, count=count, min_size=0.1 * short, max_size=0.4 * short)
     boxes = [draw(image, shape) for shape in shapes]
+    return _camera(rng, image), boxes
+
+
+def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A little blur now and then and some sensor noise, as a camera adds."""
     if rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (3, 3), 0)
     noise = rng.normal(0, rng.uniform(0, 6), image.shape)
-    return np.clip(image + noise, 0, 255).astype(np.uint8), boxes
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
 def write_yolo(root: str | Path, count: int, *, seed: int, photos: tuple[str, ...], width: int = 160, height: int = 160) -> Path:
@@ -221,6 +232,168 @@ def write_yolo(root: str | Path, count: int, *, seed: int, photos: tuple[str, ..
         ]
         (root / "labels" / f"{i:05d}.txt").write_text("".join(line + "\n" for line in lines))
     (root / "classes.txt").write_text("".join(name + "\n" for name in CLASSES))
+    return root
+
+
+# -- beyond boxes: exact masks and keypoints -------------------------------------------------------
+
+SEGMENTATION_CLASSES = ("background", *CLASSES)  # class id in a semantic mask = shape class + 1
+# Pose objects are triangles turned at most POSE_MAX_TURN either way from apex-up: a triangle looks the
+# same every 120 degrees, so only a limited turn gives its corners a well-defined order (apex, then the
+# base corner on the apex's right, then the one on its left) that a network can learn.
+POSE_CLASSES = ("triangle",)
+KEYPOINT_NAMES = ("apex", "right", "left")
+SKELETON = ((0, 1), (1, 2), (2, 0))
+POSE_MAX_TURN = math.radians(35)
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """One object of a scene: its class, tight box and exact visible pixels, and the corners of a pose object."""
+
+    class_id: int
+    box: Box
+    mask: np.ndarray  # bool, the whole image: the pixels of this object that nothing drawn later covers
+    keypoints: np.ndarray | None = None  # [K, 3] x, y (pixels), visibility (2 visible, 1 hidden); pose scenes only
+
+
+def instance_scene(rng: np.random.Generator, photos: list[np.ndarray], *, width: int = 160, height: int = 160,
+                   max_objects: int = 4, min_size: float = 0.1, max_size: float = 0.4) -> tuple[np.ndarray, list[Instance]]:
+    """One BGR image with up to ``max_objects`` shapes, each with its exact visible mask.
+
+    Sizes are shares of the short side. A shape mostly hidden behind later ones is left out of the truth.
+    """
+    image = background(rng, photos, width, height)
+    short = min(width, height)
+    count = int(rng.integers(0, max_objects + 1)) if rng.random() < 0.9 else 0
+    shapes = random_shapes(rng, image, count=count, min_size=min_size * short, max_size=max_size * short)
+    visibles = _paint_visible(image, shapes, min_visible=0.5)
+    instances = [Instance(s.class_id, _box(s.class_id, v), v) for s, v in zip(shapes, visibles) if v is not None]
+    return _camera(rng, image), instances
+
+
+def class_map(instances: list[Instance], height: int, width: int) -> np.ndarray:
+    """The semantic truth of a scene: per pixel 0 for background, else the shape's class + 1."""
+    out = np.zeros((height, width), dtype=np.uint8)
+    for instance in instances:
+        out[instance.mask] = instance.class_id + 1
+    return out
+
+
+def pose_scene(rng: np.random.Generator, photos: list[np.ndarray], *, width: int = 96, height: int = 96,
+               objects: int = 1, min_size: float = 0.3, max_size: float = 0.6,
+               distractors: int = 0) -> tuple[np.ndarray, list[Instance]]:
+    """One BGR image with ``objects`` triangles whose corners are keypoints (``KEYPOINT_NAMES``).
+
+    Each triangle is turned at most ``POSE_MAX_TURN``; ``distractors`` other shapes (not triangles,
+    no keypoints) are drawn first, underneath. A corner covered by a later triangle is marked hidden
+    (visibility 1); one outside the image cannot happen (triangles are placed inside).
+    """
+    image = background(rng, photos, width, height)
+    short = min(width, height)
+    placed = random_shapes(rng, image, count=objects + distractors, min_size=min_size * short, max_size=max_size * short)
+    others = [replace(s, class_id=int(rng.choice([0, 1, 3]))) for s in placed[objects:]]
+    triangles = [replace(s, class_id=CLASSES.index("triangle"), angle=rng.uniform(-POSE_MAX_TURN, POSE_MAX_TURN))
+                 for s in placed[:objects]]
+    visibles = _paint_visible(image, others + triangles, min_visible=0.0)[len(others):]
+    instances = []
+    for k, (shape, visible) in enumerate(zip(triangles, visibles)):
+        if visible is None:
+            continue
+        corners = _polygon(shape)  # apex, lower right, lower left (angles -90, 30, 150 degrees from the centre)
+        later = np.zeros((height, width), dtype=bool)
+        for other in triangles[k + 1:]:
+            later |= _mask(other, height, width) > 127
+        seen = [2 if not later[min(height - 1, int(y)), min(width - 1, int(x))] else 1 for x, y in corners]
+        points = np.column_stack([corners, seen]).astype(np.float32)
+        instances.append(Instance(0, _box(0, visible), visible, points))
+    return _camera(rng, image), instances
+
+
+def _dataset_dirs(root: str | Path) -> Path:
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def write_semantic(root: str | Path, count: int, *, seed: int, photos: tuple[str, ...], width: int = 96,
+                   height: int = 96, max_objects: int = 4, min_size: float = 0.15, max_size: float = 0.55) -> Path:
+    """A semantic segmentation dataset: ``images/*.png``, ``masks/*.png`` (pixel = class id, 0 background) and ``classes.txt``."""
+    root = _dataset_dirs(root)
+    (root / "masks").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    loaded = photographs(photos)
+    for i in range(count):
+        image, instances = instance_scene(rng, loaded, width=width, height=height, max_objects=max_objects,
+                                          min_size=min_size, max_size=max_size)
+        cv2.imwrite(str(root / "images" / f"{i:05d}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"{i:05d}.png"), class_map(instances, height, width))
+    (root / "classes.txt").write_text("".join(name + "\n" for name in SEGMENTATION_CLASSES))
+    return root
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The outer contour of a mask's largest piece, ``[n, 2]`` pixel x, y (corners of the pixel grid's cells)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros((0, 2), dtype=np.float32)
+    return max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float32)
+
+
+def write_yolo_seg(root: str | Path, count: int, *, seed: int, photos: tuple[str, ...], width: int = 160,
+                   height: int = 160) -> Path:
+    """A YOLO instance segmentation dataset: ``labels/*.txt`` lines ``class x1 y1 ... xn yn`` (0-1), the
+    outline of each object's visible pixels (pixel centres, so filling the polygon gives the mask back)."""
+    root = _dataset_dirs(root)
+    (root / "labels").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    loaded = photographs(photos)
+    for i in range(count):
+        image, instances = instance_scene(rng, loaded, width=width, height=height)
+        cv2.imwrite(str(root / "images" / f"{i:05d}.png"), image)
+        lines = []
+        for instance in instances:
+            points = (outline(instance.mask) + 0.5) / np.array([width, height], dtype=np.float32)
+            if len(points) >= 3:
+                lines.append(f"{instance.class_id} " + " ".join(f"{v:.6f}" for v in points.reshape(-1)))
+        (root / "labels" / f"{i:05d}.txt").write_text("".join(line + "\n" for line in lines))
+    (root / "classes.txt").write_text("".join(name + "\n" for name in CLASSES))
+    return root
+
+
+def write_yolo_pose(root: str | Path, count: int, *, seed: int, photos: tuple[str, ...], width: int = 96,
+                    height: int = 96, objects: int = 1, distractors: int = 0, min_size: float = 0.3,
+                    max_size: float = 0.6) -> Path:
+    """A YOLO pose dataset of triangles: ``labels/*.txt`` lines ``0 cx cy w h x1 y1 v1 x2 y2 v2 x3 y3 v3``
+    (0-1) and ``data.yaml`` (``kpt_shape: [3, 3]``, names, keypoint names, skeleton).
+
+    With ``objects=1`` (the default) it is a landmarks dataset: one object per image.
+    """
+    root = _dataset_dirs(root)
+    (root / "labels").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    loaded = photographs(photos)
+    scale = np.array([width, height], dtype=np.float32)
+    for i in range(count):
+        image, instances = pose_scene(rng, loaded, width=width, height=height, objects=objects,
+                                      distractors=distractors, min_size=min_size, max_size=max_size)
+        cv2.imwrite(str(root / "images" / f"{i:05d}.png"), image)
+        lines = []
+        for o in instances:
+            b = o.box
+            box = f"{(b.x1 + b.x2) / 2 / width:.6f} {(b.y1 + b.y2) / 2 / height:.6f} {(b.x2 - b.x1) / width:.6f} {(b.y2 - b.y1) / height:.6f}"
+            xy = o.keypoints[:, :2] / scale
+            points = " ".join(f"{x:.6f} {y:.6f} {int(v)}" for (x, y), v in zip(xy, o.keypoints[:, 2]))
+            lines.append(f"0 {box} {points}")
+        (root / "labels" / f"{i:05d}.txt").write_text("".join(line + "\n" for line in lines))
+    (root / "data.yaml").write_text(
+        f"kpt_shape: [{len(KEYPOINT_NAMES)}, 3]\n"
+        f"names: {{0: {POSE_CLASSES[0]}}}\n"
+        f"kpt_names: [{', '.join(KEYPOINT_NAMES)}]\n"
+        f"skeleton: [{', '.join(f'[{a}, {b}]' for a, b in SKELETON)}]\n"
+        f"flip_idx: [0, 2, 1]\n"
+    )
+    (root / "classes.txt").write_text(POSE_CLASSES[0] + "\n")
     return root
 
 
