@@ -2,7 +2,7 @@
 
 The network predicts a heatmap per keypoint at 1/4 of the input, turns each into a distribution
 with a softmax over its cells, and outputs the distribution's expected position (a "soft-argmax",
-a fixed Dense layer holding the cells' centres). So the output is ``[1, K*2]`` x0, y0, x1, y1, ...
+a fixed 1x1 convolution holding the cells' centres). So the output is ``[1, K*2]`` x0, y0, x1, y1, ...
 in 0-1 of the input, what the runtime's ``landmarks`` decoder reads, while the network learns
 where things are (heatmaps) rather than regressing numbers from pooled features: it trains in
 seconds and stays accurate in int8. Built from stock Keras layers, so the ``.keras`` file loads
@@ -44,16 +44,17 @@ def build(*, size: int = INPUT_SIZE, seed: int = 0):
     fine = conv(conv(x, 32, 2), 32)  # /4
     x = conv(conv(fine, 48, 2), 48)  # /8
     x = conv(conv(x, 64, 2), 64)     # /16: sees the whole triangle, so it knows which corner is which
-    x = L.UpSampling2D(4)(x)
+    x = L.UpSampling2D(4, interpolation="bilinear")(x)  # nearest becomes TILE, which the Edge TPU refuses
     x = L.Concatenate()([fine, x])
     x = conv(x, 48)
     heat = L.Conv2D(NUM_KEYPOINTS, 1, name="heatmaps")(x)                      # [s, s, K]
     heat = L.Permute((3, 1, 2))(heat)                                          # [K, s, s]
-    heat = L.Reshape((NUM_KEYPOINTS, side * side))(heat)
+    heat = L.Reshape((NUM_KEYPOINTS, 1, side * side))(heat)
     probs = L.Softmax(axis=-1, name="where")(heat)
-    expect = L.Dense(2, use_bias=False, trainable=False, name="expected_position")
-    xy = expect(probs)                                                         # [K, 2]
-    expect.set_weights([_cell_centres(side)])
+    # A fixed 1x1 convolution rather than a Dense layer: the Edge TPU takes no FULLY_CONNECTED with a 3-D output.
+    expect = L.Conv2D(2, 1, use_bias=False, trainable=False, name="expected_position")
+    xy = expect(probs)                                                         # [K, 1, 2]
+    expect.set_weights([_cell_centres(side)[None, None]])
     out = L.Flatten(name="landmarks")(xy)
     return keras.Model(image, out, name="shapes_landmarks")
 
@@ -67,7 +68,7 @@ def _cell_centres(side: int) -> np.ndarray:
 def training_data(count: int, *, seed: int, photos: tuple[str, ...] = shapes.TRAIN_PHOTOS,
                   size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``count`` one-triangle scenes: RGB floats ``[n, size, size, 3]``, keypoints ``[n, K*2]`` in 0-1
-    and each triangle's box side (the larger of width and height, 0-1) for PCK."""
+    and each triangle's box diagonal (0-1) for PCK."""
     rng = np.random.default_rng(seed)
     loaded = shapes.photographs(photos)
     images = np.empty((count, size, size, 3), dtype=np.float32)
@@ -77,7 +78,7 @@ def training_data(count: int, *, seed: int, photos: tuple[str, ...] = shapes.TRA
         image, (triangle,) = shapes.pose_scene(rng, loaded, width=size, height=size)
         images[i] = image[:, :, ::-1] / 255.0
         points[i] = (triangle.keypoints[:, :2] / size).ravel()
-        extent[i] = max(triangle.box.x2 - triangle.box.x1, triangle.box.y2 - triangle.box.y1) / size
+        extent[i] = np.hypot(triangle.box.x2 - triangle.box.x1, triangle.box.y2 - triangle.box.y1) / size
     return images, points, extent
 
 
@@ -96,7 +97,7 @@ def train(images: np.ndarray, points: np.ndarray, *, epochs: int = 10, seed: int
 
 
 def pck(predicted: np.ndarray, truth: np.ndarray, extent: np.ndarray, *, threshold: float = 0.1) -> float:
-    """Share of keypoints within ``threshold`` x the object's larger box side of the truth (``[n, K*2]`` in 0-1)."""
+    """Share of keypoints within ``threshold`` x the object's box diagonal of the truth (PCK@0.1, as the converter scores landmarks) (``[n, K*2]`` in 0-1)."""
     p = np.asarray(predicted, np.float64).reshape(len(truth), -1, 2)
     t = np.asarray(truth, np.float64).reshape(len(truth), -1, 2)
     distance = np.linalg.norm(p - t, axis=-1)

@@ -42,7 +42,7 @@ def build(*, size: int | None = INPUT_SIZE, seed: int = 0):
         x = conv(x, name, filters, stride)
         if name == SKIP:
             skip = x
-    x = L.UpSampling2D(2, name="up")(x)
+    x = L.UpSampling2D(2, interpolation="bilinear", name="up")(x)  # nearest becomes TILE, which the Edge TPU refuses
     x = L.Concatenate(name="merge")([skip, x])
     x = conv(x, *DECODE)
     logits = L.Conv2D(len(CLASSES), 1, name="logits")(x)

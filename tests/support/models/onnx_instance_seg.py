@@ -9,11 +9,13 @@ scores, exactly as ``onnx_detectors.yolov8_onnx_of_shipped_detector``) and a tra
 * ``output1`` ``[1, 32, H/4, W/4]`` = ``[1, 32, 40, 40]``: mask prototypes.
 
 Prototypes: channels 0..C-1 are the segmenter's probability of each shape class (it runs on the
-input pooled to half size, the scale it was trained at, and its 1/4 map is upsampled to H/4);
-channels C..30 are zero and channel 31 is one. Coefficients: ``GAIN`` x a sharp softmax of the
-candidate's class scores on the class channels, ``-GAIN/2`` on channel 31. So a candidate's mask
-``sigmoid(coefficients · prototypes)``, cropped to its box, is where the segmenter sees more than an
-even chance of that candidate's class: a real instance mask, made the way a YOLO-seg head makes it.
+input pooled to half size, the scale it was trained at, and its 1/4 map is upsampled to H/4),
+channel C its probability of any shape (1 - background), channels C+1..30 are zero and channel 31
+is one. Coefficients: ``GAIN/2`` x a sharp softmax of the candidate's class scores on the class
+channels, ``GAIN/2`` on the any-shape channel, ``-GAIN/2`` on channel 31. So a candidate's mask
+``sigmoid(coefficients · prototypes)``, cropped to its box, is where the mean of "this class" and
+"some shape" is over one half: a real instance mask, made the way a YOLO-seg head makes it, that a
+pixel the segmenter is unsure of the class of (but sure is a shape) still joins.
 
 NCHW input ``images`` ``[1, 3, 160, 160]`` RGB in 0-1, opset 13, Ultralytics metadata with ``task: segment``.
 """
@@ -28,7 +30,7 @@ from edge_sdk.samples import segmenter
 from support.models import onnx_detectors as od
 
 NUM_MASKS = 32
-GAIN = 20.0  # mask logit = GAIN·(p - 0.5): the 0.5 mask threshold falls where the class probability is 0.5
+GAIN = 20.0  # mask logit = GAIN·((p_class + p_shape)/2 - 0.5): the 0.5 mask threshold falls at a mean of 0.5
 SHARPNESS = 30.0  # class scores -> coefficient weights: a near one-hot on the candidate's best class
 PROTO_SIDE = od.SIZE // 4  # 40
 NUM_CANDIDATES = (od.SIZE // od.STRIDE) ** 2  # 400
@@ -52,8 +54,8 @@ def _segmenter_probs(g, model) -> str:
         x = block(x, name, stride)
         if name == segmenter.SKIP:
             skip, skip_side = x, side
-    x = g.op("Resize", [x, "", g.const([1, 1, 2, 2], "scales")], "up", mode="nearest",
-             coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    x = g.op("Resize", [x, "", g.const([1, 1, 2, 2], "scales")], "up", mode="linear",
+             coordinate_transformation_mode="half_pixel")  # Keras' bilinear UpSampling2D
     side = skip_side
     x = g.op("Concat", [skip, x], "merge", axis=1)
     x = block(x, segmenter.DECODE[0], segmenter.DECODE[2])
@@ -64,23 +66,24 @@ def _segmenter_probs(g, model) -> str:
 
 
 def _prototypes(g, probs: str) -> str:
-    """``[1, 32, 40, 40]``: the shape classes' probabilities at H/4, zeros, and a channel of ones."""
+    """``[1, 32, 40, 40]``: the shape classes' probabilities at H/4, any shape's, zeros, and a channel of ones."""
     up = g.op("Resize", [probs, "", g.const([1, 1, 2, 2], "scales")], "probs_up", mode="linear",
               coordinate_transformation_mode="half_pixel")
-    shapes_only = g.op("Slice", [up, g.const([1], "s", np.int64), g.const([1 + od.NUM_CLASSES], "e", np.int64),
-                                 g.const([1], "a", np.int64)], "shape_probs")
-    zeros = g.const(np.zeros((1, NUM_MASKS - od.NUM_CLASSES - 1, PROTO_SIDE, PROTO_SIDE)), "proto_zeros")
+    background, shapes_only = g.op("Split", [up, g.const([1, od.NUM_CLASSES], "split", np.int64)], "probs_split",
+                                   outputs=2, axis=1)
+    any_shape = g.op("Sub", [g.const(1.0, "one"), background], "any_shape")
+    zeros = g.const(np.zeros((1, NUM_MASKS - od.NUM_CLASSES - 2, PROTO_SIDE, PROTO_SIDE)), "proto_zeros")
     ones = g.const(np.ones((1, 1, PROTO_SIDE, PROTO_SIDE)), "proto_ones")
-    return g.op("Concat", [shapes_only, zeros, ones], "protos", axis=1)
+    return g.op("Concat", [shapes_only, any_shape, zeros, ones], "protos", axis=1)
 
 
 def _coefficients(g, scores: str) -> str:
-    """``[1, 32, N]`` from the ``[1, C, N]`` class scores: GAIN x softmax(SHARPNESS x scores), zeros, -GAIN/2."""
+    """``[1, 32, N]`` from the ``[1, C, N]`` class scores: GAIN/2 x softmax(SHARPNESS x scores), GAIN/2, zeros, -GAIN/2."""
     weights = g.op("Softmax", [g.op("Mul", [scores, g.const(SHARPNESS, "sharp")])], "class_weights", axis=1)
-    scaled = g.op("Mul", [weights, g.const(GAIN, "gain")], "coeff_classes")
-    zeros = g.const(np.zeros((1, NUM_MASKS - od.NUM_CLASSES - 1, NUM_CANDIDATES)), "coeff_zeros")
-    bias = g.const(np.full((1, 1, NUM_CANDIDATES), -GAIN / 2), "coeff_bias")
-    return g.op("Concat", [scaled, zeros, bias], "coefficients", axis=1)
+    scaled = g.op("Mul", [weights, g.const(GAIN / 2, "gain")], "coeff_classes")
+    rest = np.zeros((1, NUM_MASKS - od.NUM_CLASSES, NUM_CANDIDATES))
+    rest[0, 0], rest[0, -1] = GAIN / 2, -GAIN / 2
+    return g.op("Concat", [scaled, g.const(rest, "coeff_rest")], "coefficients", axis=1)
 
 
 def yolov8_seg_onnx(path: str | Path, segmenter_model) -> Path:
@@ -99,7 +102,7 @@ def yolov8_seg_onnx(path: str | Path, segmenter_model) -> Path:
 
 def reference_outputs(batch_nhwc: np.ndarray, segmenter_model) -> tuple[np.ndarray, np.ndarray]:
     """What the ONNX file must output for an NHWC batch, from the Keras models and numpy:
-    the detector's v8 rows and the segmenter's shape-class probabilities at H/4."""
+    the detector's v8 rows and the segmenter's shape-class and any-shape probabilities at H/4."""
     import cv2
 
     from edge_sdk.converters import _tf
@@ -113,4 +116,5 @@ def reference_outputs(batch_nhwc: np.ndarray, segmenter_model) -> tuple[np.ndarr
     half = batch.reshape(len(batch), od.SIZE // 2, 2, od.SIZE // 2, 2, 3).mean(axis=(2, 4))
     maps = np.asarray(probs(half, training=False))  # [B, 20, 20, 1+C]
     up = np.stack([cv2.resize(m, (PROTO_SIDE, PROTO_SIDE), interpolation=cv2.INTER_LINEAR) for m in maps])
-    return v8, np.transpose(up[..., 1:], (0, 3, 1, 2))
+    protos = np.concatenate([up[..., 1:], 1.0 - up[..., :1]], axis=-1)
+    return v8, np.transpose(protos, (0, 3, 1, 2))
