@@ -120,7 +120,7 @@ def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]
     if not outputs:
         raise ModelError("yolo-pose decoder: the model has no outputs")
     head = np.asarray(outputs[0])
-    if head.ndim != 3 or head.shape[0] != 1 or head.shape[1] >= head.shape[2]:
+    if head.ndim != 3 or head.shape[0] != 1:
         raise ModelError(f"yolo-pose decoder: the head must be [1, 4+C+K*D, N], got {list(head.shape)}")
     head = head[0].astype(np.float32, copy=False)
     classes, k, d = _kpt_shape(head.shape[0], options, len(context.labels))
