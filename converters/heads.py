@@ -101,6 +101,26 @@ def _instances(shapes: Sequence[Shape], input_size: tuple[int, int] | None) -> H
     return max(found, key=lambda f: f[0])[1] if found else None
 
 
+def _batch_of_one(shape: Shape) -> bool:
+    return len(shape) >= 1 and shape[0] in (1, None)
+
+
+def _split(shapes: Sequence[Shape]) -> Head | None:
+    """Boxes ``[1, N, 4]`` and scores ``[1, N, C]``, in either order, or both with N last."""
+    a, b = shapes
+    if len(a) != 3 or len(b) != 3:
+        return None
+    for transposed, (box_axis, n_axis) in ((False, (2, 1)), (True, (1, 2))):
+        if a[n_axis] != b[n_axis] or a[n_axis] is None:
+            continue
+        # With C == 4 both outputs fit the boxes' shape: the source's own order (boxes first) decides.
+        for boxes, scores in ((0, 1), (1, 0)):
+            if shapes[boxes][box_axis] == 4 and (shapes[scores][box_axis] or 0) >= 1:
+                return Head(Task.DETECTION, "yolo", int(shapes[scores][box_axis]),
+                            {"layout": "split", "boxes_output": boxes, "transposed": transposed})
+    return None
+
+
 def recognise(shapes: Sequence[Shape], *, input_size: tuple[int, int] | None = None) -> Head | None:
     """The head these output shapes form, or None when they match no known layout.
 
