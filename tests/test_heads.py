@@ -171,3 +171,40 @@ def test_landmark_regressors_read_as_pose_with_keypoints():
         as_pose(recognise([(1, 42)]), [(1, 42)], keypoints=4, labels=None)
     with pytest.raises(ModelError, match="not 4 \\+ C \\+ K\\*D for 5 keypoints"):
         as_pose(recognise([(1, 84, 8400)]), [(1, 84, 8400)], keypoints=5, labels=80)
+
+
+def _pose_shaped_onnx(path, *, metadata: dict[str, str]):
+    """A 32x32 model whose output [1, 56, 1024] has a one-class v8 pose head's shape, with Ultralytics-style metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 0.1, (56, 3, 1, 1)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 56, 1024], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "w"], ["features"]), helper.make_node("Reshape", ["features", "shape"], ["output0"])],
+        "pose", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 56, 1024])], [weight, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_ultralytics_pose_onnx_is_read_as_pose_from_its_metadata_or_the_users_word(tmp_path):
+    from edge_sdk.converters.api import convert
+
+    tagged = _pose_shaped_onnx(tmp_path / "tagged.onnx", metadata={"task": "pose", "kpt_shape": "[17, 3]"})
+    bundle = convert(tagged, profile="intel-cpu", precision="fp16", out=tmp_path / "tagged").bundle
+    assert bundle.manifest.task is Task.POSE and bundle.manifest.decoder.kind == "yolo-pose"
+    assert bundle.manifest.decoder.options["kpt_shape"] == [17, 3] and bundle.manifest.num_classes == 1
+
+    plain = _pose_shaped_onnx(tmp_path / "plain.onnx", metadata={})
+    detector = convert(plain, profile="intel-cpu", precision="fp16", out=tmp_path / "plain").bundle
+    assert detector.manifest.decoder.kind == "yolo" and detector.manifest.num_classes == 52
+    told = convert(plain, profile="intel-cpu", precision="fp16", out=tmp_path / "told", task="pose", keypoints=17).bundle
+    assert told.manifest.decoder.kind == "yolo-pose" and told.manifest.decoder.options["kpt_shape"] == [17, 3]
+    with pytest.raises(ConfigError, match="--keypoints goes with --task pose"):
+        convert(plain, profile="intel-cpu", precision="fp16", out=tmp_path / "no", keypoints=17)
