@@ -156,9 +156,23 @@ def _caption(cv2, image: np.ndarray, text: str, origin: tuple[int, int], colour)
     cv2.putText(image, text, (x, y), _FONT, 0.45, colour, 1, cv2.LINE_AA)
 
 
-def jpeg(image: np.ndarray, *, quality: int = 80) -> bytes | None:
-    """``image`` as JPEG bytes, or None when OpenCV cannot encode it."""
+def jpeg(image: np.ndarray, *, quality: int = 80, max_bytes: int | None = None) -> bytes | None:
+    """``image`` as JPEG bytes, or None when OpenCV cannot encode it. With ``max_bytes`` (a broker's
+    message limit), a lower quality and then a smaller picture are tried until it fits."""
     import cv2
 
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return data.tobytes() if ok else None
+    if not ok:
+        return None
+    if max_bytes is None or len(data) <= max_bytes:
+        return data.tobytes()
+    for q in (60, 40):
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, min(q, quality)])
+        if ok and len(data) <= max_bytes:
+            return data.tobytes()
+    while min(image.shape[:2]) > 16:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 40])
+        if ok and len(data) <= max_bytes:
+            return data.tobytes()
+    return None
