@@ -169,10 +169,28 @@ def _contours(mask: Mask) -> list[np.ndarray]:
 def _simplify(parts: list[np.ndarray], epsilon: float) -> list[np.ndarray]:
     import cv2
 
-    if epsilon <= 0:
-        return [p for p in parts if len(p) >= MIN_VERTICES]
-    out = [cv2.approxPolyDP(p.reshape(-1, 1, 2), epsilon, True).reshape(-1, 2) for p in parts]
-    return [p for p in out if len(p) >= MIN_VERTICES]
+    out = []
+    for part in parts:
+        if len(part) < MIN_VERTICES:
+            continue  # a speck or a line one pixel wide: no area to draw
+        simple = cv2.approxPolyDP(part.reshape(-1, 1, 2), epsilon, True).reshape(-1, 2) if epsilon > 0 else part
+        if len(simple) < MIN_VERTICES:
+            simple = _triangle(part)
+        if len(simple) >= MIN_VERTICES:
+            out.append(simple)
+    return out
+
+
+def _triangle(part: np.ndarray) -> np.ndarray:
+    """The coarsest outline of a part Douglas-Peucker took down to a line: its two farthest points
+    and the point farthest from the line between them, in contour order."""
+    points = part.astype(np.float64)
+    a = int(np.argmax(((points - points[0]) ** 2).sum(axis=1)))
+    b = int(np.argmax(((points - points[a]) ** 2).sum(axis=1)))
+    (ax, ay), (bx, by) = points[a], points[b]
+    distance = np.abs((bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax))
+    c = int(np.argmax(distance))
+    return part[sorted({a, b, c})] if len({a, b, c}) == 3 else part[:0]
 
 
 def _within(parts: list[np.ndarray], budget: int) -> list[np.ndarray]:

@@ -58,7 +58,7 @@ class PublishGate:
         self.rate_limited = 0  # frames the cap skipped
 
     def admit(self, result: FrameResult, now: float) -> bool:
-        labels = frozenset(d.label for d in result.detections)
+        labels = seen_labels(result)
         if self.mode is PublishMode.EVENTS or (self.mode is PublishMode.ON_DETECTION and not labels):
             self.suppressed += 1
             return False
@@ -72,6 +72,15 @@ class PublishGate:
         self._labels = labels  # only a published set counts as seen, so a change is never lost to the cap
         self._last = now
         return True
+
+
+def seen_labels(result: FrameResult) -> frozenset[str]:
+    """What a frame saw, for the publish modes: its detections' labels and, for a semantic map, the
+    classes present (the background is not a sighting)."""
+    labels = {d.label for d in result.detections}
+    if result.segmentation is not None:
+        labels.update(label for label in result.segmentation.areas() if label.lower() != "background")
+    return frozenset(labels)
 
 
 def _rss_mb() -> float | None:
