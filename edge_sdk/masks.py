@@ -12,15 +12,34 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # results.py encodes its masks through this module, lazily
-    from edge_sdk.results import Mask, Segmentation
-
 MIN_VERTICES = 3  # a part with fewer is a speck (or a line) and is left out of polygons
 DEFAULT_VERTICES = 100  # per mask, all its parts together: about 1.4 KB of JSON
+
+
+class Mask(Protocol):
+    """What is read of a :class:`edge_sdk.results.Mask` (results.py encodes its masks through this
+    module, so this one does not import it)."""
+
+    x: int
+    y: int
+    bitmap: np.ndarray
+    frame_size: tuple[int, int]
+
+
+class Segmentation(Protocol):
+    """What is read of a :class:`edge_sdk.results.Segmentation`."""
+
+    class_map: np.ndarray
+
+    def areas(self) -> dict[str, float]: ...
+
+    def label(self, class_id: int) -> str: ...
+
+    def mask(self, class_id: int) -> Mask: ...
 
 
 class MaskFormat(str, enum.Enum):

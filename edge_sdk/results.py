@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from edge_sdk import masks as wire
 from edge_sdk.preprocess import Placement
 
 
@@ -216,8 +217,6 @@ class Detection:
             if frame_size is not None:
                 out["box_px"] = list(self.box.to_pixels(*frame_size))
         if self.mask is not None:
-            from edge_sdk import masks as wire
-
             encoded = wire.encode(self.mask, masks=masks, vertices=vertices or wire.DEFAULT_VERTICES)
             if encoded is not None:
                 out["mask"] = encoded
@@ -277,8 +276,6 @@ class FrameResult:
         return out
 
     def _segmentation_json(self, masks: str, vertices: int | None) -> dict:
-        from edge_sdk import masks as wire
-
         out: dict = {"areas": wire.area_summary(self.segmentation)}
         if wire.MaskFormat(masks) is not wire.MaskFormat.SUMMARY:
             budget = vertices or wire.DEFAULT_VERTICES
