@@ -30,8 +30,8 @@ KEYPOINT_MIN_SCORE = 0.5  # a keypoint scored lower is taken as not seen: neithe
 
 @dataclass(frozen=True)
 class Overlay:
-    """What a tracking camera draws besides its boxes: named zones and lines with their counts, and
-    each track's recent path. Points are normalised (0-1)."""
+    """What a camera draws besides its boxes: a semantic model's class map, and a tracking camera's
+    named zones and lines with their counts, and each track's recent path. Points are normalised (0-1)."""
 
     zones: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     lines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
