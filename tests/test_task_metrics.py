@@ -23,7 +23,6 @@ mask_utils = pytest.importorskip("pycocotools.mask")
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
-NO_IMAGES = np.zeros((1, 1, 1, 3), dtype=np.uint8)
 
 
 def _images(n: int) -> np.ndarray:
