@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,14 +102,22 @@ def _probe(spec: Preprocessing, sample: str | Path | None) -> list[np.ndarray]:
     return [normalize(images.images[i : i + 1], spec) for i in range(len(images))]
 
 
+def _metadata_kpt_shape(value: str | None) -> tuple[int, int] | None:
+    """Ultralytics' ``kpt_shape`` metadata, written as ``[17, 3]``."""
+    numbers = [int(n) for n in re.findall(r"\d+", value or "")]
+    return (numbers[0], numbers[1]) if len(numbers) == 2 and numbers[1] in (2, 3) and numbers[0] >= 1 else None
+
+
 def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | None, task: Task | None,
-              labels: int | None) -> Decoder:
+              labels: int | None, keypoints: int | None = None) -> Decoder:
     """The manifest's decoder, and the source's head and class count, from its outputs or the user's word.
 
     A recognised head is settled on real images (pixel or 0-1 boxes, e2e or one-class v5), so the
-    device never has to guess per frame.
+    device never has to guess per frame. Pose heads look like detectors or classifiers: ``--task
+    pose`` or an Ultralytics model's ``task: pose`` metadata reads them as pose.
     """
-    found = heads.recognise(source.output_shapes)
+    height, width = source.input_shape[:2]
+    found = heads.recognise(source.output_shapes, input_size=(width, height))
     if decoder is not None:
         if not decoder.startswith("plugin:"):
             raise ConfigError(f"--decoder must be plugin:module:function, not '{decoder}'")
@@ -116,11 +125,19 @@ def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | N
         source.head = None
         source.num_classes = labels or (found.num_classes if found and found.num_classes else 1)
         return Decoder(kind=decoder, options={})
+    kpt_shape = None
+    if task is None and source.metadata.get("task") == "pose":
+        task, kpt_shape = Task.POSE, _metadata_kpt_shape(source.metadata.get("kpt_shape"))
+    if task is Task.POSE:
+        found = heads.as_pose(found, source.output_shapes, keypoints=keypoints, labels=labels, kpt_shape=kpt_shape)
+    elif keypoints is not None:
+        raise ConfigError("--keypoints goes with --task pose")
     if found is None:
         raise ModelError(
             f"model {source.name} outputs {heads.describe_shapes(source.output_shapes)}, which match no known head "
             "(classifier [1, C]; YOLO v5 [1, N, 5+C], v8 [1, 4+C, N], end-to-end [1, K, 6], boxes [1, N, 4] + scores "
-            "[1, N, C]; SSD post-processing); name a decoder with --decoder plugin:module:function"
+            "[1, N, C]; SSD post-processing; YOLO -seg [1, 4+C+M, N] + protos [1, M, H, W]; a segmentation map "
+            "[1, H, W, C]; pose with --task pose); name a decoder with --decoder plugin:module:function"
         )
     if task is not None and task is not Task.CUSTOM and task is not found.task:
         raise ConfigError(f"--task {task.value} contradicts the model's outputs, which form a {found.describe()} head")
@@ -266,6 +283,7 @@ def convert(
     imgsz: int | tuple[int, int] | str | None = None,
     task: str | Task | None = None,
     decoder: str | None = None,
+    keypoints: int | None = None,
     progress: ProgressFn | None = None,
 ) -> ConversionResult:
     """Convert a classifier for a device profile and write a verified bundle to ``out``.
@@ -273,7 +291,8 @@ def convert(
     ``model`` is a ``.keras``/``.h5`` path, a SavedModel folder, an ``.onnx`` file (NCHW, as
     PyTorch and Ultralytics export it; ``imgsz`` fixes a dynamic size), a ``.tflite`` file (packaged
     at its own precision, or quantized by NNCF for OpenVINO), or an in-memory Keras model. The
-    outputs' head is recognised (``task`` may confirm it); ``decoder`` names a
+    outputs' head is recognised (``task`` may confirm it; ``task='pose'`` with ``keypoints`` K reads a
+    landmark regressor's ``[1, K*D]`` output); ``decoder`` names a
     ``plugin:module:function`` for anything else, used for the accuracy check too. Raises an
     :class:`~edge_sdk.errors.EdgeSDKError` for bad input and
     :class:`~edge_sdk.errors.AccuracyBudgetError` when the accuracy drop stays over ``max_drop``
@@ -282,6 +301,8 @@ def convert(
     started = time.perf_counter()
     _check_options(prune=prune, epochs=epochs, max_drop=max_drop, calib_limit=calib_limit, min_calib=min_calib,
                    min_tpu_ops=min_tpu_ops)
+    if keypoints is not None and keypoints < 1:
+        raise ConfigError(f"--keypoints must be at least 1, not {keypoints}")
     if max_drop_map50_95 < 0:
         raise ConfigError(f"--max-drop-map50-95 must be 0 or more percentage points, not {max_drop_map50_95}")
     device = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
@@ -311,7 +332,7 @@ def convert(
     label_count = len(label_names) if label_names else None
     if label_count is None and val is not None and (is_yolo_dataset(val) or is_semantic_dataset(val)):
         label_count = len(class_names_of(val) or []) or None
-    decoder = _identify(source, probe_outputs, decoder=decoder, task=task, labels=label_count)
+    decoder = _identify(source, probe_outputs, decoder=decoder, task=task, labels=label_count, keypoints=keypoints)
     custom = decoder.kind.startswith("plugin:")
     detector = source.task == "detection" or (custom and val is not None and is_yolo_dataset(val))
     val_set = _load_val(val, spec, task=source.task, landmarks=decoder.kind == "landmarks", custom=custom,

@@ -103,7 +103,12 @@ def convert(
     ),
     name: Optional[str] = typer.Option(None, help="Model name in the manifest (default: file name)."),
     imgsz: Optional[str] = typer.Option(None, help="Input size for a model with dynamic sizes: 640 or 480x640 (HxW)."),
-    task: Optional[str] = typer.Option(None, help="classification, detection or custom (default: read off the outputs)."),
+    task: Optional[str] = typer.Option(
+        None, help="classification, detection, segmentation, instance-segmentation, pose or custom (default: read off the outputs)."
+    ),
+    keypoints: Optional[int] = typer.Option(
+        None, help="With --task pose: keypoints per object (K of a [1, 4+C+K*D, N] head, or a [1, K*D] landmark output)."
+    ),
     decoder: Optional[str] = typer.Option(
         None, help="plugin:module:function decoding outputs that match no known head (used for the accuracy check too)."
     ),
@@ -144,7 +149,8 @@ def convert(
                 normalization=norm, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                 per_channel=not per_tensor, calib_limit=calib_limit, min_calib=min_calib,
                 learning_rate=learning_rate, edgetpu_compiler=edgetpu_compiler, compile=not no_compile,
-                min_tpu_ops=min_tpu_ops, name=name, imgsz=imgsz, task=task, decoder=decoder, progress=progress,
+                min_tpu_ops=min_tpu_ops, name=name, imgsz=imgsz, task=task, decoder=decoder, keypoints=keypoints,
+                progress=progress,
             )
         except AccuracyBudgetError as exc:
             if exc.report is not None:
