@@ -123,3 +123,50 @@ def test_pose_predictions_go_through_the_runtime_decoder_back_to_source_pixels(t
     worse = evaluate.score(val, moved, 1)
     assert worse.kpt_map50_95 < 0.9 and worse.map50_95 == pytest.approx(1.0)
     assert evaluate.agreement(val, exact, moved) == 1.0
+
+
+def test_instance_masks_go_through_the_runtime_decoder_back_to_source_pixels(tmp_path):
+    """A raw YOLO -seg head and prototypes that draw exactly the labelled rectangle score mask mAP 1;
+    prototypes one cell off lower the mask mAP and leave the box mAP at 1."""
+    from edge_sdk.bundle import Decoder
+    from edge_sdk.converters import evaluate
+    from edge_sdk.converters.segmentation_eval import load_yolo_seg
+    from edge_sdk.preprocess import Preprocessing
+
+    root = tmp_path / "seg"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("thing\n")
+    cv2.imwrite(str(root / "images" / "000.png"), np.zeros((64, 64, 3), np.uint8))
+    (root / "labels" / "000.txt").write_text("0 0.25 0.125 0.75 0.125 0.75 0.625 0.25 0.625\n")
+    val = load_yolo_seg(root, Preprocessing(width=32, height=32, channels=3), what="--val")
+    assert val.masks[0][0].area == 32 * 32
+
+    def outputs(offset: int) -> list[np.ndarray]:
+        head = np.array([[16, 12, 16, 16, 0.9, 1.0]], dtype=np.float32).T[None]  # cx cy w h in model pixels
+        protos = np.full((1, 1, 8, 8), -10.0, dtype=np.float32)
+        protos[0, 0, 1 + offset:5 + offset, 2:6] = 10.0  # cells of 4 model pixels: the box's cells
+        return [head, protos]
+
+    decoder = Decoder(kind="yolo-seg", options={"num_masks": 1})
+    exact = evaluate.score(val, evaluate._predict(lambda batch: outputs(0), val, decoder), 1)
+    assert exact.mask_map50_95 > 0.95 and exact.map50_95 == pytest.approx(1.0)
+    off = evaluate.score(val, evaluate._predict(lambda batch: outputs(1), val, decoder), 1)
+    assert off.mask_map50_95 < 0.8 and off.map50_95 == pytest.approx(1.0)
+
+
+def test_instance_and_pose_heads_keep_their_decode_in_float_like_detectors():
+    """The int8 targets keep the decode of every head that decodes boxes; a segmentation map or a
+    landmark regressor has none to keep."""
+    from edge_sdk.bundle import Task
+    from edge_sdk.converters.heads import Head
+    from edge_sdk.converters.models import SourceModel
+
+    def source(task: Task, decoder: str) -> SourceModel:
+        return SourceModel(name="m", kind="keras3", model=None, input_shape=(8, 8, 3), output_shapes=(), output_names=(),
+                           head=Head(task, decoder, 1))
+
+    assert source(Task.DETECTION, "yolo").boxes_head and source(Task.INSTANCE_SEGMENTATION, "yolo-seg").boxes_head
+    assert source(Task.POSE, "yolo-pose").boxes_head
+    assert not source(Task.POSE, "landmarks").boxes_head and not source(Task.SEGMENTATION, "segmentation").boxes_head
+    assert not source(Task.CLASSIFICATION, "classification").boxes_head
