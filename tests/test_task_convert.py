@@ -170,3 +170,35 @@ def test_instance_and_pose_heads_keep_their_decode_in_float_like_detectors():
     assert source(Task.POSE, "yolo-pose").boxes_head
     assert not source(Task.POSE, "landmarks").boxes_head and not source(Task.SEGMENTATION, "segmentation").boxes_head
     assert not source(Task.CLASSIFICATION, "classification").boxes_head
+
+
+def test_landmarks_go_through_the_runtime_decoder_and_score_pck(tmp_path):
+    """A landmark regressor's raw points (model pixels, stretch) equal to the labels score PCK 1; one
+    point moved past 0.1 x the box diagonal loses exactly that point."""
+    from edge_sdk.bundle import Decoder
+    from edge_sdk.converters import evaluate
+    from edge_sdk.converters.pose_eval import load_pose
+    from edge_sdk.preprocess import Preprocessing
+
+    root = tmp_path / "hands"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "data.yaml").write_text("names: [hand]\nkpt_shape: [3, 3]\n")
+    points = [(0.3, 0.3), (0.5, 0.6), (0.7, 0.4)]
+    for i in range(2):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), np.zeros((40, 50, 3), np.uint8))
+        (root / "labels" / f"{i}.txt").write_text("0 0.5 0.45 0.5 0.5 " + " ".join(f"{x} {y} 2" for x, y in points) + "\n")
+    val = load_pose(root, Preprocessing(width=32, height=32, channels=3), what="--val", landmarks=True)
+
+    def outputs(moved: bool) -> list[np.ndarray]:
+        xy = np.array(points) * 32
+        if moved:
+            xy[0, 0] += 32 * 0.2  # 10 source pixels: past 0.1 x the box's diagonal (25 x 20 px: 3.2 px)
+        return [xy.reshape(1, -1).astype(np.float32)]
+
+    decoder = Decoder(kind="landmarks", options={"num_keypoints": 3, "dims": 2})
+    exact = evaluate._predict(lambda batch: outputs(False), val, decoder)
+    assert evaluate.score(val, exact, 1).pck == pytest.approx(1.0)
+    moved = evaluate._predict(lambda batch: outputs(True), val, decoder)
+    assert evaluate.score(val, moved, 1).pck == pytest.approx(4 / 6)
+    assert evaluate.agreement(val, exact, moved) == pytest.approx(4 / 6)

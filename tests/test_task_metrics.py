@@ -283,3 +283,41 @@ def test_pck_counts_labelled_points_within_a_tenth_of_the_diagonal():
     assert scores.score == scores.pck and scores.score_name == "PCK"
     assert evaluate.score(val, found, 1).pck == scores.pck
     assert landmark_agreement(val, found, found) == 1.0
+
+
+# -- the printed report -------------------------------------------------------------------------
+
+def _rendered(reference, converted, **budget) -> str:
+    from rich.console import Console
+
+    from edge_sdk.render import report_tables
+    from edge_sdk.report import Accuracy, ConversionReport, Remedy
+
+    accuracy = Accuracy(images=5, reference=reference, converted=converted, agreement=0.96, max_drop=1.0,
+                        within_budget=True, remedy_used="baseline",
+                        remedies=[Remedy(name="baseline", top1=converted.score, map50_95=converted.map50_95),
+                                  Remedy(name="per-channel", top1=None, note="skipped")], **budget)
+    report = ConversionReport(source_model="m.keras", source_format="keras3", parameters=1, float_bytes=1,
+                              float_gzip_bytes=1, converted_bytes=1, converted_gzip_bytes=1, seconds={},
+                              accuracy=accuracy)
+    console = Console(width=200, record=True)
+    console.print(report_tables(report))
+    return console.export_text()
+
+
+def test_the_report_prints_each_tasks_figures():
+    from edge_sdk.report import Metrics
+
+    semantic = _rendered(Metrics(miou=0.8, pixel_accuracy=0.9), Metrics(miou=0.79, pixel_accuracy=0.9), drop_points=1.0)
+    assert "mean IoU" in semantic and "pixel accuracy" in semantic and "pixel agreement" in semantic
+    assert "1.00 pts mean IoU (within budget 1)" in semantic and "box mAP" not in semantic
+    boxes = dict(map50=0.9, map50_95=0.7, precision=0.9, recall=0.8)
+    instances = _rendered(Metrics(mask_map50=0.8, mask_map50_95=0.6, **boxes), Metrics(mask_map50=0.8, mask_map50_95=0.59, **boxes),
+                          drop_points=1.0, drop_map50_95_points=0.0, max_drop_map50_95=2.0)
+    assert "mask mAP@0.5:0.95" in instances and "box mAP@0.5:0.95" in instances and "box agreement" in instances
+    assert "1.00 / 0.00 pts mask mAP@0.5:0.95 / box mAP@0.5:0.95" in instances
+    pose = _rendered(Metrics(kpt_map50=0.8, kpt_map50_95=0.6, **boxes), Metrics(kpt_map50=0.8, kpt_map50_95=0.6, **boxes),
+                     drop_points=0.0, drop_map50_95_points=0.0, max_drop_map50_95=2.0)
+    assert "keypoint mAP@0.5:0.95" in pose and "keypoint mAP@0.5:0.95 (OKS)" in pose  # the remedies' headline column
+    landmarks = _rendered(Metrics(pck=0.9, pck_threshold=0.1), Metrics(pck=0.88, pck_threshold=0.1), drop_points=2.0)
+    assert "PCK" in landmarks and "0.1 x box diagonal" in landmarks and "landmark agreement" in landmarks
