@@ -184,6 +184,15 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, classes: int) -> Metrics:
     )
 
 
+def _compact(count: int) -> str:
+    """A count short enough for a cell: 987, 12k, 3.4M (a segmenter's matrix counts pixels)."""
+    if count < 1000:
+        return str(count)
+    if count < 999_500:
+        return f"{count / 1000:.0f}k" if count >= 10_000 else f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
 def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> bytes:
     """A readable confusion-matrix image (rows: truth, columns: prediction), drawn with OpenCV."""
     n = matrix.shape[0]
@@ -191,6 +200,9 @@ def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> 
     label_w = 12 + 8 * min(16, max((len(c) for c in class_names), default=1))
     top = 56
     width, height = label_w + n * cell + 16, top + label_w + n * cell + 16
+    # wide enough for the title and the legend, which a matrix of few classes would cut
+    width = max(width, 16 + max(cv2.getTextSize(title[:80], cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0],
+                                cv2.getTextSize("rows: true class, columns: predicted", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]))
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(image, title[:80], (8, 22), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
@@ -207,7 +219,7 @@ def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> 
             p1 = (x0 + c * cell, y0 + r * cell)
             cv2.rectangle(image, p1, (p1[0] + cell - 1, p1[1] + cell - 1), colour, -1)
             if matrix[r, c] and cell >= 24:
-                text = str(int(matrix[r, c]))
+                text = _compact(int(matrix[r, c]))
                 ink = (255, 255, 255) if share[r, c] > 0.5 else (0, 0, 0)
                 cv2.putText(image, text, (p1[0] + 3, p1[1] + cell // 2 + 4), font, 0.35, ink, 1, cv2.LINE_AA)
     for i, name in enumerate(class_names):
