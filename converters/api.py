@@ -16,6 +16,8 @@ from edge_sdk.bundle import Bundle, Decoder, InferencePrecision, Task, check_des
 from edge_sdk.converters import evaluate, heads, models, targets
 from edge_sdk.converters.data import ImageSet, load_calibration, load_labelled
 from edge_sdk.converters.detection_eval import class_names_of, is_yolo_dataset, load_yolo
+from edge_sdk.converters.pose_eval import load_pose
+from edge_sdk.converters.segmentation_eval import is_semantic_dataset, load_semantic, load_yolo_seg
 from edge_sdk.converters.pruning import PruneSettings, prune as prune_model
 from edge_sdk.decoders import get_decoder
 from edge_sdk.errors import AccuracyBudgetError, ConfigError, DatasetError, ModelError
@@ -208,28 +210,45 @@ def _inference_precision(device: DeviceProfile) -> InferencePrecision | None:
 
 
 def _images_of(folder: str | Path) -> Path:
-    """The images of a YOLO dataset, or the folder itself."""
-    return Path(folder) / "images" if is_yolo_dataset(folder) else Path(folder)
+    """The images of a YOLO or segmentation dataset, or the folder itself."""
+    return Path(folder) / "images" if is_yolo_dataset(folder) or is_semantic_dataset(folder) else Path(folder)
 
 
-def _load_val(val, spec: Preprocessing, *, detector: bool, custom: bool, class_names: list[str] | None) -> ImageSet:
-    if detector:
-        if not is_yolo_dataset(val):
-            raise DatasetError(f"--val {val}: a detector is scored on a YOLO dataset (images/ and labels/ folders)")
-        return load_yolo(val, spec, what="--val", class_names=class_names)
-    if is_yolo_dataset(val):
-        raise DatasetError(f"--val {val} is a YOLO detection dataset but the model is a classifier")
+# task -> (loader of its --val set, what the set must look like)
+_TASK_SETS = {
+    "detection": (load_yolo, "a YOLO dataset (images/ and labels/ folders)"),
+    "instance-segmentation": (load_yolo_seg, "a YOLO segmentation dataset (images/ and labels/ with polygons)"),
+    "pose": (load_pose, "a YOLO pose dataset (images/, labels/ and data.yaml with kpt_shape)"),
+    "segmentation": (load_semantic, "a segmentation dataset (images/ and masks/ label PNGs, classes.txt)"),
+}
+
+
+def _load_val(val, spec: Preprocessing, *, task: str, landmarks: bool, custom: bool,
+              class_names: list[str] | None) -> ImageSet:
+    """The --val set the task is scored on; a custom model with a YOLO set is scored as a detector."""
+    if custom and is_yolo_dataset(val):
+        task = "detection"
+    if task in _TASK_SETS:
+        load, looks = _TASK_SETS[task]
+        wanted = is_semantic_dataset(val) if task == "segmentation" else is_yolo_dataset(val)
+        if not wanted:
+            raise DatasetError(f"--val {val}: a {task} model is scored on {looks}")
+        extra = {"landmarks": landmarks} if task == "pose" else {}
+        return load(val, spec, what="--val", class_names=class_names, **extra)
+    if is_yolo_dataset(val) or is_semantic_dataset(val):
+        kind = "YOLO" if is_yolo_dataset(val) else "segmentation"
+        raise DatasetError(f"--val {val} is a {kind} dataset but the model is a classifier")
     if custom:  # no metric of ours applies: the report gives per-output fidelity on these images
         images = load_calibration(val, spec, limit=200, minimum=1)
         return ImageSet(images.images, None, tuple(class_names or ()))
     return load_labelled(val, spec, what="--val", class_names=class_names)
 
 
-def _load_train(train, spec: Preprocessing, *, detector: bool, class_names: list[str] | None) -> ImageSet:
-    """Labelled images for a classifier; for a detector any images (it is fine-tuned against its unpruned self)."""
-    if not detector:
+def _load_train(train, spec: Preprocessing, *, classifier: bool, class_names: list[str] | None) -> ImageSet:
+    """Labelled images for a classifier; for any other model any images (it is fine-tuned against its unpruned self)."""
+    if classifier:
         return load_labelled(train, spec, what="--train", class_names=class_names)
-    names = tuple(class_names_of(train) or ()) if is_yolo_dataset(train) else ()
+    names = tuple(class_names_of(train) or ()) if is_yolo_dataset(train) or is_semantic_dataset(train) else ()
     images = load_calibration(_images_of(train), spec, limit=4000, minimum=1)
     return ImageSet(images.images, None, names)
 
@@ -311,15 +330,17 @@ def convert(
     probe = _probe(spec, calib if calib is not None else val)
     probe_outputs = [source.predict(x) for x in probe]
     label_count = len(label_names) if label_names else None
-    if label_count is None and val is not None and is_yolo_dataset(val):
+    if label_count is None and val is not None and (is_yolo_dataset(val) or is_semantic_dataset(val)):
         label_count = len(class_names_of(val) or []) or None
     decoder = _identify(source, probe_outputs, decoder=decoder, task=task, labels=label_count, keypoints=keypoints)
     custom = decoder.kind.startswith("plugin:")
     detector = source.task == "detection" or (custom and val is not None and is_yolo_dataset(val))
-    val_set = _load_val(val, spec, detector=detector, custom=custom, class_names=label_names) if val is not None else None
+    val_set = _load_val(val, spec, task=source.task, landmarks=decoder.kind == "landmarks", custom=custom,
+                        class_names=label_names) if val is not None else None
     class_names = label_names or (list(val_set.class_names) if val_set and val_set.class_names else None)
     fine_tune = prune or (train is not None and needs_calib_for(chosen, source))
-    train_set = _load_train(train, spec, detector=detector, class_names=class_names) if fine_tune else None
+    train_set = _load_train(train, spec, classifier=source.task == "classification",
+                            class_names=class_names) if fine_tune else None
     class_names = class_names or (list(train_set.class_names) if train_set and train_set.class_names else None)
     if custom and class_names:
         source.num_classes = len(class_names)
@@ -373,7 +394,9 @@ def convert(
     seconds["convert"] = time.perf_counter() - t0
 
     accuracy: Accuracy | None = None
+    matrix = None
     if val_set is not None and ref_metrics is not None and final.metrics is not None:
+        matrix = evaluate.confusion_of(val_set, final.predictions, source.num_classes)
         accuracy = Accuracy(
             images=len(val_set),
             original=original_metrics,
@@ -385,7 +408,7 @@ def convert(
             remedies=[Remedy(name=a.name, top1=a.metrics.score if a.metrics else None, note=a.note,
                              map50_95=a.metrics.map50_95 if a.metrics else None) for a in attempts],
             remedy_used=final.name,
-            confusion_matrix=None if detector else CONFUSION_FILE,
+            confusion_matrix=None if matrix is None else CONFUSION_FILE,
         )
 
     model_bytes = b"".join(data for path, data in packaged.files.items() if packaged.roles.get(path) == "model")
@@ -423,9 +446,9 @@ def convert(
     if class_names is not None:
         files["labels.txt"] = ("\n".join(class_names) + "\n").encode("utf-8")
         roles["labels.txt"] = "labels"
-    if accuracy is not None and not detector:
-        matrix = evaluate.confusion(val_set.labels, final.predictions, source.num_classes)
-        title = f"{source.name} {chosen.value} on {device.name}: top-1 {100 * accuracy.converted.top1:.2f}%"
+    if accuracy is not None and matrix is not None:  # images (classifier) or pixels (semantic segmentation)
+        converted = accuracy.converted
+        title = f"{source.name} {chosen.value} on {device.name}: {converted.score_name} {100 * converted.score:.2f}%"
         names = class_names or [str(i) for i in range(source.num_classes)]
         files[CONFUSION_FILE] = evaluate.confusion_png(matrix, names, title=title)
         roles[CONFUSION_FILE] = "report"

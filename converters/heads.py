@@ -72,7 +72,7 @@ def _semantic(shape: Shape, input_size: tuple[int, int]) -> Head | None:
         return Head(Task.SEGMENTATION, "segmentation", None, {"activation": "argmax"}) if covers(*shape[1:]) else None
     if len(shape) != 4:
         return None
-    _, a, b, c = (int(d) for d in shape)
+    a, b, c = (int(d) for d in shape[1:])  # the batch may be None (a Keras model's)
     if covers(a, b):  # NHWC first: a TFLite or Keras model's own layout
         return Head(Task.SEGMENTATION, "segmentation", max(c, 2), {"layout": "nhwc"})
     if covers(b, c):

@@ -64,6 +64,12 @@ class SourceModel:
         return self.head.task.value if self.head is not None else "custom"
 
     @property
+    def boxes_head(self) -> bool:
+        """A YOLO or SSD head that decodes boxes (a detector, instance-segmentation or pose model): at int8
+        its decode stays in float, or box precision is lost. A landmark regressor is pose without one."""
+        return self.task in ("detection", "instance-segmentation", "pose") and self.head.decoder != "landmarks"
+
+    @property
     def head_layout(self) -> str | None:
         return self.head.options.get("layout") if self.head is not None and self.head.decoder == "yolo" else None
 
