@@ -327,9 +327,11 @@ def _register_rollout_commands() -> None:
 
 
 def _register_demo_command() -> None:
+    from edge_sdk.cli_annotate import annotate
     from edge_sdk.cli_demo import demo
 
     app.command("demo")(demo)
+    app.command("annotate")(annotate)
 
 
 _register_fleet_commands()
