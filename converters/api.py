@@ -155,7 +155,7 @@ def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | N
 def _precision(source, device: DeviceProfile, precision: str | Precision | None) -> Precision:
     """The precision to convert at; a .tflite keeps its own, which cannot be changed here."""
     chosen = _enum(Precision, precision, "--precision") if precision is not None else None
-    if source.kind == "tflite" and device.target is not Target.OPENVINO:
+    if source.kind == "tflite" and targets.reads_tflite(device):
         own = Precision.INT8 if source.quantized else Precision.FP32
         if chosen not in (None, own) or (device.require_full_integer and own is not Precision.INT8):
             wanted = (chosen or Precision.INT8).value
@@ -315,7 +315,7 @@ def convert(
     target = targets.get(device.target.value)
     options = targets.TargetOptions(edgetpu_compiler=edgetpu_compiler, compile=compile, min_tpu_fraction=min_tpu_ops)
 
-    for_tflite = device.target is not Target.OPENVINO
+    for_tflite = targets.reads_tflite(device)
     if isinstance(model, (str, Path)):
         source = models.load_model(model, imgsz=size, for_tflite=for_tflite)
     else:

@@ -171,7 +171,20 @@ REGISTRY: dict[str, str] = {
     "tflite": "edge_sdk.converters.tflite:TFLiteTarget",
     "edgetpu": "edge_sdk.converters.edgetpu:EdgeTPUTarget",
     "openvino": "edge_sdk.converters.openvino:OpenVINOTarget",
+    "onnx": "edge_sdk.converters.onnxrt:ONNXTarget",
+    "plugin": "edge_sdk.converters.plugin:PluginTarget",
 }
+
+
+def reads_tflite(device: DeviceProfile) -> bool:
+    """The device's engine reads .tflite (so an ONNX source goes through TensorFlow to reach it)."""
+    from edge_sdk.profiles import Target
+
+    if device.target is Target.PLUGIN:
+        from edge_sdk.converters.plugin import format_of
+
+        return format_of(device.engine) == "tflite"
+    return device.target in (Target.TFLITE, Target.EDGETPU)
 
 
 def get(name: str) -> Target:

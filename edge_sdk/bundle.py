@@ -100,7 +100,7 @@ class Manifest(_Data):
     name: str = Field(description="Model name, from the input file unless given.")
     created: str = Field(description="UTC time of conversion, ISO 8601.")
     sdk_version: str = Field(description="edge-sdk version that wrote the bundle.")
-    target: Target = Field(description="tflite, edgetpu or openvino.")
+    target: Target = Field(description="tflite, edgetpu, openvino, onnx, or plugin (the profile's engine names it).")
     precision: Precision = Field(description="fp32, fp16, dynamic or int8.")
     inference_precision: InferencePrecision | None = Field(
         default=None,

@@ -174,7 +174,7 @@ def run_command(
     stride: Optional[int] = typer.Option(None, help="Process every Nth frame."),
     threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
     device: Optional[str] = typer.Option(None, help="OpenVINO device override: CPU, GPU, NPU, AUTO."),
-    cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+    cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU / ONNX GPU providers: run on the CPU if they are missing."),
     broker: Optional[str] = typer.Option(None, help="Publish to this MQTT broker: mqtt://host[:port], mqtts://, ws://, wss://."),
     device_id: Optional[str] = typer.Option(None, "--device-id", help="Device id in MQTT topics (default: the host name)."),
     http: Optional[str] = typer.Option(
@@ -252,7 +252,7 @@ def bench(
     frames: int = typer.Option(200, help="Timed invocations."),
     threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
     device: Optional[str] = typer.Option(None, help="OpenVINO device override."),
-    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Edge TPU / ONNX GPU providers: run on the CPU if they are missing."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a latency histogram PNG here."),
 ) -> None:
@@ -303,6 +303,11 @@ def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that t
         detail = Text(f"{check.detail}\n{check.pointer}" if check.pointer else check.detail)
         table.add_row(check.name, "ok" if check.ok else "-", detail)
     console.print(table)
+    broken = [c for c in checks if c.name.startswith("engine plugin ") and not c.ok]
+    if broken:  # an installed plugin that cannot load is a fault of this install, like bad input
+        from edge_sdk.errors import EngineError
+
+        raise EngineError(broken[0].detail + (f" (and {len(broken) - 1} more broken plugins)" if len(broken) > 1 else ""))
     if bundle is not None and not all(c.ok for c in checks if c.name in ("bundle", "can run bundle")):
         raise typer.Exit(1)
 
