@@ -68,6 +68,17 @@ def cpu_flags() -> str:
     return "flags: unknown"
 
 
+def vnni() -> bool | None:
+    """Whether this CPU has int8 dot products (avx512_vnni or avx_vnni in /proc/cpuinfo); None when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return bool(set(line.split(":", 1)[1].split()) & {"avx512_vnni", "avx_vnni"})
+    except OSError:
+        pass
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name, as /proc/cpuinfo gives it (the machine a table came from)."""
     import platform

@@ -41,6 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common import cpu_model, vnni  # noqa: E402 (this folder's shared helpers)
 from edge_sdk.backends import open_engine
 from edge_sdk.backends.litert import LiteRTEngine
 from edge_sdk.bundle import open_bundle
@@ -271,18 +272,6 @@ def inspect_ir(xml_path: Path) -> str:
     return f"IR: {fake_quantize} FakeQuantize, {len(float_ops_of(model))} of {weighted} weighted ops without one"
 
 
-def vnni() -> bool | None:
-    """Whether this CPU has VNNI (avx512_vnni or avx_vnni in /proc/cpuinfo flags); None when unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool(flags & {"avx512_vnni", "avx_vnni"})
-    except OSError:
-        pass
-    return None
-
-
 # --------------------------------------------------------------------------- latency
 
 
@@ -359,14 +348,7 @@ def other_load(timed) -> float | None:
 def machine_line(threads: int, targets: tuple[str, ...] = TARGETS) -> str:
     from edge_sdk.converters import _tf
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), {platform.system()} {platform.machine()}; "

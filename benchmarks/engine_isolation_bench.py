@@ -49,6 +49,7 @@ import cv2
 import common
 import numpy as np
 
+from common import cpu_model  # noqa: E402 (this folder's shared helpers)
 from edge_sdk.backends import open_engine
 from edge_sdk.backends.worker import EngineProcess
 from edge_sdk.bundle import open_bundle
@@ -395,12 +396,7 @@ def measure_startup(paths: dict[str, Path], tensors: dict[str, np.ndarray], size
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
     def version(name: str) -> str:

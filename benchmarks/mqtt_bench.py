@@ -37,8 +37,6 @@ from importlib import metadata
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge_sdk.mqtt.client import Publisher
 from edge_sdk.mqtt.settings import MQTTSettings
@@ -373,7 +371,7 @@ def machine() -> str:
 def report(results: dict, n: int, rounds: int) -> None:
     rate, lat, lost, got = results["rate"], results["latency_p99_ms"], results["lost"], results["received"]
     lines = [
-        f"| | plain paho | edge-sdk publisher (SQLite outbox) | edge-sdk / plain |",
+        "| | plain paho | edge-sdk publisher (SQLite outbox) | edge-sdk / plain |",
         "|---|---|---|---|",
         f"| QoS 0 messages/s (median of {rounds}, {n} each) | {rate['plain_q0']:,.0f} | {rate['sdk_q0']:,.0f} | {rate['sdk_q0'] / rate['plain_q0']:.2f} |",
         f"| QoS 1 messages/s, to the last PUBACK | {rate['plain_q1']:,.0f} | {rate['sdk_q1']:,.0f} | **{rate['sdk_q1'] / rate['plain_q1']:.2f}** |",

@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 
 from edge_sdk import RunConfig, Runtime
+from common import cpu_model  # noqa: E402 (this folder's shared helpers)
 from edge_sdk.backends import open_engine
 from edge_sdk.bundle import open_bundle
 from edge_sdk.pipeline import InputAdapter
@@ -372,12 +373,7 @@ def fresh_process_run(bundle_path: Path, video: Path, threads: int) -> dict:
 
 
 def machine_line(threads: int) -> str:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), {platform.system()} {platform.machine()}; "

@@ -51,6 +51,7 @@ import common
 import numpy as np
 
 from edge_sdk.results import BBox, Detection
+from common import cpu_model  # noqa: E402 (this folder's shared helpers)
 from edge_sdk.samples import tracks
 from edge_sdk.tracking.settings import TrackingSettings
 from edge_sdk.geometry import iou_matrix
@@ -310,8 +311,7 @@ def accuracy(seeds: range) -> dict[str, list[tracks.MOTScores]]:
 
 
 def machine_line() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     libs = ", ".join(f"{d} {version(d)}" for d in ("numpy", "supervision", "scipy", "lap", "motmetrics"))
     return (f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
             f"python {platform.python_version()}, {libs}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from edge_sdk.bundle import Bundle, Decoder, InferencePrecision, Task, check_des
 from edge_sdk.converters import evaluate, heads, models, targets
 from edge_sdk.converters.data import ImageSet, load_calibration, load_labelled
 from edge_sdk.converters.detection_eval import class_names_of, is_yolo_dataset, load_yolo
+from edge_sdk.converters.pose_eval import load_pose
+from edge_sdk.converters.segmentation_eval import is_semantic_dataset, load_semantic, load_yolo_seg
 from edge_sdk.converters.pruning import PruneSettings, prune as prune_model
 from edge_sdk.decoders import get_decoder
 from edge_sdk.errors import AccuracyBudgetError, ConfigError, DatasetError, ModelError
@@ -99,14 +102,22 @@ def _probe(spec: Preprocessing, sample: str | Path | None) -> list[np.ndarray]:
     return [normalize(images.images[i : i + 1], spec) for i in range(len(images))]
 
 
+def _metadata_kpt_shape(value: str | None) -> tuple[int, int] | None:
+    """Ultralytics' ``kpt_shape`` metadata, written as ``[17, 3]``."""
+    numbers = [int(n) for n in re.findall(r"\d+", value or "")]
+    return (numbers[0], numbers[1]) if len(numbers) == 2 and numbers[1] in (2, 3) and numbers[0] >= 1 else None
+
+
 def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | None, task: Task | None,
-              labels: int | None) -> Decoder:
+              labels: int | None, keypoints: int | None = None) -> Decoder:
     """The manifest's decoder, and the source's head and class count, from its outputs or the user's word.
 
     A recognised head is settled on real images (pixel or 0-1 boxes, e2e or one-class v5), so the
-    device never has to guess per frame.
+    device never has to guess per frame. Pose heads look like detectors or classifiers: ``--task
+    pose`` or an Ultralytics model's ``task: pose`` metadata reads them as pose.
     """
-    found = heads.recognise(source.output_shapes)
+    height, width = source.input_shape[:2]
+    found = heads.recognise(source.output_shapes, input_size=(width, height))
     if decoder is not None:
         if not decoder.startswith("plugin:"):
             raise ConfigError(f"--decoder must be plugin:module:function, not '{decoder}'")
@@ -114,11 +125,19 @@ def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | N
         source.head = None
         source.num_classes = labels or (found.num_classes if found and found.num_classes else 1)
         return Decoder(kind=decoder, options={})
+    kpt_shape = None
+    if task is None and source.metadata.get("task") == "pose":
+        task, kpt_shape = Task.POSE, _metadata_kpt_shape(source.metadata.get("kpt_shape"))
+    if task is Task.POSE:
+        found = heads.as_pose(found, source.output_shapes, keypoints=keypoints, labels=labels, kpt_shape=kpt_shape)
+    elif keypoints is not None:
+        raise ConfigError("--keypoints goes with --task pose")
     if found is None:
         raise ModelError(
             f"model {source.name} outputs {heads.describe_shapes(source.output_shapes)}, which match no known head "
             "(classifier [1, C]; YOLO v5 [1, N, 5+C], v8 [1, 4+C, N], end-to-end [1, K, 6], boxes [1, N, 4] + scores "
-            "[1, N, C]; SSD post-processing); name a decoder with --decoder plugin:module:function"
+            "[1, N, C]; SSD post-processing; YOLO -seg [1, 4+C+M, N] + protos [1, M, H, W]; a segmentation map "
+            "[1, H, W, C]; pose with --task pose); name a decoder with --decoder plugin:module:function"
         )
     if task is not None and task is not Task.CUSTOM and task is not found.task:
         raise ConfigError(f"--task {task.value} contradicts the model's outputs, which form a {found.describe()} head")
@@ -136,7 +155,7 @@ def _identify(source, probe_outputs: list[list[np.ndarray]], *, decoder: str | N
 def _precision(source, device: DeviceProfile, precision: str | Precision | None) -> Precision:
     """The precision to convert at; a .tflite keeps its own, which cannot be changed here."""
     chosen = _enum(Precision, precision, "--precision") if precision is not None else None
-    if source.kind == "tflite" and device.target is not Target.OPENVINO:
+    if source.kind == "tflite" and targets.reads_tflite(device):
         own = Precision.INT8 if source.quantized else Precision.FP32
         if chosen not in (None, own) or (device.require_full_integer and own is not Precision.INT8):
             wanted = (chosen or Precision.INT8).value
@@ -191,28 +210,45 @@ def _inference_precision(device: DeviceProfile) -> InferencePrecision | None:
 
 
 def _images_of(folder: str | Path) -> Path:
-    """The images of a YOLO dataset, or the folder itself."""
-    return Path(folder) / "images" if is_yolo_dataset(folder) else Path(folder)
+    """The images of a YOLO or segmentation dataset, or the folder itself."""
+    return Path(folder) / "images" if is_yolo_dataset(folder) or is_semantic_dataset(folder) else Path(folder)
 
 
-def _load_val(val, spec: Preprocessing, *, detector: bool, custom: bool, class_names: list[str] | None) -> ImageSet:
-    if detector:
-        if not is_yolo_dataset(val):
-            raise DatasetError(f"--val {val}: a detector is scored on a YOLO dataset (images/ and labels/ folders)")
-        return load_yolo(val, spec, what="--val", class_names=class_names)
-    if is_yolo_dataset(val):
-        raise DatasetError(f"--val {val} is a YOLO detection dataset but the model is a classifier")
+# task -> (loader of its --val set, what the set must look like)
+_TASK_SETS = {
+    "detection": (load_yolo, "a YOLO dataset (images/ and labels/ folders)"),
+    "instance-segmentation": (load_yolo_seg, "a YOLO segmentation dataset (images/ and labels/ with polygons)"),
+    "pose": (load_pose, "a YOLO pose dataset (images/, labels/ and data.yaml with kpt_shape)"),
+    "segmentation": (load_semantic, "a segmentation dataset (images/ and masks/ label PNGs, classes.txt)"),
+}
+
+
+def _load_val(val, spec: Preprocessing, *, task: str, landmarks: bool, custom: bool,
+              class_names: list[str] | None) -> ImageSet:
+    """The --val set the task is scored on; a custom model with a YOLO set is scored as a detector."""
+    if custom and is_yolo_dataset(val):
+        task = "detection"
+    if task in _TASK_SETS:
+        load, looks = _TASK_SETS[task]
+        wanted = is_semantic_dataset(val) if task == "segmentation" else is_yolo_dataset(val)
+        if not wanted:
+            raise DatasetError(f"--val {val}: a {task} model is scored on {looks}")
+        extra = {"landmarks": landmarks} if task == "pose" else {}
+        return load(val, spec, what="--val", class_names=class_names, **extra)
+    if is_yolo_dataset(val) or is_semantic_dataset(val):
+        kind = "YOLO" if is_yolo_dataset(val) else "segmentation"
+        raise DatasetError(f"--val {val} is a {kind} dataset but the model is a classifier")
     if custom:  # no metric of ours applies: the report gives per-output fidelity on these images
         images = load_calibration(val, spec, limit=200, minimum=1)
         return ImageSet(images.images, None, tuple(class_names or ()))
     return load_labelled(val, spec, what="--val", class_names=class_names)
 
 
-def _load_train(train, spec: Preprocessing, *, detector: bool, class_names: list[str] | None) -> ImageSet:
-    """Labelled images for a classifier; for a detector any images (it is fine-tuned against its unpruned self)."""
-    if not detector:
+def _load_train(train, spec: Preprocessing, *, classifier: bool, class_names: list[str] | None) -> ImageSet:
+    """Labelled images for a classifier; for any other model any images (it is fine-tuned against its unpruned self)."""
+    if classifier:
         return load_labelled(train, spec, what="--train", class_names=class_names)
-    names = tuple(class_names_of(train) or ()) if is_yolo_dataset(train) else ()
+    names = tuple(class_names_of(train) or ()) if is_yolo_dataset(train) or is_semantic_dataset(train) else ()
     images = load_calibration(_images_of(train), spec, limit=4000, minimum=1)
     return ImageSet(images.images, None, names)
 
@@ -247,6 +283,7 @@ def convert(
     imgsz: int | tuple[int, int] | str | None = None,
     task: str | Task | None = None,
     decoder: str | None = None,
+    keypoints: int | None = None,
     progress: ProgressFn | None = None,
 ) -> ConversionResult:
     """Convert a classifier for a device profile and write a verified bundle to ``out``.
@@ -254,7 +291,8 @@ def convert(
     ``model`` is a ``.keras``/``.h5`` path, a SavedModel folder, an ``.onnx`` file (NCHW, as
     PyTorch and Ultralytics export it; ``imgsz`` fixes a dynamic size), a ``.tflite`` file (packaged
     at its own precision, or quantized by NNCF for OpenVINO), or an in-memory Keras model. The
-    outputs' head is recognised (``task`` may confirm it); ``decoder`` names a
+    outputs' head is recognised (``task`` may confirm it; ``task='pose'`` with ``keypoints`` K reads a
+    landmark regressor's ``[1, K*D]`` output); ``decoder`` names a
     ``plugin:module:function`` for anything else, used for the accuracy check too. Raises an
     :class:`~edge_sdk.errors.EdgeSDKError` for bad input and
     :class:`~edge_sdk.errors.AccuracyBudgetError` when the accuracy drop stays over ``max_drop``
@@ -263,6 +301,8 @@ def convert(
     started = time.perf_counter()
     _check_options(prune=prune, epochs=epochs, max_drop=max_drop, calib_limit=calib_limit, min_calib=min_calib,
                    min_tpu_ops=min_tpu_ops)
+    if keypoints is not None and keypoints < 1:
+        raise ConfigError(f"--keypoints must be at least 1, not {keypoints}")
     if max_drop_map50_95 < 0:
         raise ConfigError(f"--max-drop-map50-95 must be 0 or more percentage points, not {max_drop_map50_95}")
     device = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
@@ -275,7 +315,7 @@ def convert(
     target = targets.get(device.target.value)
     options = targets.TargetOptions(edgetpu_compiler=edgetpu_compiler, compile=compile, min_tpu_fraction=min_tpu_ops)
 
-    for_tflite = device.target is not Target.OPENVINO
+    for_tflite = targets.reads_tflite(device)
     if isinstance(model, (str, Path)):
         source = models.load_model(model, imgsz=size, for_tflite=for_tflite)
     else:
@@ -290,15 +330,17 @@ def convert(
     probe = _probe(spec, calib if calib is not None else val)
     probe_outputs = [source.predict(x) for x in probe]
     label_count = len(label_names) if label_names else None
-    if label_count is None and val is not None and is_yolo_dataset(val):
+    if label_count is None and val is not None and (is_yolo_dataset(val) or is_semantic_dataset(val)):
         label_count = len(class_names_of(val) or []) or None
-    decoder = _identify(source, probe_outputs, decoder=decoder, task=task, labels=label_count)
+    decoder = _identify(source, probe_outputs, decoder=decoder, task=task, labels=label_count, keypoints=keypoints)
     custom = decoder.kind.startswith("plugin:")
     detector = source.task == "detection" or (custom and val is not None and is_yolo_dataset(val))
-    val_set = _load_val(val, spec, detector=detector, custom=custom, class_names=label_names) if val is not None else None
+    val_set = _load_val(val, spec, task=source.task, landmarks=decoder.kind == "landmarks", custom=custom,
+                        class_names=label_names) if val is not None else None
     class_names = label_names or (list(val_set.class_names) if val_set and val_set.class_names else None)
     fine_tune = prune or (train is not None and needs_calib_for(chosen, source))
-    train_set = _load_train(train, spec, detector=detector, class_names=class_names) if fine_tune else None
+    train_set = _load_train(train, spec, classifier=source.task == "classification",
+                            class_names=class_names) if fine_tune else None
     class_names = class_names or (list(train_set.class_names) if train_set and train_set.class_names else None)
     if custom and class_names:
         source.num_classes = len(class_names)
@@ -352,7 +394,9 @@ def convert(
     seconds["convert"] = time.perf_counter() - t0
 
     accuracy: Accuracy | None = None
+    matrix = None
     if val_set is not None and ref_metrics is not None and final.metrics is not None:
+        matrix = evaluate.confusion_of(val_set, final.predictions, source.num_classes)
         accuracy = Accuracy(
             images=len(val_set),
             original=original_metrics,
@@ -364,7 +408,7 @@ def convert(
             remedies=[Remedy(name=a.name, top1=a.metrics.score if a.metrics else None, note=a.note,
                              map50_95=a.metrics.map50_95 if a.metrics else None) for a in attempts],
             remedy_used=final.name,
-            confusion_matrix=None if detector else CONFUSION_FILE,
+            confusion_matrix=None if matrix is None else CONFUSION_FILE,
         )
 
     model_bytes = b"".join(data for path, data in packaged.files.items() if packaged.roles.get(path) == "model")
@@ -402,9 +446,9 @@ def convert(
     if class_names is not None:
         files["labels.txt"] = ("\n".join(class_names) + "\n").encode("utf-8")
         roles["labels.txt"] = "labels"
-    if accuracy is not None and not detector:
-        matrix = evaluate.confusion(val_set.labels, final.predictions, source.num_classes)
-        title = f"{source.name} {chosen.value} on {device.name}: top-1 {100 * accuracy.converted.top1:.2f}%"
+    if accuracy is not None and matrix is not None:  # images (classifier) or pixels (semantic segmentation)
+        converted = accuracy.converted
+        title = f"{source.name} {chosen.value} on {device.name}: {converted.score_name} {100 * converted.score:.2f}%"
         names = class_names or [str(i) for i in range(source.num_classes)]
         files[CONFUSION_FILE] = evaluate.confusion_png(matrix, names, title=title)
         roles[CONFUSION_FILE] = "report"

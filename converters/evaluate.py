@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 
 from edge_sdk.bundle import Decoder
-from edge_sdk.converters import detection_eval
+from edge_sdk.converters import detection_eval, pose_eval, segmentation_eval
 from edge_sdk.converters.data import ImageSet
 from edge_sdk.converters.detection_eval import DetectionSet
+from edge_sdk.converters.pose_eval import PoseSet
+from edge_sdk.converters.segmentation_eval import InstanceSet, SemanticSet
 from edge_sdk.converters.models import SourceModel
 from edge_sdk.errors import ConversionError
 from edge_sdk.preprocess import Preprocessing, dequantize, quantize
@@ -62,10 +64,22 @@ def match_outputs(reference: list[np.ndarray], converted: list[np.ndarray]) -> l
     return order
 
 
+def _predict(run, val: ImageSet, decoder: Decoder, progress: ProgressFn | None = None):
+    """A task set's predictions through the runtime's decoder: class maps, objects or detection rows per image."""
+    if isinstance(val, SemanticSet):
+        return segmentation_eval.predict_semantic(run, val, decoder=decoder.kind, options=decoder.options, progress=progress)
+    if isinstance(val, (InstanceSet, PoseSet)):
+        keep = segmentation_eval.MAX_INSTANCES if isinstance(val, InstanceSet) else pose_eval.MAX_POSES
+        return detection_eval.predict_objects(run, val, decoder=decoder.kind, options=decoder.options, keep=keep,
+                                              progress=progress)
+    return detection_eval.predict_all(run, val, decoder=decoder.kind, options=decoder.options, progress=progress)
+
+
 def reference_predictions(source: SourceModel, val: ImageSet, spec: Preprocessing, *, decoder: Decoder | None = None):
-    """The float model's predictions: top-1 classes, or a detector's boxes per image (None for a custom model)."""
-    if isinstance(val, DetectionSet):
-        return detection_eval.predict_all(source.predict, val, decoder=decoder.kind, options=decoder.options)
+    """The float model's predictions: top-1 classes, or per image a detector's boxes, a segmenter's class
+    map, an instance or pose model's objects (None for a custom model)."""
+    if isinstance(val, (DetectionSet, SemanticSet)):
+        return _predict(source.predict, val, decoder)
     if val.labels is None:
         return None
     return np.concatenate([np.argmax(source.predict(batch)[0], axis=-1) for batch in val.batches(spec, size=64)])
@@ -75,8 +89,8 @@ def engine_predictions(engine, val: ImageSet, spec: Preprocessing, *, decoder: D
                        progress: ProgressFn | None = None, order: list[int] | None = None):
     """A compiled model's predictions in its runtime engine, one image at a time as on the device."""
     run = engine_runner(engine, order)
-    if isinstance(val, DetectionSet):
-        return detection_eval.predict_all(run, val, decoder=decoder.kind, options=decoder.options, progress=progress)
+    if isinstance(val, (DetectionSet, SemanticSet)):
+        return _predict(run, val, decoder, progress)
     if val.labels is None:
         return None
     predictions = np.empty(len(val), dtype=np.int64)
@@ -106,7 +120,14 @@ def fidelity(reference: list[list[np.ndarray]], converted: list[list[np.ndarray]
 
 
 def score(val: ImageSet, predictions, classes: int) -> Metrics | None:
-    """Metrics of ``predictions`` on ``val``: classification or detection, by the kind of set."""
+    """Metrics of ``predictions`` on ``val``, by the kind of set: classification, detection, semantic
+    segmentation, instances or pose."""
+    if isinstance(val, SemanticSet):
+        return segmentation_eval.semantic_metrics(predictions, val.truth, classes)
+    if isinstance(val, InstanceSet):
+        return segmentation_eval.instance_metrics(predictions, val, classes)
+    if isinstance(val, PoseSet):
+        return pose_eval.metrics(predictions, val, classes)
     if isinstance(val, DetectionSet):
         return detection_eval.detection_metrics(predictions, val.truth, classes)
     if predictions is None:
@@ -115,10 +136,27 @@ def score(val: ImageSet, predictions, classes: int) -> Metrics | None:
 
 
 def agreement(val: ImageSet, reference, converted) -> float:
-    """How often the converted model says what the reference says (see ``Accuracy.agreement``)."""
+    """How often the converted model says what the reference says (see ``Accuracy.agreement``): same
+    top-1 class, same pixel class (semantic), the reference's boxes found again (detection, instances,
+    poses), the reference's landmarks within PCK@0.1 (landmarks)."""
+    if isinstance(val, SemanticSet):
+        return segmentation_eval.pixel_agreement(reference, converted)
+    if isinstance(val, PoseSet) and val.landmarks:
+        return pose_eval.landmark_agreement(val, reference, converted)
+    if isinstance(val, (InstanceSet, PoseSet)):
+        return detection_eval.agreement([r.boxes for r in reference], [c.boxes for c in converted])
     if isinstance(val, DetectionSet):
         return detection_eval.agreement(reference, converted)
     return float(np.mean(reference == converted))
+
+
+def confusion_of(val: ImageSet, predictions, classes: int) -> np.ndarray | None:
+    """The confusion matrix a report draws: images (classifier) or pixels (semantic segmentation); else None."""
+    if isinstance(val, SemanticSet):
+        return segmentation_eval.pixel_confusion(predictions, val.truth, classes)[:, :classes]
+    if isinstance(val, DetectionSet) or val.labels is None or predictions is None:
+        return None
+    return confusion(val.labels, predictions, classes)
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -146,6 +184,15 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, classes: int) -> Metrics:
     )
 
 
+def _compact(count: int) -> str:
+    """A count short enough for a cell: 987, 12k, 3.4M (a segmenter's matrix counts pixels)."""
+    if count < 1000:
+        return str(count)
+    if count < 999_500:
+        return f"{count / 1000:.0f}k" if count >= 10_000 else f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
 def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> bytes:
     """A readable confusion-matrix image (rows: truth, columns: prediction), drawn with OpenCV."""
     n = matrix.shape[0]
@@ -153,6 +200,9 @@ def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> 
     label_w = 12 + 8 * min(16, max((len(c) for c in class_names), default=1))
     top = 56
     width, height = label_w + n * cell + 16, top + label_w + n * cell + 16
+    # wide enough for the title and the legend, which a matrix of few classes would cut
+    width = max(width, 16 + max(cv2.getTextSize(title[:80], cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0],
+                                cv2.getTextSize("rows: true class, columns: predicted", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]))
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(image, title[:80], (8, 22), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
@@ -169,7 +219,7 @@ def confusion_png(matrix: np.ndarray, class_names: list[str], *, title: str) -> 
             p1 = (x0 + c * cell, y0 + r * cell)
             cv2.rectangle(image, p1, (p1[0] + cell - 1, p1[1] + cell - 1), colour, -1)
             if matrix[r, c] and cell >= 24:
-                text = str(int(matrix[r, c]))
+                text = _compact(int(matrix[r, c]))
                 ink = (255, 255, 255) if share[r, c] > 0.5 else (0, 0, 0)
                 cv2.putText(image, text, (p1[0] + 3, p1[1] + cell // 2 + 4), font, 0.35, ink, 1, cv2.LINE_AA)
     for i, name in enumerate(class_names):

@@ -49,6 +49,7 @@ class SourceModel:
     num_classes: int = 0
     feed_nchw: bool = False  # predict() gets NHWC batches but the model takes NCHW (ONNX into TFLite)
     quantized: bool = False  # a .tflite that is already integer
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's own key/values (Ultralytics: task, kpt_shape)
     tensorflow_source: Callable[[], Any] | None = field(default=None, repr=False)  # ONNX: its SavedModel, made on demand
     _signature: Any = field(default=None, repr=False)
     _batch_of_one: Any = field(default=None, repr=False)
@@ -61,6 +62,12 @@ class SourceModel:
     @property
     def task(self) -> str:
         return self.head.task.value if self.head is not None else "custom"
+
+    @property
+    def boxes_head(self) -> bool:
+        """A YOLO or SSD head that decodes boxes (a detector, instance-segmentation or pose model): at int8
+        its decode stays in float, or box precision is lost. A landmark regressor is pose without one."""
+        return self.task in ("detection", "instance-segmentation", "pose") and self.head.decoder != "landmarks"
 
     @property
     def head_layout(self) -> str | None:
@@ -158,7 +165,8 @@ def _with_head(source: SourceModel) -> SourceModel:
     """The head its output shapes form, as a first guess (``convert`` settles it on real images)."""
     from edge_sdk.converters.heads import recognise
 
-    source.head = recognise(source.output_shapes)
+    height, width = source.input_shape[:2]
+    source.head = recognise(source.output_shapes, input_size=(width, height))
     source.num_classes = (source.head.num_classes or 0) if source.head is not None else 0
     return source
 

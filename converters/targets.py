@@ -51,7 +51,7 @@ class Job:
     calib_limit: int
     min_calib: int
     val_set: ImageSet | None
-    reference_score: float | None  # top-1, or mAP@0.5 for a detector
+    reference_score: float | None  # the headline (Metrics.score): top-1, mAP@0.5, mean IoU, mask/keypoint mAP, PCK
     max_drop: float
     per_channel: bool
     options: TargetOptions
@@ -63,11 +63,11 @@ class Job:
     probe_outputs: list[list[np.ndarray]] = field(default_factory=list)
     measure_fidelity: bool = False
     train_set: ImageSet | None = None  # --train images, for the quantization-aware remedy
-    reference_map50_95: float | None = None  # a detector's float mAP@0.5:0.95 on the validation images
+    reference_map50_95: float | None = None  # float box mAP@0.5:0.95 (detector, instances, pose) on the validation images
     max_drop_map50_95: float = 2.0  # a detector's second budget, in points of mAP@0.5:0.95
 
     def drops(self, metrics: Metrics) -> tuple[float, float | None]:
-        """Points lost against the reference: the headline score, and a detector's mAP@0.5:0.95 (else None)."""
+        """Points lost against the reference: the headline score, and the box mAP@0.5:0.95 of a model with boxes (else None)."""
         drop = 100.0 * (self.reference_score - metrics.score)
         if self.reference_map50_95 is None or metrics.map50_95 is None:
             return drop, None
@@ -124,7 +124,7 @@ class Attempt:
     settings: Any = None
     note: str = ""
     calibration_images: int = 0
-    predictions: Any = None  # top-1 classes, or per-image detections
+    predictions: Any = None  # top-1 classes, or per image detections, objects (masks, keypoints) or a class map
     metrics: Metrics | None = None
     output_order: list[int] | None = None  # for each source output, the converted model's output holding it
     fidelity: list[OutputFidelity] | None = None
@@ -171,7 +171,20 @@ REGISTRY: dict[str, str] = {
     "tflite": "edge_sdk.converters.tflite:TFLiteTarget",
     "edgetpu": "edge_sdk.converters.edgetpu:EdgeTPUTarget",
     "openvino": "edge_sdk.converters.openvino:OpenVINOTarget",
+    "onnx": "edge_sdk.converters.onnxrt:ONNXTarget",
+    "plugin": "edge_sdk.converters.plugin:PluginTarget",
 }
+
+
+def reads_tflite(device: DeviceProfile) -> bool:
+    """The device's engine reads .tflite (so an ONNX source goes through TensorFlow to reach it)."""
+    from edge_sdk.profiles import Target
+
+    if device.target is Target.PLUGIN:
+        from edge_sdk.converters.plugin import format_of
+
+        return format_of(device.engine) == "tflite"
+    return device.target in (Target.TFLITE, Target.EDGETPU)
 
 
 def get(name: str) -> Target:

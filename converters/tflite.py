@@ -334,7 +334,7 @@ class TFLiteTarget:
             io_dtype=job.device.io_dtype if job.precision is Precision.INT8 else IODtype.FLOAT32,
         )
         self._host = None
-        if job.precision is not Precision.INT8 or job.source.task != "detection":
+        if job.precision is not Precision.INT8 or not job.source.boxes_head:
             return quant
         tail = tuple(decode_tail(job.float_tflite)) if job.float_tflite is not None else ()
         if not quant.strict:

@@ -1,8 +1,9 @@
 """Draw a frame's detections on a copy of it: for snapshots, the live view and the demo's PNGs.
 
-With an ``Overlay``, a tracking camera's zones, lines, counts and trails are drawn under the boxes.
-It runs once per streamed frame, so every region is blended inside its own bounding rectangle
-rather than over the whole frame.
+With an ``Overlay``, a semantic map, and a tracking camera's zones, lines, counts and trails are
+drawn under the boxes; instance masks are tinted in their detection's colour and keypoints drawn
+as skeletons. It runs once per streamed frame, so every region and mask is blended inside its own
+bounding rectangle rather than over the whole frame (a semantic map, which covers it, excepted).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edge_sdk.results import Detection
+from edge_sdk.results import Detection, Keypoints, Mask, Segmentation
 
 # BGR colours, picked by class id so one class keeps its colour from frame to frame.
 _PALETTE = ((0, 255, 0), (255, 128, 0), (0, 128, 255), (255, 0, 255), (0, 255, 255), (128, 0, 255), (255, 255, 0))
@@ -23,18 +24,21 @@ _REGIONS = ((0, 165, 255), (255, 191, 0), (211, 0, 148), (154, 250, 0), (80, 127
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 _ZONE_ALPHA, _OCCUPIED_ALPHA = 0.2, 0.35
 _ARROW_PX = 28
+_MASK_ALPHA, _SEGMENT_ALPHA = 0.45, 0.4
+KEYPOINT_MIN_SCORE = 0.5  # a keypoint scored lower is taken as not seen: neither it nor its bones are drawn
 
 
 @dataclass(frozen=True)
 class Overlay:
-    """What a tracking camera draws besides its boxes: named zones and lines with their counts, and
-    each track's recent path. Points are normalised (0-1)."""
+    """What a camera draws besides its boxes: a semantic model's class map, and a tracking camera's
+    named zones and lines with their counts, and each track's recent path. Points are normalised (0-1)."""
 
     zones: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     lines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     trails: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # track id -> points, oldest first
     counts: dict | None = None  # Counts.to_json(): occupancy per zone, in/out per line
     line_in: dict[str, tuple[float, float]] = field(default_factory=dict)  # line -> unit normal towards 'in' (LineSettings.in_normal())
+    segmentation: Segmentation | None = None  # a semantic-segmentation camera's newest class map, tinted by class
 
 
 @lru_cache(maxsize=1024)
@@ -57,15 +61,22 @@ def annotate(frame: np.ndarray, detections: Iterable[Detection], overlay: Overla
     image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame.copy()
     height, width = image.shape[:2]
     if overlay is not None:
+        if overlay.segmentation is not None:
+            draw_segmentation(image, overlay.segmentation)
         _draw_overlay(cv2, image, overlay)
+    detections = list(detections)
+    for detection in detections:
+        if detection.mask is not None:
+            draw_mask(image, detection.mask, _colour(detection))
     line = 0
     for detection in detections:
+        colour = _colour(detection)
         if detection.track_id is None:
-            colour = _PALETTE[detection.class_id % len(_PALETTE)]
             caption = f"{detection.label} {detection.score:.2f}"
         else:
-            colour = track_colour(detection.track_id)
             caption = f"#{detection.track_id} {detection.label} {detection.score:.2f}"
+        if detection.keypoints is not None:
+            draw_skeleton(image, detection.keypoints, colour)
         if detection.box is None:
             line += 1
             cv2.putText(image, caption, (4, 14 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
@@ -74,6 +85,69 @@ def annotate(frame: np.ndarray, detections: Iterable[Detection], overlay: Overla
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         cv2.putText(image, caption, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return image
+
+
+def _colour(detection: Detection) -> tuple[int, int, int]:
+    if detection.track_id is None:
+        return _PALETTE[detection.class_id % len(_PALETTE)]
+    return track_colour(detection.track_id)
+
+
+def draw_mask(image: np.ndarray, mask: Mask, colour, *, alpha: float = _MASK_ALPHA) -> None:
+    """Tint ``mask``'s pixels of ``image`` (in place) towards ``colour``, inside the mask's box only."""
+    height, width = image.shape[:2]
+    if mask.frame_size != (width, height):
+        # A frame drawn at another size than the one inferred (a resized snapshot): scale the mask.
+        import cv2
+
+        full = cv2.resize(mask.full().astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+        mask = Mask.from_full(full.astype(bool))
+    h, w = mask.bitmap.shape
+    if not h or not w:
+        return
+    region = image[mask.y : mask.y + h, mask.x : mask.x + w]
+    bitmap = mask.bitmap[: region.shape[0], : region.shape[1]]
+    pixels = region[bitmap].astype(np.float32)
+    region[bitmap] = (pixels * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(np.uint8)
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """A semantic class's BGR colour: the same for one class in every frame."""
+    return track_colour(class_id + 1)
+
+
+def draw_segmentation(image: np.ndarray, segmentation: Segmentation, *, alpha: float = _SEGMENT_ALPHA) -> None:
+    """Tint every pixel of ``image`` (in place) by its class, leaving the background class untouched."""
+    import cv2
+
+    class_map = segmentation.class_map
+    height, width = image.shape[:2]
+    if class_map.shape[:2] != (height, width):
+        class_map = cv2.resize(class_map, (width, height), interpolation=cv2.INTER_NEAREST)
+    classes = int(class_map.max()) + 1
+    lut = np.array([class_colour(c) for c in range(classes)], dtype=np.uint8)
+    shown = np.array([segmentation.label(c).lower() != "background" for c in range(classes)])
+    drawn = shown[class_map]
+    tinted = cv2.addWeighted(lut[class_map], alpha, image, 1 - alpha, 0)
+    image[drawn] = tinted[drawn]
+
+
+def draw_skeleton(image: np.ndarray, keypoints: Keypoints, colour, *, min_score: float = KEYPOINT_MIN_SCORE) -> None:
+    """Bones (``keypoints.skeleton``) as lines in ``colour`` and points as dots on ``image``, in
+    place; a point scored under ``min_score`` is skipped, and so is every bone that ends at it."""
+    import cv2
+
+    height, width = image.shape[:2]
+    points = keypoints.array()
+    seen = points[:, 2] >= min_score
+    xy = _pixels(points[:, :2], width, height)
+    for a, b in keypoints.skeleton:
+        if 0 <= a < len(points) and 0 <= b < len(points) and seen[a] and seen[b]:
+            cv2.line(image, tuple(map(int, xy[a])), tuple(map(int, xy[b])), colour, 2, cv2.LINE_AA)
+    for (x, y), visible in zip(xy.tolist(), seen):
+        if visible:
+            cv2.circle(image, (x, y), 3, (255, 255, 255), cv2.FILLED, cv2.LINE_AA)
+            cv2.circle(image, (x, y), 3, colour, 1, cv2.LINE_AA)
 
 
 def _pixels(points, width: int, height: int) -> np.ndarray:
@@ -156,9 +230,23 @@ def _caption(cv2, image: np.ndarray, text: str, origin: tuple[int, int], colour)
     cv2.putText(image, text, (x, y), _FONT, 0.45, colour, 1, cv2.LINE_AA)
 
 
-def jpeg(image: np.ndarray, *, quality: int = 80) -> bytes | None:
-    """``image`` as JPEG bytes, or None when OpenCV cannot encode it."""
+def jpeg(image: np.ndarray, *, quality: int = 80, max_bytes: int | None = None) -> bytes | None:
+    """``image`` as JPEG bytes, or None when OpenCV cannot encode it. With ``max_bytes`` (a broker's
+    message limit), a lower quality and then a smaller picture are tried until it fits."""
     import cv2
 
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return data.tobytes() if ok else None
+    if not ok:
+        return None
+    if max_bytes is None or len(data) <= max_bytes:
+        return data.tobytes()
+    for q in (60, 40):
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, min(q, quality)])
+        if ok and len(data) <= max_bytes:
+            return data.tobytes()
+    while min(image.shape[:2]) > 16:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 40])
+        if ok and len(data) <= max_bytes:
+            return data.tobytes()
+    return None

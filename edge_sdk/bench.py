@@ -43,6 +43,9 @@ def _describe(engine) -> tuple[str, str]:
         return name, "libedgetpu"
     if name == "LiteRTEngine":
         return name, "XNNPACK (default CPU delegate)"
+    if hasattr(engine, "provider"):  # ONNX Runtime: the provider it got, its version, what this build has
+        info = engine.info()
+        return name, f"{info['provider']} (onnxruntime {info['onnxruntime']}; available: {', '.join(info['available_providers'])})"
     return name, getattr(engine, "device", "-")
 
 

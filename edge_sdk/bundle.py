@@ -77,11 +77,20 @@ class FileEntry(_Data):
     role: str = Field(description="model, labels, report or artifact.")
 
 
-class Decoder(_Data):
-    """How raw outputs become results: 'classification', 'ssd', 'yolo' or 'plugin:module:function'."""
+OptionScalar = float | int | str | bool
 
-    kind: str = Field(pattern=r"^(classification|ssd|yolo|plugin:[\w.]+:\w+)$", description="Decoder name.")
-    options: dict[str, float | int | str | bool] = Field(default_factory=dict, description="Decoder settings.")
+
+class Decoder(_Data):
+    """How raw outputs become results: a built-in decoder's name (edge_sdk.decoders.REGISTRY) or 'plugin:module:function'."""
+
+    kind: str = Field(
+        pattern=r"^(classification|ssd|yolo|segmentation|yolo-seg|yolo-pose|landmarks|plugin:[\w.]+:\w+)$",
+        description="Decoder name.",
+    )
+    # Lists carry a pose model's kpt_shape, keypoint names and skeleton; null an absent optional output.
+    options: dict[str, OptionScalar | list[OptionScalar | list[OptionScalar]] | None] = Field(
+        default_factory=dict, description="Decoder settings."
+    )
 
 
 class Manifest(_Data):
@@ -91,7 +100,7 @@ class Manifest(_Data):
     name: str = Field(description="Model name, from the input file unless given.")
     created: str = Field(description="UTC time of conversion, ISO 8601.")
     sdk_version: str = Field(description="edge-sdk version that wrote the bundle.")
-    target: Target = Field(description="tflite, edgetpu or openvino.")
+    target: Target = Field(description="tflite, edgetpu, openvino, onnx, or plugin (the profile's engine names it).")
     precision: Precision = Field(description="fp32, fp16, dynamic or int8.")
     inference_precision: InferencePrecision | None = Field(
         default=None,

@@ -91,6 +91,7 @@ class Camera:
         self.error: BaseException | None = None
         self.latest_frame = None
         self.latest_detections: tuple = ()
+        self.latest_segmentation = None  # a semantic-segmentation model's newest class map (results.Segmentation)
         self.listeners: list[Callable[[Camera], None]] = []  # told of every change of state
         self.source_listeners: list[Callable[[SourceEvent], None]] = []  # told of each of the source's events
         self.stage: Stage | None = None  # runs on each result in the camera's thread (tracking)
@@ -300,6 +301,7 @@ class CameraRun:
             if stage is not None:
                 result = stage.process(result, frame, settings)
             camera.latest_frame, camera.latest_detections = frame.image, result.detections
+            camera.latest_segmentation = result.segmentation
             if camera.state == STARTING:
                 camera.set_state(RUNNING, None)
             if not self._put((camera, result)):

@@ -73,14 +73,15 @@ def convert(
     profile: str = typer.Option(..., "--profile", "-p", help="Device profile name (see 'profiles list') or .yaml path."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (absent, empty, or an old bundle)."),
     calib: Optional[Path] = typer.Option(None, help="Folder of representative images for int8 calibration."),
-    val: Optional[Path] = typer.Option(None, help="Validation images, one sub-folder per class."),
+    val: Optional[Path] = typer.Option(None, help="Validation images: one sub-folder per class; a YOLO dataset (detection, -seg polygons, pose); "
+                                        "images/ + masks/ (semantic segmentation)."),
     train: Optional[Path] = typer.Option(None, help="Training images, one sub-folder per class (for --prune)."),
     prune: Optional[float] = typer.Option(None, help="Target sparsity in [0, 1), e.g. 0.5."),
     epochs: int = typer.Option(2, help="Fine-tuning epochs while pruning."),
     precision: Optional[str] = typer.Option(None, help="int8, fp16, fp32 or dynamic (default: the profile's)."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest top-1 (detector: mAP@0.5) drop allowed, in points."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest drop of the headline (top-1, mAP@0.5, mean IoU, mask/keypoint mAP@0.5:0.95, PCK), in points."),
     max_drop_map50_95: float = typer.Option(2.0, "--max-drop-map50-95",
-                                            help="Detectors: largest mAP@0.5:0.95 drop allowed, in points."),
+                                            help="Detectors, instance and pose models: largest box mAP@0.5:0.95 drop allowed, in points."),
     labels: Optional[Path] = typer.Option(None, help="Class names, one per line (default: folder names)."),
     resize: str = typer.Option("stretch", help="stretch, letterbox or crop."),
     color: str = typer.Option("rgb", help="Channel order the model expects: rgb or bgr."),
@@ -102,7 +103,12 @@ def convert(
     ),
     name: Optional[str] = typer.Option(None, help="Model name in the manifest (default: file name)."),
     imgsz: Optional[str] = typer.Option(None, help="Input size for a model with dynamic sizes: 640 or 480x640 (HxW)."),
-    task: Optional[str] = typer.Option(None, help="classification, detection or custom (default: read off the outputs)."),
+    task: Optional[str] = typer.Option(
+        None, help="classification, detection, segmentation, instance-segmentation, pose or custom (default: read off the outputs)."
+    ),
+    keypoints: Optional[int] = typer.Option(
+        None, help="With --task pose: keypoints per object (K of a [1, 4+C+K*D, N] head, or a [1, K*D] landmark output)."
+    ),
     decoder: Optional[str] = typer.Option(
         None, help="plugin:module:function decoding outputs that match no known head (used for the accuracy check too)."
     ),
@@ -143,7 +149,8 @@ def convert(
                 normalization=norm, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
                 per_channel=not per_tensor, calib_limit=calib_limit, min_calib=min_calib,
                 learning_rate=learning_rate, edgetpu_compiler=edgetpu_compiler, compile=not no_compile,
-                min_tpu_ops=min_tpu_ops, name=name, imgsz=imgsz, task=task, decoder=decoder, progress=progress,
+                min_tpu_ops=min_tpu_ops, name=name, imgsz=imgsz, task=task, decoder=decoder, keypoints=keypoints,
+                progress=progress,
             )
         except AccuracyBudgetError as exc:
             if exc.report is not None:
@@ -167,7 +174,7 @@ def run_command(
     stride: Optional[int] = typer.Option(None, help="Process every Nth frame."),
     threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
     device: Optional[str] = typer.Option(None, help="OpenVINO device override: CPU, GPU, NPU, AUTO."),
-    cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+    cpu_fallback: Optional[bool] = typer.Option(None, "--cpu-fallback/--no-cpu-fallback", help="Edge TPU / ONNX GPU providers: run on the CPU if they are missing."),
     broker: Optional[str] = typer.Option(None, help="Publish to this MQTT broker: mqtt://host[:port], mqtts://, ws://, wss://."),
     device_id: Optional[str] = typer.Option(None, "--device-id", help="Device id in MQTT topics (default: the host name)."),
     http: Optional[str] = typer.Option(
@@ -245,7 +252,7 @@ def bench(
     frames: int = typer.Option(200, help="Timed invocations."),
     threads: Optional[int] = typer.Option(None, help="Inference threads (default: the profile's)."),
     device: Optional[str] = typer.Option(None, help="OpenVINO device override."),
-    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Edge TPU: run on the CPU if no TPU is found."),
+    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Edge TPU / ONNX GPU providers: run on the CPU if they are missing."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     plot: Optional[Path] = typer.Option(None, help="Write a latency histogram PNG here."),
 ) -> None:
@@ -296,6 +303,11 @@ def doctor(bundle: Optional[Path] = typer.Argument(None, help="Also check that t
         detail = Text(f"{check.detail}\n{check.pointer}" if check.pointer else check.detail)
         table.add_row(check.name, "ok" if check.ok else "-", detail)
     console.print(table)
+    broken = [c for c in checks if c.name.startswith("engine plugin ") and not c.ok]
+    if broken:  # an installed plugin that cannot load is a fault of this install, like bad input
+        from edge_sdk.errors import EngineError
+
+        raise EngineError(broken[0].detail + (f" (and {len(broken) - 1} more broken plugins)" if len(broken) > 1 else ""))
     if bundle is not None and not all(c.ok for c in checks if c.name in ("bundle", "can run bundle")):
         raise typer.Exit(1)
 
@@ -320,9 +332,11 @@ def _register_rollout_commands() -> None:
 
 
 def _register_demo_command() -> None:
+    from edge_sdk.cli_annotate import annotate
     from edge_sdk.cli_demo import demo
 
     app.command("demo")(demo)
+    app.command("annotate")(annotate)
 
 
 _register_fleet_commands()

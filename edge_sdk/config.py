@@ -146,7 +146,7 @@ class RunConfig(_Regions, BaseModel):
     jsonl: Path | None = Field(default=None, description="Append one JSON line per frame result to this file.")
     threads: int | None = Field(default=None, ge=1, description="Inference threads (default: the profile's).")
     device: str | None = Field(default=None, description="OpenVINO device override (CPU, GPU, NPU, AUTO).")
-    cpu_fallback: bool = Field(default=False, description="Edge TPU bundles: run on the CPU when no Edge TPU is found.")
+    cpu_fallback: bool = Field(default=False, description="Edge TPU bundles: run on the CPU when no Edge TPU is found; onnx bundles: on ONNX Runtime's CPU provider when the profile's GPU providers are missing.")
     retries: int | None = Field(default=None, ge=0, description="Source reconnect attempts before giving up (default: forever for live sources).")
     mqtt: MQTTSettings | None = Field(default=None, description="Publish results to an MQTT broker (see the README's MQTT section).")
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings, description="Inference watchdog: hang detection, restarts, isolation.")

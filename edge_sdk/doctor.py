@@ -30,6 +30,8 @@ class Trouble(str, Enum):
     TENSORFLOW = "tensorflow-loaded-on-the-device"
     BUNDLE = "bundle-refused"
     OTHER_TARGET = "bundle-built-for-another-target"
+    ONNX_PROVIDER = "onnx-runtime-provider-missing"
+    PLUGIN = "engine-plugin-broken"
 
     @property
     def pointer(self) -> str:
@@ -68,6 +70,33 @@ def _openvino_devices() -> Check:
     except Exception as exc:
         return Check("openvino devices", False, f"unavailable ({type(exc).__name__})", see=Trouble.OPENVINO_DEVICE)
     return Check("openvino devices", bool(devices), ", ".join(devices) or "none", see=Trouble.OPENVINO_DEVICE)
+
+
+def _onnxruntime() -> list[Check]:
+    from edge_sdk.backends import onnxrt
+
+    version = onnxrt.version()
+    if version is None:
+        return [Check("onnxruntime", False, "not installed (pip install \"edge-sdk[onnx]\")", see=Trouble.ENGINE)]
+    providers = onnxrt.available_providers()
+    return [Check("onnxruntime", True, version, see=Trouble.ENGINE),
+            Check("onnxruntime providers", bool(providers), ", ".join(providers) or "none", see=Trouble.ONNX_PROVIDER)]
+
+
+def plugins() -> list[Check]:
+    """One check per installed engine plugin (entry-point group edge_sdk.engines): imports, has every method."""
+    from edge_sdk.backends import plugins as registry
+
+    found = registry.discover()
+    if not found:
+        return [Check("engine plugins", True, f"none installed (entry-point group {registry.GROUP})", see=Trouble.PLUGIN)]
+    checks = []
+    for plugin in found:
+        problem = registry.check(plugin.name)
+        where = f"{plugin.value}" + (f" from {plugin.distribution}" if plugin.distribution else "")
+        checks.append(Check(f"engine plugin {plugin.name}", problem is None, problem or f"{where}, reads {registry.consumes(plugin.name)}",
+                            see=Trouble.PLUGIN))
+    return checks
 
 
 def _edgetpu() -> Check:
@@ -128,12 +157,14 @@ def _bundle(path) -> list[Check]:
         Check("bundle", True, f"{manifest.name}: {manifest.target.value}/{manifest.precision.value}, verified", see=Trouble.BUNDLE)
     ]
     try:
-        open_engine(bundle)
+        engine = open_engine(bundle)
     except EdgeSDKError as exc:
         checks.append(Check("can run bundle", False, str(exc), see=Trouble.OTHER_TARGET))
     else:
+        provider = getattr(engine, "provider", None)
+        using = f" ({provider})" if provider else ""
         checks.append(
-            Check("can run bundle", True, f"its {manifest.target.value} engine loads the model here", see=Trouble.OTHER_TARGET)
+            Check("can run bundle", True, f"its {manifest.target.value} engine loads the model here{using}", see=Trouble.OTHER_TARGET)
         )
     return checks
 
@@ -157,10 +188,12 @@ def diagnose(bundle=None) -> list[Check]:
         _module_version("tflite_runtime", see=Trouble.ENGINE),
         _module_version("openvino", see=Trouble.ENGINE),
         _openvino_devices(),
+        *_onnxruntime(),
         _edgetpu(),
         *_opencv(),
         _cameras(),
         _tensorflow(),
+        *plugins(),
     ]
     if bundle is not None:
         checks.extend(_bundle(bundle))

@@ -308,7 +308,7 @@ class LiveView:
             cameras.append({
                 **camera.stats.as_dict(), "id": camera.id, "state": camera.state, "detail": camera.detail,
                 "fps_avg": camera.stats.fps, "fps": fps, "last_frame_age_s": age, "viewers": self._viewers[camera.id],
-                "latest": [d.to_json() for d in latest[1]] if latest is not None else [],
+                "latest": [d.to_json(masks="summary") for d in latest[1]] if latest is not None else [],
             })
         engine = stats.engine
         totals = {key: sum(c[key] for c in cameras) for key in ("frames_in", "frames_done", "frames_skipped", "frame_errors",

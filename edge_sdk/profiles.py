@@ -21,6 +21,8 @@ class Target(str, enum.Enum):
     TFLITE = "tflite"
     EDGETPU = "edgetpu"
     OPENVINO = "openvino"
+    ONNX = "onnx"  # ONNX Runtime, with the execution providers the profile lists
+    PLUGIN = "plugin"  # a third-party engine registered under the edge_sdk.engines entry points
 
 
 class Precision(str, enum.Enum):
@@ -47,7 +49,7 @@ class DeviceProfile(BaseModel):
 
     name: str = Field(description="Short identifier, e.g. 'rpi4'; the file stem for built-in profiles.")
     title: str = Field(description="Human-readable device name.")
-    target: Target = Field(description="Backend the bundle is compiled for: tflite, edgetpu or openvino.")
+    target: Target = Field(description="Backend the bundle is compiled for: tflite, edgetpu, openvino, onnx or plugin.")
     precision: Precision = Field(description="Default precision when the user does not pass --precision.")
     io_dtype: IODtype = Field(description="Dtype of model inputs and outputs for int8 conversions.")
     require_full_integer: bool = Field(
@@ -65,6 +67,28 @@ class DeviceProfile(BaseModel):
     delegate: str | None = Field(
         default=None, description="Shared library of a TFLite delegate, e.g. libedgetpu.so.1."
     )
+    providers: list[str] = Field(
+        default_factory=list,
+        description="onnx: ONNX Runtime execution providers in order of preference, e.g. "
+        "[TensorrtExecutionProvider, CUDAExecutionProvider]; the first that loads runs the model.",
+    )
+    provider_options: dict[str, dict[str, str | int | float | bool]] = Field(
+        default_factory=dict,
+        description="onnx: options per provider name (TensorRT: trt_engine_cache_path, trt_fp16_enable, "
+        "trt_int8_enable, ...), passed to ONNX Runtime as they are.",
+    )
+    allow_cpu_fallback: bool = Field(
+        default=False,
+        description="onnx: run on CPUExecutionProvider when none of the listed GPU providers is available, "
+        "instead of refusing to start.",
+    )
+    engine: str | None = Field(
+        default=None,
+        description="plugin: the name of the engine under the edge_sdk.engines entry-point group.",
+    )
+    engine_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="plugin: options handed to the plugin engine as they are."
+    )
     notes: str = Field(default="", description="One or two sentences a user should know.")
 
     @model_validator(mode="after")
@@ -76,6 +100,19 @@ class DeviceProfile(BaseModel):
                 raise ValueError("an edgetpu profile needs io_dtype int8 or uint8")
             if not self.require_full_integer:
                 raise ValueError("an edgetpu profile needs require_full_integer: true")
+        if self.target is Target.ONNX and self.precision is Precision.DYNAMIC:
+            raise ValueError("an onnx profile takes precision fp32, fp16 or int8")
+        if (self.providers or self.provider_options) and self.target is not Target.ONNX:
+            raise ValueError("providers and provider_options apply to onnx profiles only")
+        unknown = sorted(set(self.provider_options) - set(self.providers))
+        if unknown:
+            raise ValueError(f"provider_options names {', '.join(unknown)}, which 'providers' does not list")
+        if any(not p.endswith("ExecutionProvider") for p in self.providers):
+            raise ValueError("providers are ONNX Runtime names ending in 'ExecutionProvider', e.g. CPUExecutionProvider")
+        if self.engine_options and self.target is not Target.PLUGIN:
+            raise ValueError("engine_options apply to plugin profiles only")
+        if (self.target is Target.PLUGIN) != (self.engine is not None):
+            raise ValueError("a plugin profile names its engine ('engine: <entry point>'), and only a plugin profile does")
         if self.require_full_integer and self.precision is not Precision.INT8:
             raise ValueError("require_full_integer needs precision int8")
         return self

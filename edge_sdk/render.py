@@ -18,6 +18,23 @@ def _size(n: int) -> str:
     return str(n)
 
 
+# Accuracy rows by the reference's headline field: (label, Metrics field) rows, and the agreement's label.
+_BOX_ROWS = (("box mAP@0.5", "map50"), ("box mAP@0.5:0.95", "map50_95"), ("precision @0.25", "precision"),
+             ("recall @0.25", "recall"))
+_ACCURACY_ROWS = {
+    "top1": ((("top-1", "top1"), ("macro precision", "macro_precision"), ("macro recall", "macro_recall"),
+              ("macro F1", "macro_f1")), "top-1 agreement"),
+    "miou": ((("mean IoU", "miou"), ("pixel accuracy", "pixel_accuracy")), "pixel agreement"),
+    "mask_map50_95": ((("mask mAP@0.5", "mask_map50"), ("mask mAP@0.5:0.95", "mask_map50_95"), *_BOX_ROWS),
+                      "box agreement"),
+    "kpt_map50_95": ((("keypoint mAP@0.5 (OKS)", "kpt_map50"), ("keypoint mAP@0.5:0.95", "kpt_map50_95"), *_BOX_ROWS),
+                     "box agreement"),
+    "pck": ((("PCK", "pck"),), "landmark agreement (PCK)"),
+    "map50": ((("mAP@0.5", "map50"), ("mAP@0.5:0.95", "map50_95"), ("precision @0.25", "precision"),
+               ("recall @0.25", "recall")), "box agreement"),
+}
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -114,35 +131,36 @@ def report_tables(report: ConversionReport) -> Group:
         columns += [("pruned" if a.original is not None else "reference", a.reference), ("converted", a.converted)]
         for title, _ in columns:
             acc.add_column(title, justify="right")
-        detector = a.reference.top1 is None
-        rows = (("mAP@0.5", "map50"), ("mAP@0.5:0.95", "map50_95"), ("precision @0.25", "precision"),
-                ("recall @0.25", "recall")) if detector else (
-                ("top-1", "top1"), ("macro precision", "macro_precision"), ("macro recall", "macro_recall"),
-                ("macro F1", "macro_f1"))
+        kind = next((k for k in _ACCURACY_ROWS if getattr(a.reference, k) is not None), "map50")
+        rows, agreement = _ACCURACY_ROWS[kind]
         for label, key in rows:
             acc.add_row(label, *(_pct(getattr(m, key)) for _, m in columns))
+        if kind == "pck":
+            acc.add_row("PCK radius", *[f"{m.pck_threshold:g} x box diagonal" if m.pck_threshold else "" for _, m in columns])
         pad = [""] * (len(columns) - 1)
-        acc.add_row("box agreement" if detector else "top-1 agreement", *pad, _pct(a.agreement))
+        acc.add_row(agreement, *pad, _pct(a.agreement))
         if a.pruning_drop_points is not None:
             acc.add_row("pruning drop", *[""] * (len(columns) - 2), f"{a.pruning_drop_points:.2f} pts", "")
         verdict = "within" if a.within_budget else "OVER"
         if a.drop_map50_95_points is None:
-            acc.add_row("conversion drop", *pad, f"{a.drop_points:.2f} pts ({verdict} budget {a.max_drop:g})")
+            acc.add_row("conversion drop", *pad, f"{a.drop_points:.2f} pts {a.reference.score_name} ({verdict} budget {a.max_drop:g})")
         else:  # a detector is judged on both figures
+            headline = "mAP@0.5 / @0.5:0.95" if kind == "map50" else f"{a.reference.score_name} / box mAP@0.5:0.95"
             acc.add_row("conversion drop", *pad,
-                        f"{a.drop_points:.2f} / {a.drop_map50_95_points:.2f} pts mAP@0.5 / @0.5:0.95 "
+                        f"{a.drop_points:.2f} / {a.drop_map50_95_points:.2f} pts {headline} "
                         f"({verdict} budget {a.max_drop:g} / {a.max_drop_map50_95:g})")
         parts.append(acc)
         if len(a.remedies) > 1 or not a.within_budget:
             rem = Table(title="Remedies tried")
             rem.add_column("attempt")
             rem.add_column(a.reference.score_name, justify="right")
-            if detector:
-                rem.add_column("mAP@0.5:0.95", justify="right")
+            boxes = any(r.map50_95 is not None for r in a.remedies)
+            if boxes:
+                rem.add_column("mAP@0.5:0.95" if kind == "map50" else "box mAP@0.5:0.95", justify="right")
             rem.add_column("note")
             for r in a.remedies:
                 marker = " (used)" if r.name == a.remedy_used else ""
-                rem.add_row(r.name + marker, _pct(r.top1), *([_pct(r.map50_95)] if detector else []), r.note)
+                rem.add_row(r.name + marker, _pct(r.top1), *([_pct(r.map50_95)] if boxes else []), r.note)
             parts.append(rem)
     return Group(*parts)
 

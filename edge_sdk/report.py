@@ -69,8 +69,8 @@ class Remedy(_Data):
     """One attempt at bringing the converted model within the accuracy budget."""
 
     name: str = Field(description="Which remedy: baseline, per-channel, larger-calibration, float-fallback, ...")
-    top1: float | None = Field(description="Converted headline score with this attempt (top-1, or mAP@0.5 for a detector), if it converted.")
-    map50_95: float | None = Field(default=None, description="Detection: converted mAP@0.5:0.95 with this attempt, if it converted.")
+    top1: float | None = Field(description="Converted headline score with this attempt (Metrics.score: top-1, mean IoU, mask or keypoint mAP@0.5:0.95, PCK, or mAP@0.5 for a detector), if it converted.")
+    map50_95: float | None = Field(default=None, description="Detection, instances, pose: converted box mAP@0.5:0.95 with this attempt, if it converted.")
     note: str = Field(default="", description="What the attempt changed, or why it could not run.")
 
 
@@ -84,30 +84,33 @@ class Accuracy(_Data):
     reference: Metrics = Field(description="The float model that was quantized (after pruning, if pruned).")
     converted: Metrics = Field(description="The model in this bundle, run through LiteRT/OpenVINO.")
     agreement: float = Field(
-        description="Classification: fraction of images on which both models give the same top-1 class. Detection: "
-        "fraction of the reference's boxes scoring at least 0.25 that the converted model also finds (same class, IoU 0.5)."
+        description="Classification: fraction of images on which both models give the same top-1 class. Detection, "
+        "instances, pose: fraction of the reference's boxes scoring at least 0.25 that the converted model also finds "
+        "(same class, IoU 0.5). Semantic segmentation: fraction of pixels given the same class. Landmarks: PCK@0.1 of "
+        "the converted model's points against the reference's."
     )
     drop_points: float = Field(
-        description="Reference score minus converted score (top-1, or mAP@0.5 for a detector), in percentage points: "
+        description="Reference score minus converted score (the headline, Metrics.score), in percentage points: "
         "the cost of conversion."
     )
     pruning_drop_points: float | None = Field(
         default=None, description="Original score minus pruned score, in percentage points: the cost of pruning."
     )
     drop_map50_95_points: float | None = Field(
-        default=None, description="Detection: reference mAP@0.5:0.95 minus converted, in percentage points "
-        "(box precision, which mAP@0.5 barely sees)."
+        default=None, description="Detection, instances, pose: reference box mAP@0.5:0.95 minus converted, in "
+        "percentage points (box precision, which mAP@0.5 barely sees)."
     )
     max_drop: float = Field(description="The budget, in percentage points.")
     max_drop_map50_95: float | None = Field(
-        default=None, description="Detection: the budget for drop_map50_95_points, in percentage points."
+        default=None, description="Detection, instances, pose: the budget for drop_map50_95_points, in percentage points."
     )
     within_budget: bool = Field(
-        description="drop_points <= max_drop and, for a detector, drop_map50_95_points <= max_drop_map50_95."
+        description="drop_points <= max_drop and, with boxes, drop_map50_95_points <= max_drop_map50_95."
     )
     remedies: list[Remedy] = Field(default_factory=list, description="Every attempt, in order.")
     remedy_used: str = Field(description="The attempt whose model is in the bundle.")
-    confusion_matrix: str | None = Field(default=None, description="Bundle-relative path of the PNG.")
+    confusion_matrix: str | None = Field(default=None, description="Bundle-relative path of the PNG (classes over "
+                                         "images, or over pixels for semantic segmentation).")
 
 
 class Quantization(_Data):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from edge_sdk import masks as wire
 from edge_sdk.preprocess import Placement
 
 
@@ -203,7 +204,11 @@ class Detection:
     mask: Mask | None = None  # instance segmentation: the object's pixels
     keypoints: Keypoints | None = None  # pose: the object's landmarks
 
-    def to_json(self, *, frame_size: tuple[int, int] | None = None) -> dict:
+    def to_json(self, *, frame_size: tuple[int, int] | None = None, masks: str = "polygon", vertices: int | None = None,
+                keypoints: bool = True) -> dict:
+        """The detection as JSON: its mask in the ``masks`` format (``polygon`` within ``vertices``,
+        ``rle``, or ``summary`` for none; :mod:`edge_sdk.masks`), its keypoints as ``[[x, y, score], ...]``
+        unless ``keypoints`` is False (their names go once per message, :meth:`FrameResult.to_json`)."""
         out: dict = {"class_id": self.class_id, "label": self.label, "score": round(float(self.score), 5)}
         if self.track_id is not None:
             out["track_id"] = self.track_id
@@ -211,6 +216,12 @@ class Detection:
             out["box"] = [round(v, 5) for v in (self.box.x1, self.box.y1, self.box.x2, self.box.y2)]
             if frame_size is not None:
                 out["box_px"] = list(self.box.to_pixels(*frame_size))
+        if self.mask is not None:
+            encoded = wire.encode(self.mask, masks=masks, vertices=vertices or wire.DEFAULT_VERTICES)
+            if encoded is not None:
+                out["mask"] = encoded
+        if self.keypoints is not None and keypoints:
+            out["keypoints"] = [[round(float(p.x), 5), round(float(p.y), 5), round(float(p.score), 4)] for p in self.keypoints.points]
         return out
 
 
@@ -232,16 +243,42 @@ class FrameResult:
     def for_camera(self, camera: str) -> FrameResult:
         return replace(self, camera=camera)
 
-    def to_json(self) -> dict:
+    def to_json(self, *, masks: str = "polygon", vertices: int | None = None, keypoints: bool = True) -> dict:
+        """The frame as JSON; ``masks``, ``vertices`` and ``keypoints`` as :meth:`Detection.to_json`.
+        A pose model's keypoint names and skeleton are given once (``keypoint_names``, ``skeleton``):
+        one model gives every detection the same layout. A semantic frame carries its class areas,
+        and per-class masks unless ``masks`` is ``summary``."""
         return {
             **({"camera": self.camera} if self.camera is not None else {}),
             "frame": self.index,
             "ts": round(self.timestamp, 6),
             "width": self.frame_size[0],
             "height": self.frame_size[1],
-            "detections": [d.to_json(frame_size=self.frame_size) for d in self.detections],
+            "detections": [d.to_json(frame_size=self.frame_size, masks=masks, vertices=vertices, keypoints=keypoints)
+                           for d in self.detections],
+            **(self._keypoint_layout() if keypoints else {}),
+            **({"segmentation": self._segmentation_json(masks, vertices)} if self.segmentation is not None else {}),
             **({"events": [e.to_json() for e in self.events]} if self.events else {}),
             **({"counts": self.counts.to_json()} if self.counts is not None else {}),
             **({"final": True} if self.final else {}),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }
+
+    def _keypoint_layout(self) -> dict:
+        posed = next((d.keypoints for d in self.detections if d.keypoints is not None), None)
+        if posed is None:
+            return {}
+        out: dict = {}
+        if any(p.name is not None for p in posed.points):
+            out["keypoint_names"] = [p.name or str(i) for i, p in enumerate(posed.points)]
+        if posed.skeleton:
+            out["skeleton"] = [[int(a), int(b)] for a, b in posed.skeleton]
+        return out
+
+    def _segmentation_json(self, masks: str, vertices: int | None) -> dict:
+        out: dict = {"areas": wire.area_summary(self.segmentation)}
+        if wire.MaskFormat(masks) is not wire.MaskFormat.SUMMARY:
+            budget = vertices or wire.DEFAULT_VERTICES
+            out["masks"] = [{"class_id": class_id, "label": label, "mask": wire.encode(mask, masks=masks, vertices=budget)}
+                            for class_id, label, mask in wire.class_masks(self.segmentation)]
+        return out

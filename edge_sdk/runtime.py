@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from edge_sdk.annotate import Overlay
 from edge_sdk.camera import Camera, CameraRun, CameraState
 from edge_sdk.config import CameraConfig, RunConfig, field_error
 from edge_sdk.errors import CommandError, ConfigError
@@ -400,6 +401,9 @@ class Runtime:
         if camera is None or camera.latest_frame is None:
             return None
         overlay = camera.stage.overlay() if camera.stage is not None else None
+        segmentation = camera.latest_segmentation
+        if segmentation is not None:
+            overlay = Overlay(segmentation=segmentation) if overlay is None else replace(overlay, segmentation=segmentation)
         return camera.latest_frame, camera.latest_detections, overlay
 
     def watched_labels(self) -> list[str]:

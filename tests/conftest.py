@@ -85,7 +85,7 @@ def tfkeras_model(digits, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def background_soak(request, tmp_path_factory):
-    """Gate C's CI soak: 5 minutes of ``edge-sdk run`` in its own process with its own broker,
+    """Gate C's CI soak: 6 minutes of ``edge-sdk run`` in its own process with its own broker,
     started with the session when a test marked ``background_soak`` is selected, so it runs beside
     the other tests instead of adding 5 minutes to the run (and sees a busy machine, as a device
     does). That test calls ``finish()``, which waits for the end if it comes first. None when no

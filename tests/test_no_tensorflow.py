@@ -84,3 +84,44 @@ def test_runtime_bundle_and_cli_never_import_tensorflow(tmp_path):
 
     for step, modules in result["steps"].items():
         assert modules == [], f"after {step}, these modules were imported: {modules}"
+
+
+ONNX_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+
+    import numpy as np
+
+    from edge_sdk.config import RunConfig
+    from edge_sdk.pipeline import open_pipeline
+
+    forbidden = json.loads(sys.argv[2])
+    pipeline = open_pipeline(sys.argv[1], config=RunConfig(threshold=0.0))
+    frame = np.random.default_rng(0).integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+    result = pipeline.infer(frame)
+    print(json.dumps({
+        "loaded": sorted(m for m in sys.modules if m.split(".")[0] in forbidden),
+        "onnxruntime": "onnxruntime" in sys.modules,
+        "provider": pipeline.engine.provider,
+        "detections": len(result.detections),
+    }))
+    """
+)
+
+
+def test_running_an_onnx_runtime_bundle_never_imports_tensorflow(tmp_path):
+    from support.models import onnx_detectors
+
+    from edge_sdk.converters import convert
+
+    model = onnx_detectors.yolov8_onnx_of_shipped_detector(tmp_path / "v8.onnx")
+    convert(model, profile="x86-onnx", out=tmp_path / "bundle", precision="fp32")
+    proc = subprocess.run(
+        [sys.executable, "-c", ONNX_SCRIPT, str(tmp_path / "bundle"), json.dumps(FORBIDDEN + ["openvino"])],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["onnxruntime"] and result["provider"] == "CPUExecutionProvider"
+    assert result["detections"] > 0  # it really ran (threshold 0)
+    assert result["loaded"] == [], f"running an onnx bundle imported {result['loaded']}"

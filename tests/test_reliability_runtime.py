@@ -1,5 +1,5 @@
 """The runtime's reliability gates, fast tier (runs by default): camera outages under the real pipeline,
-a long outage of the broker under the real publisher, and a 5-minute soak of ``edge-sdk run`` that
+a long outage of the broker under the real publisher, and a 6-minute soak of ``edge-sdk run`` that
 starts with the session and runs beside the other tests (tests/conftest.py); see
 tests/support/reliability/scenarios.py. The long tier (tests/test_reliability_long.py) runs the same scenarios
 at full size. With ``EDGE_SDK_REPORT=path.md`` these figures are written as that report too.

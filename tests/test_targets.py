@@ -134,6 +134,29 @@ def test_onnx_nchw_model_converts_for_openvino(digits, tmp_path):
     assert result.report.accuracy.drop_points <= 1.0
 
 
+@pytest.fixture(scope="module")
+def onnx_classifier(digits, tmp_path_factory):
+    """The digits CNN written as an NCHW ONNX file, as PyTorch exports one."""
+    from support.models.onnx_classifier import train_small_cnn, write_onnx
+
+    return write_onnx(train_small_cnn(digits, model_inputs), tmp_path_factory.mktemp("onnx-clf") / "digits.onnx")
+
+
+class TestONNXRuntimeInt8(TargetTemplate):
+    profile, target = "x86-onnx", "onnx"
+    model_fixture = "onnx_classifier"
+
+    def check_report(self, report, bundle) -> None:
+        assert bundle.manifest.model_file == "model.onnx" and bundle.manifest.preprocessing.layout == "NCHW"
+        assert report.quantization.per_channel and report.quantization.decode is None
+        assert report.converted_bytes < report.float_bytes / 2.5
+
+
+class TestONNXRuntimeFP16(TargetTemplate):
+    profile, target, precision = "x86-onnx", "onnx", "fp16"
+    model_fixture = "onnx_classifier"
+
+
 class TestEdgeTPUUncompiled(TargetTemplate):
     # No Edge TPU compiler or stick can exist here: the bundle holds the Edge-TPU-ready model,
     # and its engine runs it through the opt-in CPU fallback.

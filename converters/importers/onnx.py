@@ -52,7 +52,7 @@ def unconvertible_nodes(model, message: str) -> str | None:
 
 
 def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path):
-    """A copy of the model with batch 1 and a fixed image size; its (H, W, C), float parameter count and proto."""
+    """A copy of the model with batch 1 and a fixed image size; its (H, W, C), float parameter count, proto and metadata."""
     onnx = _onnx()
     try:
         model = onnx.load(str(path))
@@ -80,7 +80,8 @@ def _fixed(path: Path, name: str, imgsz: tuple[int, int] | None, folder: Path):
     parameters = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in (1, 10, 11, 16))
     fixed = folder / f"{name}.onnx"
     onnx.save(model, str(fixed))
-    return fixed, (height, width, channels), parameters, _fold_constants(fixed, model)
+    metadata = {p.key: p.value for p in model.metadata_props}  # Ultralytics writes task, names, imgsz, kpt_shape here
+    return fixed, (height, width, channels), parameters, _fold_constants(fixed, model), metadata
 
 
 def _fold_constants(path: Path, model):
@@ -118,7 +119,7 @@ def load(path: Path, *, name: str, imgsz: tuple[int, int] | None, for_tflite: bo
     from edge_sdk.errors import EngineError
 
     folder = tempfile.TemporaryDirectory(prefix="edge-sdk-onnx-")
-    fixed, input_shape, parameters, proto = _fixed(path, name, imgsz, Path(folder.name))
+    fixed, input_shape, parameters, proto, metadata = _fixed(path, name, imgsz, Path(folder.name))
     try:
         engine = OpenVINOEngine(fixed, device="CPU", precision_hint="f32")
     except EngineError as exc:
@@ -131,7 +132,7 @@ def load(path: Path, *, name: str, imgsz: tuple[int, int] | None, for_tflite: bo
         name=name, kind=Format.ONNX.value, model=engine, input_shape=input_shape,
         output_shapes=tuple(static(o["shape"]) for o in outputs), output_names=tuple(o["name"] for o in outputs),
         path=fixed, layout="NHWC" if for_tflite else "NCHW", parameter_count=parameters, feed_nchw=for_tflite,
-        _keep=folder,
+        metadata=metadata, _keep=folder,
     )
     if for_tflite:
         source.tensorflow_source = _saved_model_maker(fixed, input_shape, Path(folder.name))

@@ -34,6 +34,9 @@ REGISTRY: dict[str, str] = {
     "tflite": "edge_sdk.backends.litert:LiteRTEngine",
     "edgetpu": "edge_sdk.backends.edgetpu:EdgeTPUEngine",
     "openvino": "edge_sdk.backends.openvino:OpenVINOEngine",
+    "onnx": "edge_sdk.backends.onnxrt:ONNXRuntimeEngine",
+    # A plugin target opens the class its profile's ``engine`` names (edge_sdk.backends.plugins).
+    "plugin": "edge_sdk.backends.plugins:open_plugin",
 }
 
 
@@ -80,7 +83,8 @@ def open_engine(bundle, *, device: str | None = None, threads: int | None = None
     """The engine a verified bundle asks for, set up as its profile says.
 
     ``device`` overrides the profile's OpenVINO device; ``cpu_fallback`` lets an Edge TPU bundle
-    run its Edge-TPU-ready model on the CPU when no Edge TPU is present.
+    run its Edge-TPU-ready model on the CPU when no Edge TPU is present, and an ONNX bundle run on
+    ONNX Runtime's CPU provider when its profile's GPU providers are missing.
     """
     manifest = bundle.manifest
     target = manifest.target.value
@@ -89,6 +93,13 @@ def open_engine(bundle, *, device: str | None = None, threads: int | None = None
     if target == "openvino":
         opened = engine(bundle.model_path, device=device or manifest.profile.device or "CPU", threads=threads,
                         precision_hint=(manifest.inference_precision or InferencePrecision.F32).value)
+    elif target == "onnx":
+        profile = manifest.profile
+        opened = engine(bundle.model_path, providers=list(profile.providers), provider_options=dict(profile.provider_options),
+                        threads=threads, allow_cpu_fallback=profile.allow_cpu_fallback or cpu_fallback)
+    elif target == "plugin":
+        opened = engine(manifest.profile.engine, bundle.model_path, threads=threads,
+                        options=dict(manifest.profile.engine_options))
     elif target == "edgetpu":
         opened = engine(bundle.model_path, threads=threads, cpu_fallback=cpu_fallback, cpu_model=bundle.path / "model.tflite")
     else:

@@ -47,7 +47,17 @@ def parse_options(model: type[_Options], context: DecodeContext, *, decoder: str
     Decoders call this on every frame; the options never change within a run, so each distinct
     set is validated once.
     """
-    return _parse_options(model, tuple(sorted(context.options.items())), decoder)
+    try:
+        items = tuple(sorted((key, _frozen(value)) for key, value in context.options.items()))
+        hash(items)
+    except TypeError:  # an option value that cannot be frozen (a mapping): validate it every time
+        return _parse_options.__wrapped__(model, tuple(sorted(context.options.items())), decoder)
+    return _parse_options(model, items, decoder)
+
+
+def _frozen(value):
+    """Lists (as JSON gives ``kpt_shape`` or ``skeleton``) as tuples, so a set of options can be cached."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 @functools.lru_cache(maxsize=64)

@@ -30,6 +30,7 @@ Options:
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -55,8 +56,8 @@ class Layout(str, enum.Enum):
 BoxFormat = Literal["xyxy", "cxcywh"] | None
 
 
-class YoloOptions(BaseModel):
-    """The ``yolo`` decoder's options in a bundle manifest."""
+class NmsOptions(BaseModel):
+    """The options every YOLO-family decoder takes (detection, instance segmentation, pose)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +65,11 @@ class YoloOptions(BaseModel):
     max_detections: int = Field(default=100, ge=1, description="Most detections kept per frame.")
     agnostic: bool = Field(default=False, description="Suppress across classes too.")
     normalized: bool | None = Field(default=None, description="Boxes are 0-1; unset = detected from the values.")
+
+
+class YoloOptions(NmsOptions):
+    """The ``yolo`` decoder's options in a bundle manifest."""
+
     layout: Layout | None = Field(default=None, description="Head layout v8, v5, e2e or split; unset = v8 or v5 from the shape.")
     box_format: BoxFormat = Field(default=None, description="split: boxes as xyxy or cxcywh.")
     boxes_output: int = Field(default=0, ge=0, le=1, description="split: which of the two outputs holds the boxes.")
@@ -179,6 +185,61 @@ def _host_decoded(head: np.ndarray, options: YoloOptions) -> np.ndarray:
     return grid_decode(head, anchor_w=options.anchor_w, anchor_h=options.anchor_h).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Selected:
+    """The candidates NMS kept, best first: their row in the head, box and class."""
+
+    index: np.ndarray  # [K] each kept candidate's position among the head's N candidates
+    xyxy: np.ndarray  # [K, 4] x1, y1, x2, y2 in model-input pixels
+    scores: np.ndarray  # [K]
+    class_ids: np.ndarray  # [K]
+    normalized: bool  # the head's coordinates were 0-1 (keypoints of the same head are too)
+
+
+def select(xywh: np.ndarray, class_scores: np.ndarray, options: NmsOptions, context: DecodeContext) -> Selected:
+    """Score filter, pixel units and NMS over ``[N, 4]`` cx, cy, w, h and ``[N, C]`` class scores.
+
+    Shared by the detection, instance-segmentation and pose decoders: they read the kept
+    candidates' mask coefficients or keypoints through ``index``.
+    """
+    # fmax skips NaN, and filtering before the argmax keeps the full-size work to one reduction.
+    best = np.fmax.reduce(class_scores, axis=1)
+    valid = (best >= context.score_threshold) & np.all(np.isfinite(xywh), axis=1)
+    index = np.flatnonzero(valid)
+    survivors = class_scores[index]
+    class_ids = np.argmax(np.where(np.isnan(survivors), -np.inf, survivors), axis=1)
+    xywh, scores = xywh[index].astype(np.float64), best[index].astype(np.float64)
+    normalized = options.normalized
+    if normalized is None:
+        normalized = bool(xywh.size) and float(np.max(np.abs(xywh))) <= NORMALIZED_LIMIT
+    if normalized:
+        width, height = context.preprocessing.width, context.preprocessing.height
+        xywh = xywh * np.array([width, height, width, height], dtype=np.float64)
+    half = xywh[:, 2:] / 2
+    xyxy = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
+    keep = nms(
+        xyxy,
+        scores,
+        iou_threshold=options.iou,
+        max_detections=options.max_detections,
+        classes=None if options.agnostic else class_ids,
+    )
+    return Selected(index[keep], xyxy[keep], scores[keep], class_ids[keep], bool(normalized))
+
+
+def detections(selected: Selected, context: DecodeContext) -> list[Detection]:
+    """The kept candidates as detections with their boxes in the source frame."""
+    return [
+        Detection(
+            class_id=int(selected.class_ids[k]),
+            label=context.label(int(selected.class_ids[k])),
+            score=float(selected.scores[k]),
+            box=BBox.from_model_pixels(*selected.xyxy[k], context.placement),
+        )
+        for k in range(len(selected.index))
+    ]
+
+
 def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]:
     options = options_from(context)
     if not outputs:
@@ -195,33 +256,4 @@ def decode(outputs: list[np.ndarray], context: DecodeContext) -> list[Detection]
             return _end_to_end(head, options, context)
         layout = options.layout or guess_layout(head.shape, len(context.labels))
         xywh, class_scores = _candidates(head, layout)
-    # fmax skips NaN, and filtering before the argmax keeps the full-size work to one reduction.
-    best = np.fmax.reduce(class_scores, axis=1)
-    valid = (best >= context.score_threshold) & np.all(np.isfinite(xywh), axis=1)
-    survivors = class_scores[valid]
-    class_ids = np.argmax(np.where(np.isnan(survivors), -np.inf, survivors), axis=1)
-    xywh, scores = xywh[valid].astype(np.float64), best[valid].astype(np.float64)
-    normalized = options.normalized
-    if normalized is None:
-        normalized = bool(xywh.size) and float(np.max(np.abs(xywh))) <= NORMALIZED_LIMIT
-    if normalized:
-        width, height = context.preprocessing.width, context.preprocessing.height
-        xywh = xywh * np.array([width, height, width, height], dtype=np.float64)
-    half = xywh[:, 2:] / 2
-    xyxy = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
-    keep = nms(
-        xyxy,
-        scores,
-        iou_threshold=options.iou,
-        max_detections=options.max_detections,
-        classes=None if options.agnostic else class_ids,
-    )
-    return [
-        Detection(
-            class_id=int(class_ids[i]),
-            label=context.label(int(class_ids[i])),
-            score=float(scores[i]),
-            box=BBox.from_model_pixels(*xyxy[i], context.placement),
-        )
-        for i in keep
-    ]
+    return detections(select(xywh, class_scores, options, context), context)

@@ -58,7 +58,7 @@ class PublishGate:
         self.rate_limited = 0  # frames the cap skipped
 
     def admit(self, result: FrameResult, now: float) -> bool:
-        labels = frozenset(d.label for d in result.detections)
+        labels = seen_labels(result)
         if self.mode is PublishMode.EVENTS or (self.mode is PublishMode.ON_DETECTION and not labels):
             self.suppressed += 1
             return False
@@ -72,6 +72,15 @@ class PublishGate:
         self._labels = labels  # only a published set counts as seen, so a change is never lost to the cap
         self._last = now
         return True
+
+
+def seen_labels(result: FrameResult) -> frozenset[str]:
+    """What a frame saw, for the publish modes: its detections' labels and, for a semantic map, the
+    classes present (the background is not a sighting)."""
+    labels = {d.label for d in result.detections}
+    if result.segmentation is not None:
+        labels.update(label for label in result.segmentation.areas() if label.lower() != "background")
+    return frozenset(labels)
 
 
 def _rss_mb() -> float | None:
@@ -112,6 +121,8 @@ class FleetLink:
         self._counts_pending: dict[str, object] = {}  # camera -> the newest counts not yet published
         self._counts_sent: dict[str, tuple[float, dict]] = {}  # camera -> when, and the zones' occupancy then
         self._counts_lock = threading.Lock()
+        self.truncated = 0  # detections messages degraded to fit the size limit (payloads.detections_body)
+        self.oversize = 0  # messages not sent because they were over the size limit all the same
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -182,14 +193,32 @@ class FleetLink:
         now = time.monotonic()
         camera = result.camera or "main"
         if self.gate(camera).admit(result, now):
-            body = payloads.detections_body(result)
-            self.publisher.publish(topics.camera_name(camera, topics.DETECTIONS), self.publisher.envelope(payloads.DETECTIONS, body),
-                                   qos=self.settings.qos.detections)
+            body = payloads.detections_body(result, masks=self.settings.masks, vertices=self.settings.mask_vertices)
+            if body.get("truncated"):
+                self.truncated += 1
+            self._publish(topics.camera_name(camera, topics.DETECTIONS), payloads.DETECTIONS, body, qos=self.settings.qos.detections)
         if result.events or result.counts is not None or camera in self._counts_pending:
             self.on_events(camera, result.events, result.counts, frame=result.index, frame_ts=result.timestamp)
         interval = self.settings.snapshot_interval_s
         if interval and now - self._last_snapshot.get(camera, -1e9) >= interval:
             self.publish_snapshot(camera)
+
+    def _publish(self, name: str, schema: str, body: dict, *, qos: int) -> None:
+        """``body`` enveloped and queued, unless it is over :data:`payloads.MAX_PAYLOAD_BYTES`: then
+        it is counted in ``oversize`` and logged, never handed to the publisher (a broker such as
+        AWS IoT Core would refuse it, and the outbox would try it again and again)."""
+        payload = self.publisher.envelope(schema, body)
+        if self._fits(schema, payload):
+            self.publisher.publish(name, payload, qos=qos)
+
+    def _fits(self, schema: str, payload: dict) -> bool:
+        length = payloads.size(payload)
+        if length <= payloads.MAX_PAYLOAD_BYTES:
+            return True
+        self.oversize += 1
+        log.warning("a %s message of %d bytes is over the %d-byte limit and was not sent", payloads.KINDS[schema],
+                    length, payloads.MAX_PAYLOAD_BYTES)
+        return False
 
     def on_events(self, camera: str, events, counts, *, frame: int | None = None, frame_ts: float | None = None,
                   now: bool = False) -> None:
@@ -200,8 +229,7 @@ class FleetLink:
         ``now`` for a run's first and last counts."""
         for event in events:
             body = payloads.event_body(camera, event, frame=frame, frame_ts=frame_ts)
-            self.publisher.publish(topics.camera_name(camera, topics.EVENTS), self.publisher.envelope(payloads.EVENT, body),
-                                   qos=self.settings.qos.events)
+            self._publish(topics.camera_name(camera, topics.EVENTS), payloads.EVENT, body, qos=self.settings.qos.events)
         with self._counts_lock:
             if counts is not None:
                 self._counts_pending[camera] = counts
@@ -214,9 +242,9 @@ class FleetLink:
                 return
             del self._counts_pending[camera]
             self._counts_sent[camera] = (clock, {name: dict(by) for name, by in pending.zones.items()})
-        body = payloads.counts_body(camera, pending)
-        self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), self.publisher.envelope(payloads.COUNTS, body),
-                                    qos=self.settings.qos.status)
+        payload = self.publisher.envelope(payloads.COUNTS, payloads.counts_body(camera, pending))
+        if self._fits(payloads.COUNTS, payload):
+            self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), payload, qos=self.settings.qos.status)
 
     def on_camera_state(self, camera: str, state: str, detail: str | None) -> None:
         """A camera's state changed: metrics go out at once, and an alert when it failed."""
@@ -290,7 +318,7 @@ class FleetLink:
             latest = self.observed.latest(camera)
             if latest is None:
                 return None
-            data = jpeg(annotate(*latest))
+            data = jpeg(annotate(*latest), max_bytes=payloads.MAX_PAYLOAD_BYTES)
             if data is None:
                 return None
             self._last_snapshot[camera] = time.monotonic()

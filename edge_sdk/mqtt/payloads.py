@@ -13,7 +13,16 @@ from importlib import resources
 
 from edge_sdk import __version__
 from edge_sdk.bundle import Bundle
+from edge_sdk.masks import DEFAULT_VERTICES, MaskFormat
 from edge_sdk.results import FrameResult
+
+# AWS IoT Core refuses a message over 128 KB, and other brokers (and the dashboards behind them)
+# take large messages badly: no payload is handed to the publisher above this.
+MAX_PAYLOAD_BYTES = 128 * 1024
+# What the envelope adds to a body: schema, device_id (at most 128 bytes, escaped), seq, ts.
+ENVELOPE_BYTES = 1024
+MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - ENVELOPE_BYTES
+MIN_VERTICES_SENT = 8  # below this a polygon no longer shows the object's shape: the masks go instead
 
 STATUS, INFO, DETECTIONS, METRICS, COMMAND_RESULT, ALERT, EVENT, COUNTS = (
     "edge-sdk/status@1", "edge-sdk/info@1", "edge-sdk/detections@1", "edge-sdk/metrics@1", "edge-sdk/command-result@1",
@@ -40,12 +49,90 @@ def counts_body(camera: str, counts) -> dict:
     return {"camera": camera, **counts.to_json()}
 
 
-def detections_body(result: FrameResult) -> dict:
-    """One frame's detections; a classifier's results are detections without a box."""
-    body = result.to_json()
+def size(payload: dict) -> int:
+    """Bytes of ``payload`` as the publisher encodes it."""
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _frame_body(result: FrameResult, masks: MaskFormat, vertices: int, *, keypoints: bool = True) -> dict:
+    body = result.to_json(masks=masks.value, vertices=vertices, keypoints=keypoints)
     for key in ("timings_ms", "events", "counts"):  # events and counts have topics of their own
         body.pop(key, None)
     body["frame_ts"] = body.pop("ts")
+    return body
+
+
+def detections_body(result: FrameResult, *, masks: MaskFormat | str = MaskFormat.POLYGON, vertices: int = DEFAULT_VERTICES,
+                    limit: int = MAX_BODY_BYTES) -> dict:
+    """One frame's detections (a classifier's are detections without a box), with masks in the
+    ``masks`` format, no larger than ``limit`` bytes of JSON.
+
+    A frame that would be larger is degraded one step at a time until it fits, each step named in
+    ``truncated``: ``rle`` (polygons instead of RLE), ``vertices`` (polygons simplified below the
+    budget), ``masks`` (none: a semantic frame keeps its class areas), ``keypoints``, ``detections``
+    (the lowest-scoring ones left out, ``detections_dropped`` says how many), ``areas`` (only the
+    largest classes' areas). The publisher is never handed more than the limit.
+    """
+    masks = MaskFormat(masks)
+    body = _frame_body(result, masks, vertices)
+    if size(body) <= limit:
+        return body
+    steps: list[str] = []
+    sends_masks = masks is not MaskFormat.SUMMARY and (
+        result.segmentation is not None or any(d.mask is not None for d in result.detections))
+    if sends_masks:
+        if masks is MaskFormat.RLE:
+            steps.append("rle")
+            body = _frame_body(result, MaskFormat.POLYGON, vertices)
+            if size(body) <= limit:
+                return {**body, "truncated": steps}
+        bare = size(_frame_body(result, MaskFormat.SUMMARY, vertices))
+        budget, current = vertices, size(body)
+        while budget > MIN_VERTICES_SENT and bare < limit:
+            # Polygon bytes grow with the budget: aim at the share of the limit the masks may take.
+            ratio = (limit - bare) / max(1, current - bare)
+            budget = max(MIN_VERTICES_SENT, min(budget // 2, int(budget * ratio * 0.9)))
+            body = _frame_body(result, MaskFormat.POLYGON, budget)
+            current = size(body)
+            if current <= limit:
+                return {**body, "truncated": [*steps, "vertices"]}
+        steps = ["masks"]  # what the payload lacks now; the polygon steps no longer apply
+        body = _frame_body(result, MaskFormat.SUMMARY, vertices)
+        if size(body) <= limit:
+            return {**body, "truncated": steps}
+    if any(d.keypoints is not None for d in result.detections):
+        steps.append("keypoints")
+        body = _frame_body(result, MaskFormat.SUMMARY, vertices, keypoints=False)
+        if size(body) <= limit:
+            return {**body, "truncated": steps}
+    return _fewer(result, body, steps, limit)
+
+
+def _fewer(result: FrameResult, body: dict, steps: list[str], limit: int) -> dict:
+    """``body`` with as many of the best-scoring detections as fit, then as many class areas."""
+    ranked = sorted(range(len(result.detections)), key=lambda i: -result.detections[i].score)
+    everything = body["detections"]
+
+    def keeping(n: int) -> dict:
+        chosen = sorted(ranked[:n])  # in the frame's order
+        return {**body, "detections": [everything[i] for i in chosen], "truncated": [*steps, "detections"],
+                "detections_dropped": len(everything) - n}
+
+    low, high = 0, len(everything)  # the most detections that fit, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if size(keeping(middle)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    body = keeping(low)
+    areas = body.get("segmentation", {}).get("areas")
+    if size(body) > limit and areas:
+        labels = list(areas)
+        while labels and size(body) > limit:
+            labels = labels[: len(labels) // 2]
+            body = {**body, "segmentation": {"areas": {k: areas[k] for k in labels}}, "truncated": [*body["truncated"], "areas"]}
+            body["truncated"] = list(dict.fromkeys(body["truncated"]))
     return body
 
 

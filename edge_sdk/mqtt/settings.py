@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.masks import DEFAULT_VERTICES, MaskFormat
 from edge_sdk.mqtt.topics import DEFAULT_PREFIX, check_device_id
 
 PASSWORD_ENV = "EDGE_SDK_MQTT_PASSWORD"
@@ -89,6 +90,15 @@ class MQTTSettings(_Section):
     qos: QoSSettings = Field(default_factory=QoSSettings, description="QoS per topic.")
     publish: PublishMode = Field(default=PublishMode.ON_DETECTION, description="Which frames produce a detections message.")
     max_rate: float | None = Field(default=None, gt=0, description="Most detections messages per second (others are skipped and counted).")
+    masks: MaskFormat = Field(
+        default=MaskFormat.POLYGON,
+        description="How instance and semantic masks travel in detections messages: 'polygon' (simplified outlines, 0-1), "
+        "'rle' (COCO run-length encoding, exact) or 'summary' (no masks; a semantic frame's class areas only).",
+    )
+    mask_vertices: int = Field(
+        default=DEFAULT_VERTICES, ge=8, le=10_000,
+        description="Most polygon vertices per mask, all its parts together; fewer are sent when a message would pass 128 KB.",
+    )
     metrics_interval_s: float = Field(default=10.0, gt=0, description="Seconds between metrics messages.")
     counts_interval_s: float = Field(
         default=5.0, ge=0,
