@@ -163,13 +163,16 @@ def render(results: dict[str, dict[str, list[float]]], *, count: int) -> str:
              "medians in ms per frame. Payload = `json.dumps(FrameResult.to_json(masks=...))`. "
              f"Ratio = (decode + polygon payload) / inference, target <= {TARGET_RATIO:.0%}.", "",
              machine_line(), "",
-             "| task | objects/frame | inference | decode | payload polygon | payload RLE | bytes polygon | bytes RLE | ratio | within |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| task | objects/frame | inference | decode | payload polygon | payload RLE | bytes polygon | bytes RLE "
+             "| ratio | within | inference that makes it 20 % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for task, r in results.items():
-        ratio = (med(r["decode"]) + med(r["polygon"])) / med(r["infer"])
+        host = med(r["decode"]) + med(r["polygon"])
+        ratio = host / med(r["infer"])
         lines.append(f"| {task} | {statistics.mean(r['objects']):.1f} | {med(r['infer']):.3f} | {med(r['decode']):.3f} | "
                      f"{med(r['polygon']):.3f} | {med(r['rle']):.3f} | {med(r['bytes_polygon']):.0f} | "
-                     f"{med(r['bytes_rle']):.0f} | {ratio:.0%} | {'yes' if ratio <= TARGET_RATIO else 'no'} |")
+                     f"{med(r['bytes_rle']):.0f} | {ratio:.0%} | {'yes' if ratio <= TARGET_RATIO else 'no'} | "
+                     f"{host / TARGET_RATIO:.1f} |")
     return "\n".join(lines) + "\n"
 
 

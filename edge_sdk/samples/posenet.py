@@ -97,7 +97,8 @@ def train(images: np.ndarray, points: np.ndarray, *, epochs: int = 10, seed: int
 
 
 def pck(predicted: np.ndarray, truth: np.ndarray, extent: np.ndarray, *, threshold: float = 0.1) -> float:
-    """Share of keypoints within ``threshold`` x the object's box diagonal of the truth (PCK@0.1, as the converter scores landmarks) (``[n, K*2]`` in 0-1)."""
+    """Share of keypoints (``[n, K*2]`` in 0-1) within ``threshold`` x the object's box diagonal of the
+    truth: PCK@0.1, as the converter scores landmarks."""
     p = np.asarray(predicted, np.float64).reshape(len(truth), -1, 2)
     t = np.asarray(truth, np.float64).reshape(len(truth), -1, 2)
     distance = np.linalg.norm(p - t, axis=-1)

@@ -381,7 +381,8 @@ def write_yolo_pose(root: str | Path, count: int, *, seed: int, photos: tuple[st
         lines = []
         for o in instances:
             b = o.box
-            box = f"{(b.x1 + b.x2) / 2 / width:.6f} {(b.y1 + b.y2) / 2 / height:.6f} {(b.x2 - b.x1) / width:.6f} {(b.y2 - b.y1) / height:.6f}"
+            box = (f"{(b.x1 + b.x2) / 2 / width:.6f} {(b.y1 + b.y2) / 2 / height:.6f} "
+                   f"{(b.x2 - b.x1) / width:.6f} {(b.y2 - b.y1) / height:.6f}")
             xy = o.keypoints[:, :2] / scale
             points = " ".join(f"{x:.6f} {y:.6f} {int(v)}" for (x, y), v in zip(xy, o.keypoints[:, 2]))
             lines.append(f"0 {box} {points}")
