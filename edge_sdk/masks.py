@@ -33,7 +33,7 @@ class Mask(Protocol):
 class Segmentation(Protocol):
     """What is read of a :class:`edge_sdk.results.Segmentation`."""
 
-    class_map: np.ndarray
+    pixels: np.ndarray  # source-frame pixels per class id
 
     def areas(self) -> dict[str, float]: ...
 
@@ -292,7 +292,7 @@ def area_summary(segmentation: Segmentation, *, places: int = 4) -> dict[str, fl
 def class_masks(segmentation: Segmentation, *, skip: tuple[str, ...] = ("background",)) -> list[tuple[int, str, Mask]]:
     """``(class id, label, mask)`` of each class present, largest first; classes named in ``skip``
     (the background, which the other classes' masks already imply) are left out."""
-    counts = np.bincount(segmentation.class_map.ravel())
+    counts = segmentation.pixels
     order = np.argsort(-counts, kind="stable")
     out = []
     for class_id in order:

@@ -7,6 +7,7 @@ never sees the model's input space.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -154,34 +155,90 @@ class Keypoints:
 class Segmentation:
     """A semantic segmentation of one frame: a class id per source-frame pixel.
 
-    ``class_map`` is uint8 (or uint16 past 255 classes), height x width of the source frame;
-    ``labels[i]`` names class i.
+    Held as the model gave it: ``grid``, class ids (uint8, or uint16 past 255 classes) at the
+    output's resolution, and for each source-frame row and column the grid row or column it shows
+    (``rows``, ``cols``; -1 where the model did not see the frame, under a crop: class 0 there).
+    ``class_map``, the frame-sized map, is built only when asked for: the class areas and each
+    class's mask are computed from the grid exactly, at a fraction of the cost on a camera frame.
+    Without ``rows`` and ``cols`` the grid is the frame's own map. ``labels[i]`` names class i.
     """
 
-    class_map: np.ndarray
+    grid: np.ndarray
     labels: tuple[str, ...]
+    rows: np.ndarray | None = None
+    cols: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "class_map", _frozen(self.class_map))
+        object.__setattr__(self, "grid", _frozen(self.grid))
+        if (self.rows is None) != (self.cols is None):
+            raise ValueError("a segmentation's rows and cols are given together or not at all")
+        if self.rows is not None:
+            object.__setattr__(self, "rows", _frozen(np.asarray(self.rows, dtype=np.intp)))
+            object.__setattr__(self, "cols", _frozen(np.asarray(self.cols, dtype=np.intp)))
+
+    @functools.cached_property
+    def class_map(self) -> np.ndarray:
+        """The class id of every source-frame pixel (height x width), read-only."""
+        if self.rows is None:
+            return self.grid
+        out = self._gather(slice(None), slice(None))
+        out.setflags(write=False)
+        return out
+
+    def _gather(self, ys: slice, xs: slice) -> np.ndarray:
+        rows, cols = self.rows[ys], self.cols[xs]
+        out = self.grid.take(np.maximum(rows, 0), axis=0).take(np.maximum(cols, 0), axis=1)
+        if (rows < 0).any():
+            out[rows < 0, :] = 0
+        if (cols < 0).any():
+            out[:, cols < 0] = 0
+        return out
 
     @property
     def frame_size(self) -> tuple[int, int]:
-        height, width = self.class_map.shape[:2]
+        if self.rows is not None:
+            return len(self.cols), len(self.rows)
+        height, width = self.grid.shape[:2]
         return width, height
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
 
+    @functools.cached_property
+    def pixels(self) -> np.ndarray:
+        """Source-frame pixels per class id (exact, counted on the grid with each cell's footprint)."""
+        if self.rows is None:
+            return np.bincount(self.grid.ravel(), minlength=len(self.labels))
+        gh, gw = self.grid.shape[:2]
+        per_row = np.bincount(self.rows[self.rows >= 0], minlength=gh)
+        per_col = np.bincount(self.cols[self.cols >= 0], minlength=gw)
+        footprint = np.outer(per_row, per_col).ravel()
+        counts = np.bincount(self.grid.ravel(), weights=footprint, minlength=len(self.labels)).round().astype(np.int64)
+        width, height = self.frame_size
+        counts[0] += width * height - int(footprint.sum())  # what the model never saw is class 0
+        return counts
+
     def areas(self) -> dict[str, float]:
         """Share of the frame (0-1) each class present covers, largest first."""
-        counts = np.bincount(self.class_map.ravel(), minlength=len(self.labels))
-        total = max(1, self.class_map.size)
+        counts = self.pixels
+        width, height = self.frame_size
+        total = max(1, width * height)
         order = np.argsort(-counts, kind="stable")
         return {self.label(int(c)): float(counts[c]) / total for c in order if counts[c]}
 
     def mask(self, class_id: int) -> Mask:
-        """The pixels of one class, as a mask."""
-        return Mask.from_full(self.class_map == class_id)
+        """The pixels of one class, as a mask (built over the class's cells only)."""
+        if self.rows is None or class_id == 0:  # class 0 also holds what the model did not see
+            return Mask.from_full(self.class_map == class_id)
+        cells = self.grid == class_id
+        r = np.flatnonzero(cells.any(axis=1))
+        c = np.flatnonzero(cells.any(axis=0))
+        ys = np.flatnonzero((self.rows >= r[0]) & (self.rows <= r[-1])) if r.size else r
+        xs = np.flatnonzero((self.cols >= c[0]) & (self.cols <= c[-1])) if c.size else c
+        if ys.size == 0 or xs.size == 0:
+            return Mask(0, 0, np.zeros((0, 0), dtype=bool), self.frame_size)
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        return Mask(x0, y0, self._gather(slice(y0, y1), slice(x0, x1)) == class_id, self.frame_size)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Segmentation):

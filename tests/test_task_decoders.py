@@ -326,3 +326,30 @@ def test_bad_landmark_outputs_give_one_line(outputs, options, match):
     with pytest.raises(ModelError, match=match) as caught:
         get_decoder("landmarks")(outputs, context("stretch", options=options))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "crop"])
+def test_a_decoded_segmentation_counts_and_masks_exactly_what_its_frame_sized_map_holds(resize):
+    """The decoder keeps the grid and its mapping; areas, pixel counts and per-class masks computed on
+    the grid equal those counted on the frame-sized map, including what a crop never showed."""
+    from edge_sdk.decoders.segmentation import source_cells
+    from edge_sdk.preprocess import Preprocessing, fit
+    from edge_sdk.results import Mask, Segmentation
+
+    rng = np.random.default_rng(7)
+    spec = Preprocessing(width=32, height=32, channels=3, resize=resize)
+    frame = np.zeros((37, 53, 3), dtype=np.uint8)
+    _, placement = fit(frame, spec)
+    grid = rng.integers(0, 4, (16, 16)).astype(np.uint8)
+    rows, cols = source_cells(grid.shape, placement, input_size=(32, 32))
+    lazy = Segmentation(grid, ("background", "a", "b", "c"), rows=rows, cols=cols)
+    full = np.array(lazy.class_map)
+    assert full.shape == (37, 53) and lazy.frame_size == (53, 37)
+    eager = Segmentation(full, lazy.labels)
+    assert lazy == eager
+    assert list(lazy.pixels) == list(np.bincount(full.ravel(), minlength=4))
+    assert lazy.areas() == pytest.approx(eager.areas()) and list(lazy.areas()) == list(eager.areas())
+    for class_id in range(4):
+        assert lazy.mask(class_id) == Mask.from_full(full == class_id)
+    if resize == "crop":
+        assert (rows < 0).any() or (cols < 0).any()  # the crop hid part of the frame: class 0 there
