@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from edge_sdk.backends import describe
 from edge_sdk.model import InputAdapter
 
 
@@ -35,20 +36,6 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
-def _describe(engine) -> tuple[str, str]:
-    name = type(engine).__name__
-    if getattr(engine, "fallback", False):
-        return name, "none (CPU fallback)"
-    if name == "EdgeTPUEngine":
-        return name, "libedgetpu"
-    if name == "LiteRTEngine":
-        return name, "XNNPACK (default CPU delegate)"
-    if hasattr(engine, "provider"):  # ONNX Runtime: the provider it got, its version, what this build has
-        info = engine.info()
-        return name, f"{info['provider']} (onnxruntime {info['onnxruntime']}; available: {', '.join(info['available_providers'])})"
-    return name, getattr(engine, "device", "-")
-
-
 def run_bench(pipeline, *, frames: int = 200, warmup: int = 10) -> tuple[BenchResult, np.ndarray]:
     """Time ``frames`` engine invocations on one prepared input; returns the summary and every latency (ms)."""
     spec = pipeline.bundle.manifest.preprocessing
@@ -62,7 +49,7 @@ def run_bench(pipeline, *, frames: int = 200, warmup: int = 10) -> tuple[BenchRe
         t0 = time.perf_counter()
         pipeline.engine.run([tensor])
         latencies[i] = (time.perf_counter() - t0) * 1e3
-    engine, delegate = _describe(pipeline.engine)
+    engine, delegate = describe(pipeline.engine)
     result = BenchResult(
         engine=engine, delegate=delegate, frames=frames, threads=pipeline.config.threads or pipeline.bundle.manifest.profile.threads,
         p50_ms=float(np.percentile(latencies, 50)), p90_ms=float(np.percentile(latencies, 90)),

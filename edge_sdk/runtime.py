@@ -375,12 +375,14 @@ class Runtime:
         return [c.id for c in self.cameras]
 
     def info(self) -> dict:
+        from edge_sdk.backends import describe
         from edge_sdk.mqtt import payloads
 
         stats = self.stats()
         sources = [{"camera": c.id, "source": c.source, **self._regions(c.id)} for c in stats.cameras]
         return payloads.info_body(self.pipeline.bundle, source=sources[0]["source"] if len(sources) == 1 else None, cameras=sources,
-                                  version=self._model_version, update=self._update.to_json() if self._update is not None else None)
+                                  version=self._model_version, update=self._update.to_json() if self._update is not None else None,
+                                  engine=describe(self.pipeline.engine))
 
     def _regions(self, camera_id: str) -> dict:
         """A tracking camera's named zones and lines, for the info message (and discovery)."""

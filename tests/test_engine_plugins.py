@@ -128,6 +128,7 @@ def test_example_plugin_runs_a_bundle_end_to_end_to_mqtt(plugin_bundle, plugin_p
     labels = {d["label"] for body in frames for d in body["detections"]}
     assert labels and labels <= set(shapes.CLASSES), labels
     assert info and info[-1]["model"]["target"] == "plugin"
+    assert info[-1]["engine"]["name"] == "ExampleEngine"  # the fleet sees which engine runs the model
     assert plugin_bundle["trace"].read_text().splitlines()[-1] == "opened model.onnx"  # the plugin, not a built-in engine
 
 

@@ -132,6 +132,7 @@ def test_run_cli_publishes_info_detections_metrics_and_status_that_match_their_s
     info = collector.payloads("/info")[-1]
     jsonschema.validate(info, payloads.schema("info"))
     assert info["model"]["labels"] == [str(i) for i in range(10)] and len(info["model"]["sha256"]) == 64
+    assert info["engine"] == {"name": "LiteRTEngine", "device": "XNNPACK (default CPU delegate)"}
     detections = collector.payloads("/detections")
     for body in detections:
         jsonschema.validate(body, payloads.schema("detections"))

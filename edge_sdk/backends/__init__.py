@@ -70,6 +70,22 @@ class _InManifestOrder:
         return getattr(self._engine, name)
 
 
+def describe(engine) -> tuple[str, str]:
+    """The engine's class and what it computes on (delegate, device or execution provider), for
+    ``bench``, ``doctor`` and the retained info message the fleet reads."""
+    name = type(getattr(engine, "_engine", engine)).__name__
+    if getattr(engine, "fallback", False):
+        return name, "none (CPU fallback)"
+    if name == "EdgeTPUEngine":
+        return name, "libedgetpu"
+    if name == "LiteRTEngine":
+        return name, "XNNPACK (default CPU delegate)"
+    if hasattr(engine, "provider"):  # ONNX Runtime: the provider it got, its version, what this build has
+        info = engine.info()
+        return name, f"{info['provider']} (onnxruntime {info['onnxruntime']}; available: {', '.join(info['available_providers'])})"
+    return name, str(getattr(engine, "device", "-"))
+
+
 def in_manifest_order(engine: Engine, manifest) -> Engine:
     """``engine`` with its outputs reordered as the manifest lists them (itself when they already are)."""
     names = [spec["name"] for spec in engine.output_specs()]

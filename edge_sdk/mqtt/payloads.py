@@ -137,10 +137,12 @@ def _fewer(result: FrameResult, body: dict, steps: list[str], limit: int) -> dic
 
 
 def info_body(bundle: Bundle, *, source: str | None = None, cameras: list[dict] | None = None,
-              version: int | None = None, update: dict | None = None) -> dict:
+              version: int | None = None, update: dict | None = None, engine: tuple[str, str] | None = None) -> dict:
     """The retained birth message: what this device runs and how well it converted; ``version`` is
     the signed version of the installed update it runs (None: the bundle it was started with), and
-    ``update`` its last model update and where that stands (``UpdateState.to_json()``)."""
+    ``update`` its last model update and where that stands (``UpdateState.to_json()``); ``engine``
+    the engine's class and what it computes on (:func:`edge_sdk.backends.describe`), so a fleet sees
+    a Jetson that fell back to its CPU."""
     manifest = bundle.manifest
     model_file = next((f for f in manifest.files if f.path == manifest.model_file), None)
     report = manifest.report
@@ -160,6 +162,7 @@ def info_body(bundle: Bundle, *, source: str | None = None, cameras: list[dict] 
             "profile": manifest.profile.name, "labels": bundle.labels(), "version": version,
         },
         "update": update,
+        **({"engine": {"name": engine[0], "device": engine[1]}} if engine is not None else {}),
         "accuracy": accuracy,
         "source": source,
         "cameras": cameras or [],
