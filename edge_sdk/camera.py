@@ -143,6 +143,7 @@ class _End:
 
 
 _STOP = object()
+WAKE_S = 0.5  # the longest the consuming thread waits for a result before looking at its signals again
 
 
 class CameraRun:
@@ -168,7 +169,13 @@ class CameraRun:
         running = len(self.cameras)
         try:
             while running and not self.stop.is_set():
-                item = self.out.get()
+                try:
+                    # A timeout, so Ctrl-C is acted on within WAKE_S: CPython runs signal handlers in
+                    # the main thread, and a SIGINT delivered to another thread does not wake a wait
+                    # without one until the next result arrives (none may, while a source is stalled).
+                    item = self.out.get(timeout=WAKE_S)
+                except queue.Empty:
+                    continue
                 if item is _STOP:
                     break
                 if isinstance(item, _End):
