@@ -311,3 +311,23 @@ def test_quantize_clips_at_the_dtype_limits(dtype, low, high):
     q = quantize(x, scale=0.1, zero_point=0 if dtype is np.int8 else 128, dtype=dtype)
     assert q.dtype == dtype
     assert q.tolist() == [low, low, high, high, high]
+
+
+@pytest.mark.parametrize("normalization, mean, std", [
+    ("unit", None, None), ("symmetric", None, None), ("raw", None, None),
+    ("mean_std", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_an_nchw_image_is_normalised_to_the_same_values_as_the_nhwc_path_transposed(normalization, mean, std, channels):
+    """One image for an NCHW model takes a planar fast path; its values equal the general path's, bit for bit."""
+    from edge_sdk.preprocess import Preprocessing, normalize
+
+    if channels == 1 and mean is not None:
+        mean, std = mean[:1], std[:1]
+    image = np.random.default_rng(channels).integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    common = dict(width=53, height=37, channels=channels, normalization=normalization, mean=mean, std=std,
+                  color="gray" if channels == 1 else "rgb")
+    planar = normalize(image, Preprocessing(layout="NCHW", **common))
+    reference = np.transpose(normalize(image, Preprocessing(layout="NHWC", **common)), (0, 3, 1, 2))
+    assert planar.shape == (1, channels, 37, 53) and planar.dtype == np.float32 and planar.flags.c_contiguous
+    assert np.array_equal(planar, reference)
