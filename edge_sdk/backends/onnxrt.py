@@ -138,6 +138,11 @@ class ONNXRuntimeEngine:
     def output_specs(self) -> list[dict]:
         return [self._spec(a) for a in self._outputs]
 
+    @property
+    def session(self):
+        """The ``InferenceSession`` itself (benchmarks time a bare ``run`` on it against the pipeline)."""
+        return self._session
+
     def info(self) -> dict:
         """What ``doctor``, ``bench`` and the birth message say about this engine."""
         return {"onnxruntime": version(), "provider": self.provider, "available_providers": self.available}
