@@ -145,7 +145,7 @@ def main() -> int:
     from edge_sdk.backends.litert import load_interpreter_class
 
     lines = [
-        f"CPU: {cpu_model()}; {cpu_flags()}; {os.cpu_count()} logical CPUs, shared with other jobs while measured. "
+        f"CPU: {cpu_model()}; {cpu_flags()}; {os.cpu_count()} logical CPUs. "
         f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}, LiteRT {load_interpreter_class().__module__.split('.')[0]}. "
         f"Threads: {args.threads} for every engine; {args.rounds} runs each, round-robin; one 160x160 image, batch 1.",
         "",
