@@ -199,14 +199,9 @@ class ONNXTarget:
         if not base.per_channel:
             yield self._run(job, "per-channel", calib, replace(base, per_channel=True), "per-channel weight scales")
             base = replace(base, per_channel=True)
-        larger = job.larger_calibration()
-        if larger is None:
-            yield Attempt("larger-calibration", None, first.settings, f"skipped: --calib has only {len(calib)} images", len(calib))
-        else:
-            attempt = self._run(job, "larger-calibration", larger, base, f"{len(larger)} calibration images instead of {len(calib)}")
-            yield attempt
-            if attempt.metrics and first.metrics and job.rank(attempt) >= job.rank(first):
-                calib = larger
+        attempt, calib = job.try_larger_calibration(
+            first, first.settings, lambda larger, note: self._run(job, "larger-calibration", larger, base, note))
+        yield attempt
         attempt = self._run(job, "float-fallback", calib, replace(base, first_last=True),
                             "first and last weighted nodes kept float")
         yield attempt

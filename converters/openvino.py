@@ -272,14 +272,9 @@ class OpenVINOTarget:
         note = "detector decode kept in float (ops after the last convolution), min/max activation ranges" if detector else ""
         first = self._run(job, "baseline", calib, base, note)
         yield first
-        larger = job.larger_calibration()
-        if larger is None:
-            yield Attempt("larger-calibration", None, first.settings, f"skipped: --calib has only {len(calib)} images", len(calib))
-        else:
-            attempt = self._run(job, "larger-calibration", larger, base, f"{len(larger)} calibration images instead of {len(calib)}")
-            yield attempt
-            if attempt.metrics and first.metrics and job.rank(attempt) >= job.rank(first):
-                calib = larger
+        attempt, calib = job.try_larger_calibration(
+            first, first.settings, lambda larger, note: self._run(job, "larger-calibration", larger, base, note))
+        yield attempt
         attempt = self._run(job, "ignored-scope", calib, replace(base, first_last=True),
                             "NNCF ignored scope, first and last weighted layers kept float")
         if attempt.settings and attempt.settings.found_scope:

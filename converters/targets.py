@@ -114,6 +114,18 @@ class Job:
         )
         return larger if len(larger) > len(self.calib_set) else None
 
+    def try_larger_calibration(self, first: Attempt, settings: Any, run: Callable[[ImageSet, str], Attempt]) -> tuple[Attempt, ImageSet]:
+        """The larger-calibration remedy every target tries after its baseline ``first``: an attempt
+        made by ``run(larger set, note)`` (or a skipped one, with ``settings``), and the calibration
+        set the later remedies should use (the larger one when it did no worse)."""
+        calib = self.calib_set
+        larger = self.larger_calibration()
+        if larger is None:
+            return Attempt("larger-calibration", None, settings, f"skipped: --calib has only {len(calib)} images", len(calib)), calib
+        attempt = run(larger, f"{len(larger)} calibration images instead of {len(calib)}")
+        better = attempt.metrics and first.metrics and self.rank(attempt) >= self.rank(first)
+        return attempt, larger if better else calib
+
 
 @dataclass
 class Attempt:
