@@ -207,18 +207,20 @@ class FleetLink:
         """``body`` enveloped and queued, unless it is over :data:`payloads.MAX_PAYLOAD_BYTES`: then
         it is counted in ``oversize`` and logged, never handed to the publisher (a broker such as
         AWS IoT Core would refuse it, and the outbox would try it again and again)."""
-        payload = self.publisher.envelope(schema, body)
-        if self._fits(schema, payload):
-            self.publisher.publish(name, payload, qos=qos)
+        data = self._encoded(schema, self.publisher.envelope(schema, body))
+        if data is not None:
+            self.publisher.publish(name, data, qos=qos)
 
-    def _fits(self, schema: str, payload: dict) -> bool:
-        length = payloads.size(payload)
-        if length <= payloads.MAX_PAYLOAD_BYTES:
-            return True
+    def _encoded(self, schema: str, payload: dict) -> bytes | None:
+        """``payload`` as the publisher sends it, encoded once here to measure it; None when it is
+        over the limit (counted and logged)."""
+        data = payloads.encode(payload)
+        if len(data) <= payloads.MAX_PAYLOAD_BYTES:
+            return data
         self.oversize += 1
         log.warning("a %s message of %d bytes is over the %d-byte limit and was not sent", payloads.KINDS[schema],
-                    length, payloads.MAX_PAYLOAD_BYTES)
-        return False
+                    len(data), payloads.MAX_PAYLOAD_BYTES)
+        return None
 
     def on_events(self, camera: str, events, counts, *, frame: int | None = None, frame_ts: float | None = None,
                   now: bool = False) -> None:
@@ -242,9 +244,9 @@ class FleetLink:
                 return
             del self._counts_pending[camera]
             self._counts_sent[camera] = (clock, {name: dict(by) for name, by in pending.zones.items()})
-        payload = self.publisher.envelope(payloads.COUNTS, payloads.counts_body(camera, pending))
-        if self._fits(payloads.COUNTS, payload):
-            self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), payload, qos=self.settings.qos.status)
+        data = self._encoded(payloads.COUNTS, self.publisher.envelope(payloads.COUNTS, payloads.counts_body(camera, pending)))
+        if data is not None:
+            self.publisher.set_retained(topics.camera_name(camera, topics.COUNTS), data, qos=self.settings.qos.status)
 
     def on_camera_state(self, camera: str, state: str, detail: str | None) -> None:
         """A camera's state changed: metrics go out at once, and an alert when it failed."""

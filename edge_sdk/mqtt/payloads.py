@@ -49,9 +49,14 @@ def counts_body(camera: str, counts) -> dict:
     return {"camera": camera, **counts.to_json()}
 
 
+def encode(payload: dict) -> bytes:
+    """``payload`` as the publisher sends it: compact JSON, UTF-8."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 def size(payload: dict) -> int:
     """Bytes of ``payload`` as the publisher encodes it."""
-    return len(json.dumps(payload, separators=(",", ":")).encode())
+    return len(encode(payload))
 
 
 def _frame_body(result: FrameResult, masks: MaskFormat, vertices: int, *, keypoints: bool = True) -> dict:
