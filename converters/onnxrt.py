@@ -190,7 +190,7 @@ class ONNXTarget:
             model = self.float_model(job) if job.precision is Precision.FP32 else to_fp16(job)
             yield score(job, Attempt("baseline", model, ORTSettings(), ""), self.engine(job, model))
             return
-        detector = job.source.task == "detection"
+        detector = job.source.boxes_head
         base = ORTSettings(per_channel=job.per_channel, float_decode=detector)
         note = "detector decode kept in float (nodes after the last convolution)" if detector else ""
         calib = job.calib_set

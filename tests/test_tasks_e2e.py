@@ -308,12 +308,12 @@ def test_instance_onnx_computes_its_parts(instance_onnx, trained_segmenter, engi
         assert np.all(out1[0, 5:31] == 0) and np.all(out1[0, 31] == 1)
 
 
-INSTANCE_TARGETS = [("rpi5", None), ("intel-cpu", None), ("coral-usb", None)]
+INSTANCE_TARGETS = [("rpi5", None), ("intel-cpu", None), ("coral-usb", None), ("x86-onnx", None)]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("profile, precision", INSTANCE_TARGETS, ids=["tflite-int8", "openvino-int8", "edgetpu-int8"])
+@pytest.mark.parametrize("profile, precision", INSTANCE_TARGETS, ids=["tflite-int8", "openvino-int8", "edgetpu-int8", "onnx-int8"])
 def test_instance_onnx_converted_for_each_target_masks_the_shapes(bundles, profile, precision):
     result = bundles("instances", profile, precision)
     accuracy, manifest = result.report.accuracy, result.bundle.manifest
