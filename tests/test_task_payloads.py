@@ -199,7 +199,6 @@ def test_a_snapshot_of_a_large_frame_is_fitted_under_the_limit(broker, tmp_path)
 
 
 def test_tracked_instances_keep_their_mask_and_keypoints_and_coasting_ones_have_none(broker, tmp_path):
-    rng = np.random.default_rng(5)
     tracker = Tracker(TrackingSettings(min_hits=2))
     points = Keypoints(tuple(Keypoint(0.5, 0.5, 0.9, name) for name in NAMES), BONES)
     results, masks = [], []
